@@ -1,0 +1,59 @@
+"""Plain value types shared by every layer (no behaviour beyond construction)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+
+ADJUSTMENTS = ("none", "tabular", "image", "tabular+image")
+ESTIMANDS = ("ATE", "ATT", "ATO")
+
+@dataclass(frozen=True)
+class EffectRow:
+    """One estimate: a (trial, estimand, method, adjustment) cell of an effect table.
+
+    ``estimate`` is NaN when the effect could not be estimated; ``note`` then says why.
+    """
+
+    trial: str
+    estimand: str
+    method: str
+    adjustment: str
+    estimate: float
+    std_error: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    n: int
+    n_treated: int
+    n_clusters: int | None = None
+    se_type: str = ""
+    outcome_type: str = "observed"
+    clip: float | None = None
+    n_clipped: int = 0
+    n_trimmed: int = 0
+    ess_treated: float = math.nan
+    ess_control: float = math.nan
+    note: str = ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+#: Columns of :meth:`eocausal.EffectTable.tidy`, in order.
+TIDY_COLUMNS = tuple(f.name for f in fields(EffectRow))
+
+
+@dataclass(frozen=True)
+class PropensityFit:
+    """Out-of-fold propensities and how they were obtained (for diagnostics and reports)."""
+
+    adjustment: str
+    e_raw: object  # np.ndarray, before clipping
+    e: object  # np.ndarray, after clipping
+    w: object  # np.ndarray treatment
+    clip: float
+    n_clipped: int
+    folds: int
+    model: str
+    penalties: tuple = field(default_factory=tuple)

@@ -1,0 +1,303 @@
+"""The notebook face: ``eocausal.estimate`` and its formula form ``"y ~ w | x1 + x2"``.
+
+This module wires the estimators (layer 4) into an :class:`~eocausal.results.EffectTable`
+(layer 6). It sees only arrays and frames: embeddings are just more confounder columns.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from eocausal._types import ADJUSTMENTS, ESTIMANDS, EffectRow, PropensityFit
+from eocausal.data.units import Units
+from eocausal.errors import InputError, OverlapError, OverlapWarning
+from eocausal.estimators import weighting
+from eocausal.estimators.crossfit import grouped_folds
+from eocausal.estimators.propensity import crossfit_propensity
+from eocausal.results import EffectTable
+
+METHODS = ("dim", "ipw-ht", "ipw-hajek")
+_NAME = r"[A-Za-z_][A-Za-z0-9_.]*"
+
+
+@dataclass(frozen=True)
+class Formula:
+    """A parsed ``"outcome ~ treatment | confounder + confounder"`` formula."""
+
+    text: str
+    outcome: str
+    treatment: str
+    confounders: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, text: str) -> "Formula":
+        """Parse ``text``; errors quote the formula and say what form is expected."""
+        form = "'outcome ~ treatment' or 'outcome ~ treatment | x1 + x2'"
+        if not isinstance(text, str) or text.count("~") != 1:
+            raise InputError(f"formula {text!r}: expected one '~', as in {form}")
+        lhs, rhs = (s.strip() for s in text.split("~"))
+        if rhs.count("|") > 1:
+            raise InputError(f"formula {text!r}: at most one '|' (treatment | confounders), as in {form}")
+        treat, _, conf = (s.strip() for s in rhs.partition("|"))
+        if not re.fullmatch(_NAME, lhs or ""):
+            raise InputError(f"formula {text!r}: the left side {lhs!r} must be one outcome column name")
+        if not re.fullmatch(_NAME, treat or ""):
+            raise InputError(f"formula {text!r}: the treatment {treat!r} must be one column name before '|'")
+        confs: tuple[str, ...] = ()
+        if conf:
+            confs = tuple(c.strip() for c in conf.split("+"))
+            bad = [c for c in confs if not re.fullmatch(_NAME, c)]
+            if bad:
+                raise InputError(
+                    f"formula {text!r}: {bad} are not column names; transform columns in the data "
+                    "frame first (eocausal formulas hold names joined by '+')"
+                )
+        return cls(text=text, outcome=lhs, treatment=treat, confounders=confs)
+
+
+def estimate(
+    data,
+    formula_data=None,
+    /,
+    *,
+    treatment: str | None = None,
+    outcome: str | None = None,
+    confounders: Sequence[str] | None = None,
+    embeddings=None,
+    methods: Sequence[str] = METHODS,
+    estimand: str = "ATE",
+    adjustments: Sequence[str] | None = None,
+    clusters: str | np.ndarray | None = None,
+    folds: int = 5,
+    clip: float = 1e-3,
+    propensity="ridge-logit",
+    seed: int | None = 0,
+    alpha: float = 0.05,
+    trial: str = "all",
+    study: str = "",
+) -> EffectTable:
+    """Estimate average effects with several methods and adjustment sets side by side.
+
+    Call it with units, a data frame, or a formula and a data frame::
+
+        estimate(units, embeddings=Z)
+        estimate(df, treatment="w", outcome="y", confounders=["x1"], embeddings=Z)
+        estimate("y ~ w | x1 + x2", df, embeddings=Z, clusters="village")
+
+    Parameters
+    ----------
+    data : Units, DataFrame or str
+        The units, or a formula (then the data frame comes second).
+    treatment, outcome, confounders : str, str, list of str
+        Column roles for a DataFrame (taken from ``Units`` otherwise).
+    embeddings : array (n, d) or DataFrame indexed by unit id, optional
+        Image embeddings, used as confounders in the ``image`` adjustments.
+    methods : sequence of {'dim', 'ipw-ht', 'ipw-hajek'}
+        Difference in means, Horvitz-Thompson IPW, Hajek IPW.
+    estimand : {'ATE', 'ATT', 'ATO'}
+        For the weighting methods (the difference in means always estimates the ATE under
+        randomisation).
+    adjustments : sequence of {'tabular', 'image', 'tabular+image'}, optional
+        Confounder sets for the weighting methods; by default every set the inputs allow.
+    clusters : str or array, optional
+        Cluster column (or labels): folds keep clusters whole and SEs are cluster-robust.
+        Defaults to the units' cluster (or image key) column.
+    folds : int
+        Cross-fitting folds for the propensity model.
+    clip : float
+        Propensities are clipped to [clip, 1 - clip] (causalimages uses 1e-3); the number of
+        clipped units is reported in each row.
+    propensity : str or scikit-learn classifier
+        'ridge-logit' (penalty by grouped CV), 'logit', 'gbm', or any classifier.
+    seed : int or None
+        Seeds the fold assignment and any randomised model.
+    alpha : float
+        1 - confidence level of the intervals.
+
+    Returns
+    -------
+    EffectTable
+    """
+    units, conf_names = _as_units(data, formula_data, treatment, outcome, confounders, clusters)
+    methods = tuple(methods)
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise InputError(f"methods: unknown {bad}; choose from {list(METHODS)}")
+    if estimand not in ESTIMANDS:
+        raise InputError(f"estimand={estimand!r}: use one of {list(ESTIMANDS)}")
+    if not 0 <= clip < 0.5:
+        raise InputError(f"clip={clip}: must lie in [0, 0.5)")
+    if not 0 < alpha < 1:
+        raise InputError(f"alpha={alpha}: must lie in (0, 1)")
+
+    y, w = units.y(), units.w()
+    n = len(y)
+    X = units.frame[list(conf_names)].to_numpy(dtype=float) if conf_names else np.empty((n, 0))
+    Z = _align_embeddings(embeddings, units)
+    g = _cluster_codes(clusters, units)
+    cluster_name = clusters if isinstance(clusters, str) else (units.cluster or units.image_key)
+
+    possible = []
+    if X.shape[1]:
+        possible.append("tabular")
+    if Z is not None:
+        possible.append("image")
+    if X.shape[1] and Z is not None:
+        possible.append("tabular+image")
+    adjustments = tuple(possible) if adjustments is None else tuple(adjustments)
+    for a in adjustments:
+        if a not in ADJUSTMENTS or a == "none":
+            raise InputError(f"adjustments: {a!r} is not one of {list(ADJUSTMENTS[1:])}")
+        if a not in possible:
+            need = {"tabular": "confounders", "image": "embeddings", "tabular+image": "confounders and embeddings"}[a]
+            raise InputError(f"adjustments: {a!r} needs {need}, which were not given")
+
+    z = stats.norm.ppf(1 - alpha / 2)
+    se_type = f"IF, clustered by {cluster_name}" if g is not None else "IF (iid)"
+    n_clusters = int(len(np.unique(g))) if g is not None else None
+    base = dict(trial=trial, n=n, n_treated=int(w.sum()), n_clusters=n_clusters, se_type=se_type)
+
+    def row(method, adjustment, est, est_name, **extra):
+        se, _ = weighting.se_from_psi(est.psi, g)
+        stat = est.estimate / se if se > 0 else np.nan
+        return EffectRow(estimand=est_name, method=method, adjustment=adjustment,
+                         estimate=float(est.estimate), std_error=se,
+                         ci_low=float(est.estimate - z * se), ci_high=float(est.estimate + z * se),
+                         p_value=float(2 * stats.norm.sf(abs(stat))), **base, **extra)
+
+    rows: list[EffectRow] = []
+    fits: dict[str, PropensityFit] = {}
+    if "dim" in methods:
+        rows.append(row("dim", "none", weighting.difference_in_means(y, w), "ATE"))
+    weighting_methods = [m for m in methods if m != "dim"]
+    if weighting_methods:
+        fold_ids = grouped_folds(n, g, folds, seed, stratify=w)
+        for adj in adjustments:
+            V = {"tabular": X, "image": Z, "tabular+image": np.hstack([X, Z]) if Z is not None else X}[adj]
+            n_tab = {"tabular": None, "image": 0, "tabular+image": X.shape[1]}[adj]
+            e_raw, _ = crossfit_propensity(V, w, groups=g, model=propensity, seed=seed,
+                                           fold_ids=fold_ids, n_tabular=n_tab)
+            e = np.clip(e_raw, clip, 1 - clip)
+            n_clipped = int(np.sum(e != e_raw))
+            _check_overlap(e_raw, w, clip, adj)
+            fits[adj] = PropensityFit(adjustment=adj, e_raw=e_raw, e=e, w=w, clip=clip,
+                                      n_clipped=n_clipped, folds=folds,
+                                      model=propensity if isinstance(propensity, str) else type(propensity).__name__)
+            w1, w0 = weighting.arm_weights(w, e, estimand)
+            ess = dict(ess_treated=weighting.effective_sample_size(w1[w == 1]),
+                       ess_control=weighting.effective_sample_size(w0[w == 0]))
+            for m in weighting_methods:
+                fn = weighting.horvitz_thompson if m == "ipw-ht" else weighting.hajek
+                rows.append(row(m, adj, fn(y, w, e, estimand), estimand, clip=clip,
+                                n_clipped=n_clipped, **ess))
+
+    notes = [f"Standard errors from the influence function"
+             + (f", clustered by {cluster_name} ({n_clusters} clusters)." if g is not None else " (iid).")
+             + f" {int(round(100 * (1 - alpha)))}% normal intervals."]
+    if fits:
+        model_txt = ("ridge-logistic (tabular columns standardised, embeddings scaled as one block), "
+                     "penalty chosen by grouped 3-fold CV inside each training fold"
+                     if propensity == "ridge-logit" else str(fits[next(iter(fits))].model))
+        notes.append(f"Propensity: {model_txt}; out-of-fold predictions from {folds} cross-fitting folds"
+                     + (f" grouped by {cluster_name}." if g is not None else "."))
+        clipped = ", ".join(f"{a}: {f.n_clipped}" for a, f in fits.items())
+        notes.append(f"Propensities clipped to [{clip:g}, {1 - clip:g}] (units clipped: {clipped}); "
+                     "clipping keeps every unit, unlike trimming.")
+        notes.append("IPW standard errors treat the cross-fitted propensities as known, which is "
+                     "conservative for the ATE (Lunceford and Davidian 2004).")
+    design = dict(study=study, n=n, n_treated=int(w.sum()), n_clusters=n_clusters,
+                  outcome=units.outcome, treatment=units.treatment, estimand=estimand,
+                  propensity=propensity if isinstance(propensity, str) else type(propensity).__name__,
+                  confounders=list(conf_names), embedding_dim=None if Z is None else int(Z.shape[1]))
+    return EffectTable(rows=tuple(rows), notes=tuple(notes), design=design, propensities=fits)
+
+
+# ----------------------------------------------------------------------------- helpers
+def _as_units(data, formula_data, treatment, outcome, confounders, clusters):
+    if isinstance(data, str):
+        f = Formula.parse(data)
+        if formula_data is None:
+            raise InputError(f"formula {data!r}: pass the data frame as the second argument")
+        if any(v is not None for v in (treatment, outcome, confounders)):
+            raise InputError("formula: give the roles in the formula or as keywords, not both")
+        data, treatment, outcome, confounders = formula_data, f.treatment, f.outcome, f.confounders
+    elif formula_data is not None:
+        raise InputError("estimate: a second positional argument is only taken after a formula string")
+    if isinstance(data, Units):
+        if treatment is not None or outcome is not None:
+            raise InputError("estimate: units carry their treatment and outcome; do not pass them again")
+        conf = tuple(data.covariates) if confounders is None else tuple(confounders)
+        missing = [c for c in conf if c not in data.frame.columns]
+        if missing:
+            raise InputError(f"confounders: {missing} are not columns of the units")
+        if data.treatment is None or data.outcome is None:
+            raise InputError("estimate: the units need a treatment and an outcome column")
+        return data, conf
+    if isinstance(data, pd.DataFrame):
+        if treatment is None or outcome is None:
+            raise InputError("estimate: name the treatment= and outcome= columns (or use a formula)")
+        conf = tuple(confounders or ())
+        cl = clusters if isinstance(clusters, str) else None
+        return Units.from_frame(data, treatment=treatment, outcome=outcome, covariates=conf, cluster=cl), conf
+    raise InputError(f"data: expected Units, a DataFrame or a formula string, got {type(data).__name__}")
+
+
+def _align_embeddings(embeddings, units: Units) -> np.ndarray | None:
+    if embeddings is None:
+        return None
+    if isinstance(embeddings, pd.DataFrame):
+        missing = pd.Index(units.ids).difference(embeddings.index)
+        if len(missing):
+            raise InputError(
+                f"embeddings: no rows for unit ids {missing[:8].tolist()} ({len(missing)} in all); "
+                "the embedding frame must be indexed by the units' ids"
+            )
+        Z = embeddings.loc[units.ids].to_numpy(dtype=float)
+    else:
+        Z = np.asarray(embeddings, dtype=float)
+    if Z.ndim != 2 or Z.shape[0] != units.n:
+        raise InputError(f"embeddings: expected shape ({units.n}, d), got {Z.shape}")
+    if not np.isfinite(Z).all():
+        bad = np.flatnonzero(~np.isfinite(Z).all(axis=1))
+        raise InputError(f"embeddings: non-finite values for units {units.ids[bad[:8]].tolist()}")
+    return Z
+
+
+def _cluster_codes(clusters, units: Units) -> np.ndarray | None:
+    if clusters is None:
+        return units.groups()
+    if isinstance(clusters, str):
+        if clusters not in units.frame.columns:
+            raise InputError(f"clusters={clusters!r}: no such column in the units")
+        return pd.factorize(units.frame[clusters], sort=True)[0]
+    arr = np.asarray(clusters)
+    if len(arr) != units.n:
+        raise InputError(f"clusters: {len(arr)} labels for {units.n} units")
+    return pd.factorize(arr, sort=True)[0]
+
+
+def _check_overlap(e: np.ndarray, w: np.ndarray, clip: float, adjustment: str) -> None:
+    lo, hi = 0.01, 0.99
+    extreme = (e < lo) | (e > hi)
+    beyond = (e <= clip) | (e >= 1 - clip)
+    if beyond.all():
+        raise OverlapError(
+            f"adjustment {adjustment!r}: every propensity lies beyond the clip [{clip:g}, {1 - clip:g}] "
+            f"(range {e.min():.2g}-{e.max():.2g}): treated and control units do not overlap. Remove "
+            "confounders that are functions of the treatment, or estimate the ATO"
+        )
+    if extreme.mean() > 0.05:
+        warnings.warn(
+            f"adjustment {adjustment!r}: {extreme.mean():.0%} of propensities lie outside [{lo}, {hi}] "
+            f"(range {e.min():.3g}-{e.max():.3g}); IPW estimates will be unstable. Trim with Crump et "
+            "al.'s (2009) rule, estimate the ATO (overlap weights), or check for confounders that "
+            "are functions of the treatment",
+            OverlapWarning, stacklevel=3,
+        )

@@ -1,0 +1,187 @@
+"""Random convolutional features (MOSAIKS; Rolf et al. 2021, Nature Communications 12:4392).
+
+Fit: scale each band to [0, 1] with bounds learned on the data; sample K/2 patches of
+k x k x C pixels from the training chips; ZCA-whiten the patch set (ridge ``zca_eps``); use the
+whitened patches as convolution filters (valid, no padding). Transform: for each filter f,
+two features, the spatial means of ReLU(f * x - b) and ReLU(-f * x - b) (b = ``bias``).
+
+Filters are processed in chunks with the pooling done per chunk, so memory does not grow with
+the number of features: the full K x H x W activation map of one 256 px chip with K = 4096 is
+about 1 GB, a chunk of 256 filters about 64 MB.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from eocausal.encoders.device import resolve_device
+from eocausal.errors import InputError, NotFittedError
+
+
+class RandomFeatures:
+    """MOSAIKS random convolutional features.
+
+    Parameters
+    ----------
+    n_features : int
+        Number of output features K (even); K/2 filters, two features each.
+    kernel : int
+        Patch (filter) size k.
+    bias : float
+        The ReLU threshold b.
+    seed : int
+        Seeds the patch draw; the same seed and data give the same filters.
+    zca_eps : float
+        Ridge added to the patch covariance's eigenvalues before whitening.
+    scale : {'minmax', 'percentile'}
+        Per-band scaling to [0, 1]: the data's min/max, or its 1st/99th percentiles (clipped).
+    chunk_size : int
+        Filters per chunk.
+    batch_size : int
+        Chips per forward pass.
+    device : str
+        'auto', 'cpu', 'cuda', 'mps'.
+
+    Attributes
+    ----------
+    filters_ : torch.Tensor (K/2, C, k, k)
+        Whitened patches, on the CPU.
+    band_low_, band_high_ : numpy.ndarray (C,)
+        Per-band scaling bounds.
+    """
+
+    kind = "random-features"
+
+    def __init__(self, *, n_features: int = 1024, kernel: int = 3, bias: float = 0.0, seed: int = 0,
+                 zca_eps: float = 1e-3, scale: str = "minmax", chunk_size: int = 256,
+                 batch_size: int = 64, device: str = "auto"):
+        self.n_features = n_features
+        self.kernel = kernel
+        self.bias = bias
+        self.seed = seed
+        self.zca_eps = zca_eps
+        self.scale = scale
+        self.chunk_size = chunk_size
+        self.batch_size = batch_size
+        self.device = device
+
+    # ------------------------------------------------------------------ config
+    def get_config(self) -> dict:
+        """The constructor arguments that change the output (for cache keys and manifests)."""
+        return {"kind": self.kind, "n_features": self.n_features, "kernel": self.kernel,
+                "bias": self.bias, "seed": self.seed, "zca_eps": self.zca_eps, "scale": self.scale}
+
+    def state_hash(self) -> str:
+        """sha256 of the configuration and fitted state."""
+        self._check_fitted()
+        h = hashlib.sha256(json.dumps(self.get_config(), sort_keys=True).encode())
+        h.update(self.filters_.numpy().tobytes())
+        h.update(self.band_low_.tobytes())
+        h.update(self.band_high_.tobytes())
+        return h.hexdigest()
+
+    @property
+    def is_fitted(self) -> bool:
+        return hasattr(self, "filters_")
+
+    def _check_fitted(self) -> None:
+        if not self.is_fitted:
+            raise NotFittedError("RandomFeatures: call fit(chips) (or eocausal.embed) before transform")
+
+    def _validate(self, chips) -> np.ndarray:
+        x = np.asarray(chips)
+        if x.ndim == 5:
+            raise InputError(
+                "chips: got image sequences (n, T, C, H, W); wrap the encoder as "
+                "TemporalPool(RandomFeatures(...)) or pass single images (n, C, H, W)"
+            )
+        if x.ndim != 4:
+            raise InputError(f"chips: expected (n, C, H, W), got shape {x.shape}")
+        if min(x.shape[2:]) < self.kernel:
+            raise InputError(f"chips: {x.shape[2]}x{x.shape[3]} px is smaller than kernel={self.kernel}")
+        if not np.isfinite(x).all():
+            raise InputError("chips: non-finite pixels; fill nodata before encoding")
+        return x
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, chips) -> "RandomFeatures":
+        """Learn the band scaling and draw and whiten K/2 patches from ``chips`` (n, C, H, W)."""
+        if self.n_features < 2 or self.n_features % 2:
+            raise InputError(f"n_features={self.n_features}: must be a positive even number")
+        if self.scale not in ("minmax", "percentile"):
+            raise InputError(f"scale={self.scale!r}: use 'minmax' or 'percentile'")
+        x = self._validate(chips).astype(np.float64, copy=False)
+        n, c, h, w = x.shape
+        per_band = x.transpose(1, 0, 2, 3).reshape(c, -1)
+        if self.scale == "minmax":
+            lo, hi = per_band.min(axis=1), per_band.max(axis=1)
+        else:
+            lo, hi = np.percentile(per_band, 1, axis=1), np.percentile(per_band, 99, axis=1)
+        hi = np.where(hi > lo, hi, lo + 1.0)  # a constant band scales to 0
+        self.band_low_, self.band_high_ = lo.astype(np.float32), hi.astype(np.float32)
+
+        k, m = self.kernel, self.n_features // 2
+        rng = np.random.default_rng(self.seed)
+        img = rng.integers(0, n, m)
+        r = rng.integers(0, h - k + 1, m)
+        q = rng.integers(0, w - k + 1, m)
+        scaled = self._scale_np(x)
+        idx = np.arange(k)
+        patches = scaled[img[:, None, None, None], np.arange(c)[None, :, None, None],
+                         (r[:, None] + idx)[:, None, :, None], (q[:, None] + idx)[:, None, None, :]]
+        flat = patches.reshape(m, -1)
+        centered = flat - flat.mean(axis=0)
+        cov = centered.T @ centered / m
+        vals, vecs = np.linalg.eigh(cov)
+        zca = (vecs * (1.0 / np.sqrt(np.clip(vals, 0, None) + self.zca_eps))) @ vecs.T
+        white = centered @ zca
+        self.filters_ = torch.from_numpy(white.reshape(m, c, k, k).astype(np.float32))
+        self.n_bands_ = c
+        return self
+
+    def _scale_np(self, x: np.ndarray) -> np.ndarray:
+        lo = self.band_low_.reshape(1, -1, 1, 1)
+        hi = self.band_high_.reshape(1, -1, 1, 1)
+        return np.clip((x - lo) / (hi - lo), 0.0, 1.0)
+
+    # ------------------------------------------------------------------ transform
+    def transform(self, chips) -> np.ndarray:
+        """Features (n, n_features) float32: [ReLU(f*x - b) means | ReLU(-f*x - b) means]."""
+        self._check_fitted()
+        x = self._validate(chips)
+        if x.shape[1] != self.n_bands_:
+            raise InputError(f"chips: {x.shape[1]} bands, the encoder was fitted on {self.n_bands_}")
+        dev = resolve_device(self.device)
+        filters = self.filters_.to(dev)
+        lo = torch.as_tensor(self.band_low_, device=dev).view(1, -1, 1, 1)
+        hi = torch.as_tensor(self.band_high_, device=dev).view(1, -1, 1, 1)
+        m = filters.shape[0]
+        out = np.empty((len(x), 2 * m), dtype=np.float32)
+        with torch.inference_mode():
+            for s in range(0, len(x), self.batch_size):
+                xb = torch.as_tensor(np.ascontiguousarray(x[s:s + self.batch_size]), dtype=torch.float32).to(dev)
+                xb = ((xb - lo) / (hi - lo)).clamp_(0.0, 1.0)
+                out[s:s + len(xb)] = self._pooled(xb, filters).cpu().numpy()
+        return out
+
+    def _pooled(self, xb: torch.Tensor, filters: torch.Tensor) -> torch.Tensor:
+        m = filters.shape[0]
+        res = torch.empty((xb.shape[0], 2 * m), dtype=torch.float32, device=xb.device)
+        for a in range(0, m, self.chunk_size):
+            act = F.conv2d(xb, filters[a:a + self.chunk_size])
+            b = act.shape[1]
+            res[:, a:a + b] = torch.relu(act - self.bias).mean(dim=(2, 3))
+            res[:, m + a:m + a + b] = torch.relu(-act - self.bias).mean(dim=(2, 3))
+        return res
+
+    def fit_transform(self, chips) -> np.ndarray:
+        return self.fit(chips).transform(chips)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "kind")
+        return f"RandomFeatures({args})"

@@ -1,0 +1,21 @@
+"""Reports: figures and the self-contained HTML report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from eocausal._atomic import atomic_write_text
+from eocausal.report.html import render_report
+
+__all__ = ["render_report", "report"]
+
+
+def report(table, path: str | Path | None = None, **kwargs) -> str:
+    """Render ``table`` as a self-contained HTML report; write it atomically to ``path`` if given.
+
+    Keyword arguments go to :func:`eocausal.report.html.render_report`. Returns the HTML.
+    """
+    text = render_report(table, **kwargs)
+    if path is not None:
+        atomic_write_text(path, text)
+    return text

@@ -1,0 +1,209 @@
+"""EffectTable: the one result object every estimator's rows end up in.
+
+``tidy()`` is the single source; ``summary()``, ``to_markdown()``, ``to_latex()``,
+``to_html()`` and ``_repr_html_`` are views of it. Nothing rendered carries a timestamp, so the
+same seed gives byte-identical tables.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from eocausal._types import TIDY_COLUMNS, EffectRow, PropensityFit
+
+_METHOD_LABEL = {
+    "dim": "Difference in means",
+    "ipw-ht": "IPW (Horvitz-Thompson)",
+    "ipw-hajek": "IPW (Hajek)",
+}
+
+
+def _fmt(x, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return ""
+    if isinstance(x, (int, np.integer)):
+        return str(int(x))
+    return f"{x:.{digits}f}"
+
+
+def _fmt_p(p: float) -> str:
+    if p is None or math.isnan(p):
+        return ""
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+@dataclass(frozen=True)
+class EffectTable:
+    """Estimated effects, one row per (trial, estimand, method, adjustment).
+
+    Attributes
+    ----------
+    rows : tuple of EffectRow
+        The estimates.
+    notes : tuple of str
+        Numbered notes for ``summary()`` (SE type, clustering, clipping, ...).
+    design : mapping
+        Header facts (study name, N, clusters, estimand).
+    propensities : mapping of adjustment -> PropensityFit
+        Out-of-fold propensity scores behind the weighting rows (for overlap diagnostics).
+    """
+
+    rows: tuple[EffectRow, ...]
+    notes: tuple[str, ...] = ()
+    design: Mapping[str, object] = field(default_factory=dict)
+    propensities: Mapping[str, PropensityFit] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ the single source
+    def tidy(self) -> pd.DataFrame:
+        """One row per estimate with the columns of :data:`eocausal._types.TIDY_COLUMNS`."""
+        return pd.DataFrame([r.as_dict() for r in self.rows], columns=list(TIDY_COLUMNS))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self):
+        return iter(self.rows)
+
+    def row(self, *, method: str, adjustment: str | None = None, trial: str | None = None,
+            estimand: str | None = None) -> EffectRow:
+        """The unique row matching the given fields (KeyError if none or several)."""
+        hits = [r for r in self.rows if r.method == method
+                and (adjustment is None or r.adjustment == adjustment)
+                and (trial is None or r.trial == trial)
+                and (estimand is None or r.estimand == estimand)]
+        if len(hits) != 1:
+            raise KeyError(f"{len(hits)} rows match method={method!r}, adjustment={adjustment!r}, "
+                           f"trial={trial!r}, estimand={estimand!r}")
+        return hits[0]
+
+    # ------------------------------------------------------------------ views
+    def _display(self) -> pd.DataFrame:
+        t = self.tidy()
+        multi_trial = t["trial"].nunique() > 1
+        out = pd.DataFrame({
+            **({"Trial": t["trial"]} if multi_trial else {}),
+            "Estimand": t["estimand"],
+            "Method": [_METHOD_LABEL.get(m, m) for m in t["method"]],
+            "Adjustment": t["adjustment"],
+            "Estimate": [_fmt(v) for v in t["estimate"]],
+            "Std. error": [_fmt(v) for v in t["std_error"]],
+            "95% CI": [f"[{_fmt(a)}, {_fmt(b)}]" if not math.isnan(a) else "" for a, b in zip(t["ci_low"], t["ci_high"])],
+            "p": [_fmt_p(p) for p in t["p_value"]],
+            "N": t["n"].astype(int).astype(str),
+            "Treated": t["n_treated"].astype(int).astype(str),
+        })
+        if t["note"].astype(bool).any():
+            out["Note"] = t["note"]
+        return out
+
+    def to_markdown(self) -> str:
+        """A GitHub-flavoured Markdown table followed by the numbered notes."""
+        d = self._display()
+        head = "| " + " | ".join(d.columns) + " |"
+        align = "|" + "|".join("---:" if c in {"Estimate", "Std. error", "p", "N", "Treated"} else "---"
+                               for c in d.columns) + "|"
+        body = ["| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |" for row in d.itertuples(index=False)]
+        notes = [f"[{i}] {n}" for i, n in enumerate(self.notes, 1)]
+        return "\n".join([head, align, *body] + ([""] + notes if notes else [])) + "\n"
+
+    def to_latex(self, caption: str | None = None, label: str | None = None) -> str:
+        """A booktabs LaTeX table (needs ``\\usepackage{booktabs}``)."""
+        d = self._display()
+
+        def esc(s: str) -> str:
+            for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("$", r"\$"),
+                         ("#", r"\#"), ("_", r"\_"), ("{", r"\{"), ("}", r"\}"), ("~", r"\textasciitilde{}"),
+                         ("^", r"\textasciicircum{}"), ("<", r"\textless{}"), (">", r"\textgreater{}")):
+                s = s.replace(a, b)
+            return s
+
+        spec = "".join("r" if c in {"Estimate", "Std. error", "p", "N", "Treated"} else "l" for c in d.columns)
+        lines = [r"\begin{table}[htbp]", r"\centering"]
+        if caption:
+            lines.append(rf"\caption{{{esc(caption)}}}")
+        if label:
+            lines.append(rf"\label{{{esc(label)}}}")
+        lines += [rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
+                  " & ".join(esc(c) for c in d.columns) + r" \\", r"\midrule"]
+        lines += [" & ".join(esc(str(v)) for v in row) + r" \\" for row in d.itertuples(index=False)]
+        lines.append(r"\bottomrule")
+        lines.append(r"\end{tabular}")
+        if self.notes:
+            lines.append(r"\par\smallskip\footnotesize")
+            lines += [rf"[{i}] {esc(n)}\\" for i, n in enumerate(self.notes, 1)]
+        lines.append(r"\end{table}")
+        return "\n".join(lines) + "\n"
+
+    def to_html(self) -> str:
+        """An HTML table (strings escaped) with the notes below it."""
+        d = self._display()
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in d.columns)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>"
+                       for row in d.itertuples(index=False))
+        notes = "".join(f"<li>{html.escape(n)}</li>" for n in self.notes)
+        return (f'<table class="effects"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+                + (f'<ol class="notes">{notes}</ol>' if notes else ""))
+
+    def _repr_html_(self) -> str:
+        return self.to_html()
+
+    def summary(self) -> "Summary":
+        """An R-style summary: header block, the table, numbered notes."""
+        return Summary(self)
+
+    def __repr__(self) -> str:
+        return f"EffectTable({len(self.rows)} rows)\n" + str(self.summary())
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Text rendering of an EffectTable (``print(table.summary())``)."""
+
+    table: EffectTable
+
+    def __str__(self) -> str:
+        t = self.table
+        d = t._display()
+        header = [("Study", t.design.get("study", "")),
+                  ("Units", t.design.get("n", "")),
+                  ("Treated", t.design.get("n_treated", "")),
+                  ("Clusters", t.design.get("n_clusters", "") or "none"),
+                  ("Outcome", t.design.get("outcome", "")),
+                  ("Propensity", t.design.get("propensity", ""))]
+        header = [(k, v) for k, v in header if v not in ("", None)]
+        width = max((len(k) for k, _ in header), default=0)
+        lines = ["Causal effect estimates", "=" * 23]
+        lines += [f"{k + ':':<{width + 1}} {v}" for k, v in header]
+        lines.append("")
+        widths = [max(len(str(c)), *(len(str(v)) for v in d[c])) for c in d.columns]
+        right = {"Estimate", "Std. error", "p", "N", "Treated"}
+
+        def fmt_row(vals):
+            return "  ".join(str(v).rjust(w) if c in right else str(v).ljust(w)
+                             for v, w, c in zip(vals, widths, d.columns)).rstrip()
+
+        lines.append(fmt_row(d.columns))
+        lines.append("-" * len(fmt_row(d.columns)))
+        lines += [fmt_row(r) for r in d.itertuples(index=False)]
+        if t.notes:
+            lines.append("")
+            lines += [f"[{i}] {n}" for i, n in enumerate(t.notes, 1)]
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def concat(tables: Sequence[EffectTable]) -> EffectTable:
+    """Stack several tables (rows in order; notes merged without repeats)."""
+    rows = tuple(r for t in tables for r in t.rows)
+    notes = tuple(dict.fromkeys(n for t in tables for n in t.notes))
+    design = dict(tables[0].design) if tables else {}
+    props = {k: v for t in tables for k, v in t.propensities.items()}
+    return EffectTable(rows=rows, notes=notes, design=design, propensities=props)

@@ -1,0 +1,163 @@
+"""Run a study end to end: units -> chips -> embeddings -> estimates -> tables and report.
+
+Outputs are built in a temporary folder beside ``--out`` and swapped in only when every file
+is written, so a failing run leaves no partial output and an earlier output stays intact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from importlib import metadata, resources
+from pathlib import Path
+from typing import Callable
+
+from eocausal._atomic import atomic_directory, check_output_dir
+from eocausal.results import EffectTable
+from eocausal.study.schema import Study, load_study
+
+_PACKAGES = ("eocausal", "numpy", "pandas", "scipy", "scikit-learn", "statsmodels", "torch",
+             "geopandas", "rasterio", "matplotlib", "jinja2")
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a run produced."""
+
+    table: EffectTable
+    out: Path
+    manifest: dict
+
+    @property
+    def report_path(self) -> Path:
+        return self.out / "report.html"
+
+
+def demo_study_path() -> Path:
+    """The embedded default study file shipped inside the package."""
+    return Path(str(resources.files("eocausal.study").joinpath("demo.toml")))
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def run_study(study: Study | str | Path, out: str | Path, *, progress: bool = False,
+              log: Callable[[str], None] | None = None) -> RunResult:
+    """Run ``study`` and write its outputs to ``out`` atomically.
+
+    Writes ``effects.csv``, ``report.html``, ``tables/effects.md``, ``tables/effects.tex`` (as
+    the study's [report] formats ask) and ``manifest.json``.
+
+    Parameters
+    ----------
+    study : Study or path
+        A validated study or the path of a study file.
+    out : path
+        Output folder: new, empty, or an earlier eocausal output (replaced whole).
+    progress : bool
+        Progress bar for the embedding stage.
+    log : callable, optional
+        Receives one line per stage (the CLI prints them); the library itself never prints.
+    """
+    from eocausal.analysis import estimate
+    from eocausal.encoders import RandomFeatures, embed
+    from eocausal.report import render_report
+    from eocausal.study.inputs import load_inputs
+
+    study = study if isinstance(study, Study) else load_study(study)
+    check_output_dir(out)  # fail before any work
+    say = log or (lambda _msg: None)
+    times: dict[str, float] = {}
+    t_all = time.perf_counter()
+
+    def stage(name: str, i: int):
+        say(f"[{i}/4] {name}")
+        return time.perf_counter()
+
+    t = stage("reading units and imagery", 1)
+    inputs = load_inputs(study)
+    times["inputs"] = time.perf_counter() - t
+
+    t = stage("embedding images", 2)
+    enc = study["encoder"]
+    encoder = RandomFeatures(n_features=enc["n_features"], kernel=enc["kernel"], bias=float(enc["bias"]),
+                             seed=enc["seed"], device=enc["device"])
+    Z = embed(inputs.units, inputs.source, encoder, batch_size=enc["batch_size"], seed=study.seed,
+              progress=progress)
+    times["embed"] = time.perf_counter() - t
+
+    t = stage("estimating effects", 3)
+    est = study["estimate"]
+    table = estimate(inputs.units, embeddings=Z, methods=est["methods"], estimand=est["estimand"],
+                     adjustments=est["adjustments"], folds=est["folds"], clip=float(est["clip"]),
+                     propensity=est["propensity"], seed=study.seed, alpha=est["alpha"], study=study.name)
+    times["estimate"] = time.perf_counter() - t
+
+    t = stage("writing tables and report", 4)
+    source_fp = inputs.source.fingerprint()
+    embedding_key = hashlib.sha256(json.dumps(
+        {"encoder": encoder.state_hash(), "source": source_fp}, sort_keys=True, default=str).encode()
+    ).hexdigest()
+    reproducible = {
+        "eocausal": _versions()["eocausal"],
+        "seed": study.seed,
+        "study file sha256": study.sha256 or "(in-memory study)",
+        "encoder": json.dumps(encoder.get_config(), sort_keys=True),
+        "embedding key": embedding_key,
+        **{f"data {p.name} sha256": _sha256(p) for p in inputs.data_files if p.is_file()},
+    }
+    manifest = {
+        "study": study.name,
+        "study_file": str(study.path) if study.path else None,
+        "study_sha256": study.sha256,
+        "seed": study.seed,
+        "true_effect": inputs.true_effect,
+        "versions": _versions(),
+        "platform": {"system": platform.system(), "machine": platform.machine(),
+                     "python": sys.version.split()[0]},
+        "data_files": {str(p): _sha256(p) for p in inputs.data_files if p.is_file()},
+        "embedding_cache_keys": [embedding_key],
+        "encoder": {"config": encoder.get_config(), "state_sha256": encoder.state_hash()},
+        "source": source_fp,
+        "units": inputs.units.describe(),
+        "input_notes": list(inputs.notes),
+        "config": study.sections,
+    }
+    formats = study["report"]["formats"]
+    with atomic_directory(out) as tmp:
+        (tmp / "tables").mkdir()
+        table.tidy().to_csv(tmp / "effects.csv", index=False, float_format="%.10g")
+        if "md" in formats:
+            (tmp / "tables" / "effects.md").write_text(table.to_markdown(), encoding="utf-8")
+        if "tex" in formats:
+            (tmp / "tables" / "effects.tex").write_text(table.to_latex(caption=study.name), encoding="utf-8")
+        if "html" in formats:
+            html = render_report(table, title=study["report"]["title"] or f"eocausal: {study.name}",
+                                 description=study["study"]["description"],
+                                 true_effect=inputs.true_effect, reproducibility=reproducible)
+            (tmp / "report.html").write_text(html, encoding="utf-8")
+        times["write"] = time.perf_counter() - t
+        times["total"] = time.perf_counter() - t_all
+        manifest["stage_seconds"] = {k: round(v, 3) for k, v in times.items()}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
+    out_path = Path(out).absolute()
+    return RunResult(table=table, out=out_path, manifest=manifest)

@@ -1,0 +1,185 @@
+"""The study file: a TOML document naming units, imagery, encoder, estimands and report.
+
+Parsing never executes anything from the file. Validation is complete before any work: an
+unknown key names itself and the valid keys of its section, a wrong type names the expected
+type, and paths are resolved against the study file's folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eocausal.errors import MissingFileError, StudyFileError
+
+_REQ = object()  # marker: the key is required
+
+# section -> key -> (accepted types, default, allowed values or None)
+SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any, tuple | None]]] = {
+    "study": {
+        "name": ((str,), _REQ, None),
+        "seed": ((int,), 0, None),
+        "description": ((str,), "", None),
+    },
+    "units": {
+        "format": ((str,), _REQ, ("demo", "csv", "vector", "causalimages-rdata")),
+        "path": ((str,), None, None),
+        "id": ((str,), None, None),
+        "treatment": ((str,), None, None),
+        "outcome": ((str,), None, None),
+        "covariates": ((list,), None, None),
+        "cluster": ((str,), None, None),
+        "image_key": ((str,), None, None),
+        "lon": ((str,), None, None),
+        "lat": ((str,), None, None),
+        "crs": ((str,), None, None),
+        "covariate_set": ((str,), "pretreatment", ("pretreatment", "tutorial", "all")),
+    },
+    "simulate": {
+        "n_images": ((int,), 500, None),
+        "units_per_image": ((int,), 2, None),
+        "px": ((int,), 32, None),
+        "tau": ((int, float), 1.0, None),
+    },
+    "imagery": {
+        "format": ((str,), "demo", ("demo", "npz", "causalimages-rdata", "causalimages-tfrecord", "raster")),
+        "path": ((str, list), None, None),
+        "chip_px": ((int,), None, None),
+        "chip_size_m": ((int, float), None, None),
+        "bands": ((list,), None, None),
+    },
+    "encoder": {
+        "kind": ((str,), "random-features", ("random-features",)),
+        "n_features": ((int,), 1024, None),
+        "kernel": ((int,), 3, None),
+        "bias": ((int, float), 0.0, None),
+        "seed": ((int,), 0, None),
+        "device": ((str,), "auto", None),
+        "batch_size": ((int,), 256, None),
+    },
+    "estimate": {
+        "methods": ((list,), ["dim", "ipw-ht", "ipw-hajek"], None),
+        "estimand": ((str,), "ATE", ("ATE", "ATT", "ATO")),
+        "propensity": ((str,), "ridge-logit", ("ridge-logit", "logit", "gbm")),
+        "folds": ((int,), 5, None),
+        "clip": ((int, float), 1e-3, None),
+        "adjustments": ((list,), None, None),
+        "alpha": ((float,), 0.05, None),
+    },
+    "report": {
+        "formats": ((list,), ["html", "md", "tex"], None),
+        "title": ((str,), None, None),
+    },
+}
+REQUIRED_SECTIONS = ("study", "units")
+
+
+@dataclass(frozen=True)
+class Study:
+    """A validated study file: one plain dict per section, defaults filled in."""
+
+    sections: dict[str, dict[str, Any]]
+    path: Path | None = None
+    sha256: str = ""
+    base_dir: Path = field(default_factory=Path.cwd)
+
+    def __getitem__(self, section: str) -> dict[str, Any]:
+        return self.sections[section]
+
+    @property
+    def name(self) -> str:
+        return self.sections["study"]["name"]
+
+    @property
+    def seed(self) -> int:
+        return self.sections["study"]["seed"]
+
+    def resolve(self, p: str) -> Path:
+        """A path from the study file, relative to the file's folder."""
+        path = Path(p).expanduser()
+        return path if path.is_absolute() else (self.base_dir / path)
+
+
+def _type_names(types: tuple[type, ...]) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", list: "a list", bool: "true/false"}
+    return " or ".join(names.get(t, t.__name__) for t in types)
+
+
+def validate(doc: dict, *, path: Path | None = None, sha256: str = "", base_dir: Path | None = None) -> Study:
+    """Check a parsed study document against :data:`SCHEMA` and fill in defaults."""
+    where = f"study file {path}" if path else "study"
+    unknown = [s for s in doc if s not in SCHEMA]
+    if unknown:
+        raise StudyFileError(f"{where}: unknown section [{unknown[0]}]; valid sections are {sorted(SCHEMA)}")
+    for s in REQUIRED_SECTIONS:
+        if s not in doc:
+            raise StudyFileError(f"{where}: missing section [{s}]")
+    out: dict[str, dict[str, Any]] = {}
+    for section, spec in SCHEMA.items():
+        given = doc.get(section, {})
+        if not isinstance(given, dict):
+            raise StudyFileError(f"{where}: [{section}] must be a table of keys")
+        for key in given:
+            if key not in spec:
+                raise StudyFileError(
+                    f"{where}: unknown key {key!r} in [{section}]; valid keys are {sorted(spec)}"
+                )
+        vals = {}
+        for key, (types, default, choices) in spec.items():
+            if key not in given:
+                if default is _REQ:
+                    raise StudyFileError(f"{where}: [{section}] needs the key {key!r}")
+                vals[key] = list(default) if isinstance(default, list) else default
+                continue
+            v = given[key]
+            ok = isinstance(v, types) and not (isinstance(v, bool) and bool not in types)
+            if float in types and isinstance(v, int) and not isinstance(v, bool):
+                ok, v = True, float(v) if int not in types else v
+            if not ok:
+                raise StudyFileError(
+                    f"{where}: [{section}] {key} = {v!r} should be {_type_names(types)}"
+                )
+            if choices is not None and v not in choices:
+                raise StudyFileError(
+                    f"{where}: [{section}] {key} = {v!r} is not one of {list(choices)}"
+                )
+            vals[key] = v
+        out[section] = vals
+    u = out["units"]
+    if u["format"] != "demo":
+        for key in ("path",):
+            if u[key] is None:
+                raise StudyFileError(f"{where}: [units] format = {u['format']!r} needs the key {key!r}")
+    if u["format"] in ("csv", "vector"):
+        for key in ("treatment", "outcome"):
+            if u[key] is None:
+                raise StudyFileError(f"{where}: [units] needs the key {key!r} for format {u['format']!r}")
+    if out["units"]["format"] == "demo" and out["imagery"]["format"] != "demo":
+        raise StudyFileError(f"{where}: [imagery] format must be 'demo' when [units] format is 'demo'")
+    if "simulate" in doc and u["format"] != "demo":
+        raise StudyFileError(f"{where}: [simulate] applies only to [units] format = 'demo'")
+    for key in ("methods", "adjustments"):
+        v = out["estimate"][key]
+        if v is not None and not all(isinstance(x, str) for x in v):
+            raise StudyFileError(f"{where}: [estimate] {key} must be a list of strings")
+    fmts = out["report"]["formats"]
+    bad = [f for f in fmts if f not in ("html", "md", "tex")]
+    if bad:
+        raise StudyFileError(f"{where}: [report] formats {bad} not among ['html', 'md', 'tex']")
+    return Study(sections=out, path=path, sha256=sha256, base_dir=base_dir or (path.parent if path else Path.cwd()))
+
+
+def load_study(path: str | Path) -> Study:
+    """Read and validate a study file (TOML). Nothing in the file is executed."""
+    p = Path(path)
+    if not p.is_file():
+        raise MissingFileError(f"study file {str(p)!r} does not exist")
+    raw = p.read_bytes()
+    try:
+        doc = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise StudyFileError(f"study file {p}: not valid TOML ({exc})") from exc
+    return validate(doc, path=p.resolve(), sha256=hashlib.sha256(raw).hexdigest(), base_dir=p.resolve().parent)
