@@ -17,7 +17,7 @@ from scipy import stats
 
 from eocausal._types import ADJUSTMENTS, ESTIMANDS, EffectRow, PropensityFit
 from eocausal.data.units import Units
-from eocausal.errors import InputError, OverlapError, OverlapWarning
+from eocausal.errors import InputError, OverlapError, OverlapWarning, SeparationError
 from eocausal.estimators import weighting
 from eocausal.estimators.crossfit import grouped_folds
 from eocausal.estimators.propensity import crossfit_propensity
@@ -285,6 +285,14 @@ def _cluster_codes(clusters, units: Units) -> np.ndarray | None:
 
 def _check_overlap(e: np.ndarray, w: np.ndarray, clip: float, adjustment: str) -> None:
     lo, hi = 0.01, 0.99
+    treated, control = e[w == 1], e[w == 0]
+    if treated.min() > control.max() or treated.max() < control.min():
+        raise SeparationError(
+            f"adjustment {adjustment!r}: the propensities separate the arms perfectly (treated "
+            f"{treated.min():.3g}-{treated.max():.3g}, control {control.min():.3g}-{control.max():.3g}): "
+            "some confounders predict the treatment exactly. Remove confounders that are functions "
+            "of the treatment (post-treatment variables, interactions with it)"
+        )
     extreme = (e < lo) | (e > hi)
     beyond = (e <= clip) | (e >= 1 - clip)
     if beyond.all():

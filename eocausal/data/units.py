@@ -224,7 +224,7 @@ class Units:
     @property
     def has_place(self) -> bool:
         """True when the units carry a geometry with a CRS."""
-        return "geometry" in self.frame.columns and getattr(self.frame, "crs", None) is not None
+        return _geometry_name(self.frame) is not None and self.frame.crs is not None
 
     @property
     def crs(self):
@@ -317,10 +317,20 @@ def _binary(s: pd.Series, name: str) -> pd.Series:
     return v
 
 
+def _geometry_name(frame: pd.DataFrame) -> str | None:
+    """The active geometry column of a GeoDataFrame, or None (plain frame or none set)."""
+    import geopandas as gpd
+
+    if not isinstance(frame, gpd.GeoDataFrame):
+        return None
+    name = getattr(frame, "active_geometry_name", None)
+    return name if name is not None and name in frame.columns else None
+
+
 def _with_place(frame: pd.DataFrame, *, lon, lat, crs) -> pd.DataFrame:
     import geopandas as gpd
 
-    if isinstance(frame, gpd.GeoDataFrame) and frame.geometry.name in frame.columns:
+    if _geometry_name(frame) is not None:
         if lon is not None or lat is not None:
             raise InputError("lon=/lat=: the table already has a geometry; pass either, not both")
         if frame.crs is None:

@@ -142,6 +142,15 @@ def validate(doc: dict, *, path: Path | None = None, sha256: str = "", base_dir:
                 raise StudyFileError(
                     f"{where}: [{section}] {key} = {v!r} should be {_type_names(types)}"
                 )
+            if isinstance(v, list):
+                elem = (str, int) if (section, key) == ("imagery", "bands") else (str,)
+                bad = [x for x in v if not isinstance(x, elem) or isinstance(x, bool)]
+                if bad:
+                    raise StudyFileError(
+                        f"{where}: [{section}] {key} = {v!r} should hold only "
+                        f"{' or '.join(_type_names((t,)).split(' ', 1)[1] + 's' for t in elem)}; "
+                        f"{bad[0]!r} is not"
+                    )
             if choices is not None and v not in choices:
                 raise StudyFileError(
                     f"{where}: [{section}] {key} = {v!r} is not one of {list(choices)}"
@@ -161,10 +170,6 @@ def validate(doc: dict, *, path: Path | None = None, sha256: str = "", base_dir:
         raise StudyFileError(f"{where}: [imagery] format must be 'demo' when [units] format is 'demo'")
     if "simulate" in doc and u["format"] != "demo":
         raise StudyFileError(f"{where}: [simulate] applies only to [units] format = 'demo'")
-    for key in ("methods", "adjustments"):
-        v = out["estimate"][key]
-        if v is not None and not all(isinstance(x, str) for x in v):
-            raise StudyFileError(f"{where}: [estimate] {key} must be a list of strings")
     fmts = out["report"]["formats"]
     bad = [f for f in fmts if f not in ("html", "md", "tex")]
     if bad:

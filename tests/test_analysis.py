@@ -1,0 +1,133 @@
+"""eocausal.estimate: the notebook face, its formula form and its errors."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import eocausal
+from eocausal.analysis import Formula, _check_overlap
+from eocausal.errors import InputError, OverlapError, OverlapWarning, SeparationError
+
+
+def _frame(n=600, seed=0, tau=1.0):
+    rng = np.random.default_rng(seed)
+    x1, x2 = rng.normal(size=(2, n))
+    e = 1 / (1 + np.exp(-(0.8 * x1 - 0.4 * x2)))
+    w = (rng.uniform(size=n) < e).astype(int)
+    y = tau * w + 1.5 * x1 + 0.5 * x2 + rng.normal(size=n)
+    return pd.DataFrame({"y": y, "w": w, "x1": x1, "x2": x2, "village": np.arange(n) // 3})
+
+
+def test_formula_parse():
+    f = Formula.parse("y ~ w | x1 + x2")
+    assert (f.outcome, f.treatment, f.confounders) == ("y", "w", ("x1", "x2"))
+    assert Formula.parse("y~w").confounders == ()
+
+
+@pytest.mark.parametrize("bad, match", [
+    ("y w", "one '~'"), ("y ~ w | a | b", "at most one"), ("y + z ~ w", "left side"),
+    ("y ~ w + v | x", "treatment"), ("y ~ w | log(x)", "not column names"),
+])
+def test_formula_errors_quote_the_formula(bad, match):
+    with pytest.raises(InputError, match=match) as exc:
+        Formula.parse(bad)
+    assert repr(bad) in str(exc.value)
+
+
+def test_formula_equals_keyword_form_and_adjustment_removes_bias():
+    df = _frame()
+    a = eocausal.estimate("y ~ w | x1 + x2", df, methods=["dim", "ipw-hajek"])
+    b = eocausal.estimate(df, treatment="w", outcome="y", confounders=["x1", "x2"], methods=["dim", "ipw-hajek"])
+    pd.testing.assert_frame_equal(a.tidy(), b.tidy())
+    naive = a.row(method="dim")
+    ipw = a.row(method="ipw-hajek", adjustment="tabular")
+    assert naive.adjustment == "none" and naive.estimate - 1.0 > 4 * naive.std_error
+    assert abs(ipw.estimate - 1.0) < 3 * ipw.std_error
+    assert ipw.ci_low < ipw.estimate < ipw.ci_high
+    assert ipw.ci_high - ipw.ci_low == pytest.approx(2 * 1.959964 * ipw.std_error, rel=1e-5)
+
+
+def test_rows_columns_and_clustering():
+    df = _frame()
+    t = eocausal.estimate("y ~ w | x1", df, clusters="village")
+    tidy = t.tidy()
+    for col in ["trial", "estimand", "method", "estimate", "std_error", "ci_low", "ci_high", "n", "n_treated", "adjustment"]:
+        assert col in tidy.columns
+    assert set(tidy["method"]) == {"dim", "ipw-ht", "ipw-hajek"}
+    assert (tidy["n_clusters"] == 200).all()
+    assert tidy["se_type"].str.contains("village").all()
+    assert any("clustered by village (200 clusters)" in n for n in t.notes)
+
+
+def test_embeddings_give_image_adjustments_and_must_align():
+    df = _frame(n=300)
+    units = eocausal.Units.from_frame(df, treatment="w", outcome="y", covariates=["x1"])
+    Z = pd.DataFrame(np.random.default_rng(0).normal(size=(300, 4)), index=units.ids)
+    t = eocausal.estimate(units, embeddings=Z, methods=["ipw-hajek"])
+    assert [r.adjustment for r in t.rows] == ["tabular", "image", "tabular+image"]
+    assert t.design["embedding_dim"] == 4
+    with pytest.raises(InputError, match="no rows for unit ids"):
+        eocausal.estimate(units, embeddings=Z.iloc[5:])
+    with pytest.raises(InputError, match="expected shape"):
+        eocausal.estimate(units, embeddings=np.zeros((10, 2)))
+    with pytest.raises(InputError, match="needs embeddings"):
+        eocausal.estimate(units, adjustments=["image"])
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"methods": ["aipw-x"]}, "unknown"), ({"estimand": "LATE"}, "estimand"), ({"clip": 0.7}, "clip"),
+    ({"alpha": 1.5}, "alpha"), ({"adjustments": ["none"]}, "adjustments"),
+])
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(InputError, match=match):
+        eocausal.estimate("y ~ w | x1", _frame(n=100), **kwargs)
+
+
+def test_bad_data_arguments():
+    df = _frame(n=100)
+    with pytest.raises(InputError, match="second argument"):
+        eocausal.estimate("y ~ w")
+    with pytest.raises(InputError, match="not both"):
+        eocausal.estimate("y ~ w", df, treatment="w")
+    with pytest.raises(InputError, match="treatment= and outcome="):
+        eocausal.estimate(df)
+    with pytest.raises(InputError, match="expected Units"):
+        eocausal.estimate([1, 2, 3])
+
+
+def test_att_and_ato_estimands():
+    df = _frame(n=2000, seed=3)
+    for est in ("ATT", "ATO"):
+        t = eocausal.estimate("y ~ w | x1 + x2", df, estimand=est, methods=["ipw-hajek"], propensity="logit")
+        r = t.rows[0]
+        assert r.estimand == est
+        assert abs(r.estimate - 1.0) < 3.5 * r.std_error  # constant effect: every estimand is 1
+
+
+def test_overlap_warning_and_error():
+    w = np.r_[np.ones(50), np.zeros(50)]
+    good = np.full(100, 0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _check_overlap(good, w, 1e-3, "image")  # silent when overlap is fine
+    piled = np.r_[np.full(20, 0.999), np.full(80, 0.5)]
+    with pytest.warns(OverlapWarning, match=r"20% of propensities.*Crump"):
+        _check_overlap(piled, w, 1e-3, "image")
+    with pytest.raises(OverlapError, match="do not overlap"):
+        _check_overlap(np.r_[np.full(25, 1.0), np.zeros(25), np.full(25, 1.0), np.zeros(25)], w, 1e-3, "tabular")
+    with pytest.raises(SeparationError):
+        _check_overlap(np.r_[np.full(50, 0.6), np.full(50, 0.4)], w, 1e-3, "tabular")
+
+
+def test_separable_treatment_is_caught():
+    """A confounder that is the treatment itself (a bad control) cannot pass silently."""
+    df = _frame(n=400)
+    df["w_copy"] = df["w"] * 3.0
+    with pytest.raises(SeparationError, match="separate the arms perfectly.*functions of the treatment"):
+        eocausal.estimate("y ~ w | w_copy", df, methods=["ipw-hajek"], propensity="logit")
+    # a separation error is also an overlap error and a ValueError
+    assert issubclass(SeparationError, OverlapError) and issubclass(SeparationError, ValueError)
