@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
@@ -22,6 +23,12 @@ _METHOD_LABEL = {
     "ipw-ht": "IPW (Horvitz-Thompson)",
     "ipw-hajek": "IPW (Hajek)",
 }
+
+
+_LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                  "<": r"\textless{}", ">": r"\textgreater{}"}
+_LATEX_SPECIAL = re.compile("|".join(re.escape(k) for k in _LATEX_ESCAPES))
 
 
 def _fmt(x, digits: int = 3) -> str:
@@ -117,11 +124,7 @@ class EffectTable:
         d = self._display()
 
         def esc(s: str) -> str:
-            for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("$", r"\$"),
-                         ("#", r"\#"), ("_", r"\_"), ("{", r"\{"), ("}", r"\}"), ("~", r"\textasciitilde{}"),
-                         ("^", r"\textasciicircum{}"), ("<", r"\textless{}"), (">", r"\textgreater{}")):
-                s = s.replace(a, b)
-            return s
+            return _LATEX_SPECIAL.sub(lambda m: _LATEX_ESCAPES[m.group()], s)
 
         spec = "".join("r" if c in {"Estimate", "Std. error", "p", "N", "Treated"} else "l" for c in d.columns)
         lines = [r"\begin{table}[htbp]", r"\centering"]
@@ -181,7 +184,7 @@ class Summary:
         lines = ["Causal effect estimates", "=" * 23]
         lines += [f"{k + ':':<{width + 1}} {v}" for k, v in header]
         lines.append("")
-        widths = [max(len(str(c)), *(len(str(v)) for v in d[c])) for c in d.columns]
+        widths = [max([len(str(c)), *(len(str(v)) for v in d[c])]) for c in d.columns]
         right = {"Estimate", "Std. error", "p", "N", "Treated"}
 
         def fmt_row(vals):

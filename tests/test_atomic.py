@@ -73,9 +73,6 @@ def test_atomic_write_failure_leaves_old_file_and_no_temp(tmp_path, monkeypatch)
     assert leftovers(tmp_path, "a.txt") == []
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="BUG: atomic_write_bytes writes through tempfile.mkstemp, which creates "
-                          "mode 0600 files; the final file ignores the umask (0644 expected under 022)")
 def test_atomic_write_respects_umask(tmp_path, umask_022):
     p = tmp_path / "report.md"
     atomic_write_text(p, "x")
@@ -226,10 +223,6 @@ def test_check_output_dir_accepts_new_empty_and_earlier(tmp_path):
     assert check_output_dir(tmp_path / "earlier") == tmp_path / "earlier"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="BUG: atomic_directory moves the earlier output aside before renaming the "
-                          "new one in; if that second rename fails the earlier output is left inside "
-                          "a hidden '.out.*.old/previous' folder and never restored")
 def test_failed_swap_restores_earlier_output(tmp_path, monkeypatch):
     out = tmp_path / "out"
     out.mkdir()
@@ -248,5 +241,5 @@ def test_failed_swap_restores_earlier_output(tmp_path, monkeypatch):
             (tmp / "manifest.json").write_text('{"run": 2}', encoding="utf-8")
             monkeypatch.setattr(os, "replace", flaky_replace)
     monkeypatch.undo()
-    assert len(calls) == 2
+    assert len(calls) >= 2  # the failing swap, then the restore of the earlier output
     assert snapshot(out) == {"manifest.json": b'{"run": 1}'}

@@ -50,7 +50,12 @@ class ArraySource:
         if arr.shape[0] == 0 or 0 in arr.shape:
             raise InputError(f"images: an empty dimension in shape {arr.shape}")
         n = arr.shape[0]
-        keys = np.arange(n) if keys is None else np.asarray(list(keys))
+        if keys is None:
+            keys = np.arange(n)
+        else:
+            klist = list(keys)
+            # mixed key types stay as they are (numpy would turn them all into strings)
+            keys = np.asarray(klist, dtype=object) if len({type(k) for k in klist}) > 1 else np.asarray(klist)
         if keys.ndim != 1 or len(keys) != n:
             raise InputError(f"keys: expected {n} keys (one per image), got {len(keys)}")
         uniq, counts = np.unique(keys, return_counts=True)

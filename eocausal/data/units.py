@@ -303,7 +303,7 @@ def _binary(s: pd.Series, name: str) -> pd.Series:
         v = pd.to_numeric(s, errors="coerce")
         bad = v.isna() | ~v.isin([0, 1])
         if bad.any():
-            vals = sorted(map(repr, pd.unique(s[bad])))[:5]
+            vals = [repr(v) for v in sorted(pd.unique(s[bad]).tolist(), key=str)[:5]]
             raise InputError(
                 f"treatment={name!r}: must be binary 0/1 (or boolean); rows {_rows(s.index[bad])} "
                 f"hold {', '.join(vals)}. Recode the treatment, or make one trial per treatment level"

@@ -157,6 +157,7 @@ def validate(doc: dict, *, path: Path | None = None, sha256: str = "", base_dir:
                 )
             vals[key] = v
         out[section] = vals
+    _check_ranges(out, where)
     u = out["units"]
     if u["format"] != "demo":
         for key in ("path",):
@@ -177,9 +178,35 @@ def validate(doc: dict, *, path: Path | None = None, sha256: str = "", base_dir:
     return Study(sections=out, path=path, sha256=sha256, base_dir=base_dir or (path.parent if path else Path.cwd()))
 
 
+_RANGES = {  # (section, key): (test, description)
+    ("study", "seed"): (lambda v: v >= 0, "a non-negative integer"),
+    ("simulate", "n_images"): (lambda v: v >= 10, "at least 10"),
+    ("simulate", "units_per_image"): (lambda v: v >= 1, "at least 1"),
+    ("simulate", "px"): (lambda v: v >= 8, "at least 8"),
+    ("imagery", "chip_px"): (lambda v: v is None or v >= 1, "at least 1"),
+    ("imagery", "chip_size_m"): (lambda v: v is None or v > 0, "positive"),
+    ("encoder", "n_features"): (lambda v: v >= 2 and v % 2 == 0, "a positive even number"),
+    ("encoder", "kernel"): (lambda v: v >= 1, "at least 1"),
+    ("encoder", "batch_size"): (lambda v: v >= 1, "at least 1"),
+    ("encoder", "seed"): (lambda v: v >= 0, "a non-negative integer"),
+    ("estimate", "folds"): (lambda v: v >= 2, "at least 2"),
+    ("estimate", "clip"): (lambda v: 0 <= v < 0.5, "in [0, 0.5)"),
+    ("estimate", "alpha"): (lambda v: 0 < v < 1, "in (0, 1)"),
+}
+
+
+def _check_ranges(out: dict, where: str) -> None:
+    for (section, key), (ok, what) in _RANGES.items():
+        v = out[section][key]
+        if not ok(v):
+            raise StudyFileError(f"{where}: [{section}] {key} = {v!r} must be {what}")
+
+
 def load_study(path: str | Path) -> Study:
     """Read and validate a study file (TOML). Nothing in the file is executed."""
     p = Path(path)
+    if p.is_dir():
+        raise StudyFileError(f"study file {str(p)!r} is a folder; pass the path of a .toml file")
     if not p.is_file():
         raise MissingFileError(f"study file {str(p)!r} does not exist")
     raw = p.read_bytes()

@@ -502,26 +502,29 @@ def test_missing_or_non_numeric_coordinates():
         build(df, lon="lon", lat="lat")
 
 
-# ----------------------------------------------------------------------------- known gaps
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="BUG: Units.has_place tests for a column literally named 'geometry'; "
-                          "a GeoDataFrame whose active geometry column has another name has a place "
-                          "but has_place is False")
+# ----------------------------------------------------------------------------- geometry name
 def test_has_place_with_renamed_geometry_column():
     gdf = gpd.GeoDataFrame(make_frame(), geometry=[Point(i, i) for i in range(6)],
                            crs="EPSG:4326").rename_geometry("geom")
     u = build(gdf)
     assert u.has_place
     assert u.crs.to_epsg() == 4326
+    assert u.geometry.name == "geom"
+    assert u.geometry.iloc[1].equals(Point(1, 1))
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError,
-                   reason="BUG: a GeoDataFrame with no active geometry column raises geopandas' raw "
-                          "AttributeError from _with_place instead of a typed eocausal error")
-def test_geodataframe_without_geometry_column_gives_typed_error_or_no_place():
-    gdf = gpd.GeoDataFrame(make_frame())
-    try:
-        u = build(gdf)
-    except InputError:
-        return  # a typed error naming the problem is also acceptable
+def test_renamed_geometry_column_is_still_validated():
+    gdf = gpd.GeoDataFrame(make_frame(), geometry=[Point(i, i) for i in range(6)]).rename_geometry("geom")
+    with pytest.raises(CRSError, match="no CRS"):
+        build(gdf)
+
+
+def test_geodataframe_without_geometry_column_has_no_place():
+    u = build(gpd.GeoDataFrame(make_frame()))
     assert u.has_place is False
+    assert u.crs is None
+    with pytest.raises(CRSError, match="no geometry"):
+        u.geometry
+    # lon/lat still give such a table a place
+    v = build(gpd.GeoDataFrame(make_frame()), lon="lon", lat="lat")
+    assert v.has_place and v.crs.to_epsg() == 4326

@@ -168,7 +168,8 @@ def test_value_outside_choices(section, key, value):
 @pytest.mark.parametrize("key", ["methods", "adjustments"])
 def test_lists_of_strings_checked(key):
     doc = {"study": {"name": "t"}, "units": {"format": "demo"}, "estimate": {key: ["dim", 3]}}
-    with pytest.raises(StudyFileError, match=rf"\[estimate\] {key} must be a list of strings"):
+    with pytest.raises(StudyFileError,
+                       match=rf"\[estimate\] {key} = \['dim', 3\] should hold only strings; 3 is not"):
         validate(doc)
 
 
@@ -179,9 +180,8 @@ def test_report_formats_checked():
 
 
 def test_int_accepted_where_float_expected(tmp_path):
-    s = load_study(write(tmp_path, MINIMAL + '\n[estimate]\nalpha = 1\nclip = 0\n'
+    s = load_study(write(tmp_path, MINIMAL + '\n[estimate]\nclip = 0\n'
                                              '\n[simulate]\ntau = 2\n'))
-    assert s["estimate"]["alpha"] == 1.0 and isinstance(s["estimate"]["alpha"], float)
     # (int, float) keys keep the integer as given
     assert s["estimate"]["clip"] == 0 and not isinstance(s["estimate"]["clip"], bool)
     assert s["simulate"]["tau"] == 2
@@ -330,16 +330,50 @@ def test_code_as_a_choice_value_is_refused(tmp_path, monkeypatch):
     assert not marker.exists()
 
 
-# ----------------------------------------------------------------------------- known gaps
-@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception,
-                   reason="BUG: validate() checks list elements only for [estimate] methods/adjustments; "
-                          "[units] covariates, [imagery] bands and [imagery] path lists accept non-strings")
-@pytest.mark.parametrize("section,key", [("units", "covariates"), ("imagery", "bands"),
-                                         ("imagery", "path")])
-def test_list_elements_of_string_lists_checked(section, key):
+# ----------------------------------------------------------------------------- list elements
+def _doc_with(section, key, value):
     doc = {"study": {"name": "t"},
            "units": {"format": "csv", "path": "u.csv", "treatment": "w", "outcome": "y"},
            "imagery": {"format": "npz", "path": "i.npz"}}
-    doc[section][key] = ["ok", 3]
-    with pytest.raises(StudyFileError, match=rf"{key}"):
-        validate(doc)
+    doc.setdefault(section, {})[key] = value
+    return doc
+
+
+@pytest.mark.parametrize("section,key", [("units", "covariates"), ("imagery", "path"),
+                                         ("report", "formats")])
+@pytest.mark.parametrize("bad", [3, 1.5, True])
+def test_string_lists_refuse_non_strings(section, key, bad):
+    with pytest.raises(StudyFileError) as ei:
+        validate(_doc_with(section, key, ["html", bad]))
+    msg = str(ei.value)
+    assert f"[{section}] {key} = " in msg
+    assert f"should hold only strings; {bad!r} is not" in msg
+
+
+def test_bands_accept_names_or_indexes_only():
+    s = validate(_doc_with("imagery", "bands", ["B4", 8]))
+    assert s["imagery"]["bands"] == ["B4", 8]
+    for bad in (1.5, True):
+        with pytest.raises(StudyFileError, match=rf"should hold only strings or integers; {bad!r} is not"):
+            validate(_doc_with("imagery", "bands", ["B4", bad]))
+
+
+def test_string_lists_of_strings_accepted():
+    s = validate(_doc_with("units", "covariates", ["x1", "x2"]))
+    assert s["units"]["covariates"] == ["x1", "x2"]
+    assert validate(_doc_with("imagery", "path", ["a.tif", "b.tif"]))["imagery"]["path"] == ["a.tif", "b.tif"]
+
+
+@pytest.mark.parametrize("section, key, value, what", [
+    ("estimate", "alpha", "1.0", r"in \(0, 1\)"), ("estimate", "folds", "1", "at least 2"),
+    ("estimate", "clip", "0.5", r"in \[0, 0.5\)"), ("encoder", "n_features", "7", "even"),
+    ("encoder", "n_features", "-4", "even"), ("simulate", "n_images", "3", "at least 10"),
+])
+def test_values_out_of_range_are_refused(tmp_path, section, key, value, what):
+    with pytest.raises(StudyFileError, match=rf"\[{section}\] {key} = .* must be .*{what}"):
+        load_study(write(tmp_path, MINIMAL + f"\n[{section}]\n{key} = {value}\n"))
+
+
+def test_a_folder_is_not_a_study_file(tmp_path):
+    with pytest.raises(StudyFileError, match="is a folder"):
+        load_study(tmp_path)
