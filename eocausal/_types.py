@@ -34,6 +34,8 @@ class EffectRow:
     n_trimmed: int = 0
     ess_treated: float = math.nan
     ess_control: float = math.nan
+    p_holm: float = math.nan
+    p_bh: float = math.nan
     note: str = ""
 
     def as_dict(self) -> dict:

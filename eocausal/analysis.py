@@ -17,7 +17,8 @@ from scipy import stats
 
 from eocausal._types import ADJUSTMENTS, ESTIMANDS, EffectRow, PropensityFit
 from eocausal.data.units import Units
-from eocausal.errors import InputError, OverlapError, OverlapWarning, SeparationError
+from eocausal.errors import (InputError, NotEstimableError, OverlapError, OverlapWarning,
+                             SeparationError)
 from eocausal.estimators import weighting
 from eocausal.estimators.crossfit import grouped_folds
 from eocausal.estimators.propensity import crossfit_propensity
@@ -81,6 +82,8 @@ def estimate(
     seed: int | None = 0,
     alpha: float = 0.05,
     trial: str = "all",
+    trials: str | Sequence[str] | None = None,
+    min_arm: int = 10,
     study: str = "",
 ) -> EffectTable:
     """Estimate average effects with several methods and adjustment sets side by side.
@@ -120,12 +123,27 @@ def estimate(
         Seeds the fold assignment and any randomised model.
     alpha : float
         1 - confidence level of the intervals.
+    trial : str
+        Name of the single trial in the table (when ``trials`` is None).
+    trials : str or list of str, optional
+        Many trials in one call: the name of a trial column (each unit belongs to the trial
+        its label names; treatment as usual), or a list of treatment columns, one per trial,
+        holding 1 (treated), 0 (control) or missing (not in that trial), as in funder x
+        sector designs. Embeddings and folds are shared; each trial gets its own propensity
+        model; p-values are adjusted across trials (``p_holm``, ``p_bh``).
+    min_arm : int
+        A trial with fewer treated or control units is reported as not estimable (a row with
+        the reason in ``note``), not dropped.
+    study : str
+        Study name for the table header.
 
     Returns
     -------
     EffectTable
     """
-    units, conf_names = _as_units(data, formula_data, treatment, outcome, confounders, clusters)
+    multi = isinstance(trials, (list, tuple))
+    units, conf_names = _as_units(data, formula_data, treatment, outcome, confounders, clusters,
+                                  need_treatment=not multi)
     methods = tuple(methods)
     bad = [m for m in methods if m not in METHODS]
     if bad:
@@ -136,75 +154,46 @@ def estimate(
         raise InputError(f"clip={clip}: must lie in [0, 0.5)")
     if not 0 < alpha < 1:
         raise InputError(f"alpha={alpha}: must lie in (0, 1)")
+    if min_arm < 1:
+        raise InputError(f"min_arm={min_arm}: must be at least 1")
 
-    y, w = units.y(), units.w()
+    y = units.y()
     n = len(y)
     X = units.frame[list(conf_names)].to_numpy(dtype=float) if conf_names else np.empty((n, 0))
     Z = _align_embeddings(embeddings, units)
     g = _cluster_codes(clusters, units)
     cluster_name = clusters if isinstance(clusters, str) else (units.cluster or units.image_key)
+    adjustments = _adjustment_sets(adjustments, X, Z)
+    trial_list = _trials(units, trials, trial)
 
-    possible = []
-    if X.shape[1]:
-        possible.append("tabular")
-    if Z is not None:
-        possible.append("image")
-    if X.shape[1] and Z is not None:
-        possible.append("tabular+image")
-    adjustments = tuple(possible) if adjustments is None else tuple(adjustments)
-    for a in adjustments:
-        if a not in ADJUSTMENTS or a == "none":
-            raise InputError(f"adjustments: {a!r} is not one of {list(ADJUSTMENTS[1:])}")
-        if a not in possible:
-            need = {"tabular": "confounders", "image": "embeddings", "tabular+image": "confounders and embeddings"}[a]
-            raise InputError(f"adjustments: {a!r} needs {need}, which were not given")
-
-    z = stats.norm.ppf(1 - alpha / 2)
-    se_type = f"IF, clustered by {cluster_name}" if g is not None else "IF (iid)"
-    n_clusters = int(len(np.unique(g))) if g is not None else None
-    base = dict(trial=trial, n=n, n_treated=int(w.sum()), n_clusters=n_clusters, se_type=se_type)
-
-    def row(method, adjustment, est, est_name, **extra):
-        se, _ = weighting.se_from_psi(est.psi, g)
-        stat = est.estimate / se if se > 0 else np.nan
-        return EffectRow(estimand=est_name, method=method, adjustment=adjustment,
-                         estimate=float(est.estimate), std_error=se,
-                         ci_low=float(est.estimate - z * se), ci_high=float(est.estimate + z * se),
-                         p_value=float(2 * stats.norm.sf(abs(stat))), **base, **extra)
-
+    ctx = _Context(methods=methods, estimand=estimand, adjustments=adjustments, folds=folds,
+                   clip=clip, propensity=propensity, seed=seed, z=stats.norm.ppf(1 - alpha / 2),
+                   cluster_name=cluster_name, min_arm=min_arm)
     rows: list[EffectRow] = []
     fits: dict[str, PropensityFit] = {}
-    if "dim" in methods:
-        rows.append(row("dim", "none", weighting.difference_in_means(y, w), "ATE"))
-    weighting_methods = [m for m in methods if m != "dim"]
-    if weighting_methods:
-        fold_ids = grouped_folds(n, g, folds, seed, stratify=w)
-        for adj in adjustments:
-            V = {"tabular": X, "image": Z, "tabular+image": np.hstack([X, Z]) if Z is not None else X}[adj]
-            n_tab = {"tabular": None, "image": 0, "tabular+image": X.shape[1]}[adj]
-            e_raw, _ = crossfit_propensity(V, w, groups=g, model=propensity, seed=seed,
-                                           fold_ids=fold_ids, n_tabular=n_tab)
-            e = np.clip(e_raw, clip, 1 - clip)
-            n_clipped = int(np.sum(e != e_raw))
-            _check_overlap(e_raw, w, clip, adj)
-            fits[adj] = PropensityFit(adjustment=adj, e_raw=e_raw, e=e, w=w, clip=clip,
-                                      n_clipped=n_clipped, folds=folds,
-                                      model=propensity if isinstance(propensity, str) else type(propensity).__name__)
-            w1, w0 = weighting.arm_weights(w, e, estimand)
-            ess = dict(ess_treated=weighting.effective_sample_size(w1[w == 1]),
-                       ess_control=weighting.effective_sample_size(w0[w == 0]))
-            for m in weighting_methods:
-                fn = weighting.horvitz_thompson if m == "ipw-ht" else weighting.hajek
-                rows.append(row(m, adj, fn(y, w, e, estimand), estimand, clip=clip,
-                                n_clipped=n_clipped, **ess))
+    for name, mask, w_t in trial_list:
+        sub_g = None if g is None else g[mask]
+        try:
+            t_rows, t_fits = _estimate_trial(ctx, name, y[mask], w_t, X[mask],
+                                             None if Z is None else Z[mask], sub_g)
+        except (NotEstimableError, OverlapError) as exc:
+            if trials is None:  # a single trial: the error is the answer
+                raise
+            t_rows, t_fits = _not_estimable_rows(ctx, name, w_t, sub_g, str(exc)), {}
+        rows += t_rows
+        fits.update({(a if len(trial_list) == 1 else f"{name}: {a}"): f for a, f in t_fits.items()})
+    if len(trial_list) > 1:
+        rows = _adjust_pvalues(rows)
 
+    w_all = units.w() if units.treatment is not None else None
+    n_clusters = int(len(np.unique(g))) if g is not None else None
     notes = [f"Standard errors from the influence function"
              + (f", clustered by {cluster_name} ({n_clusters} clusters)." if g is not None else " (iid).")
              + f" {int(round(100 * (1 - alpha)))}% normal intervals."]
     if fits:
         model_txt = ("ridge-logistic (tabular columns standardised, embeddings scaled as one block), "
                      "penalty chosen by grouped 3-fold CV inside each training fold"
-                     if propensity == "ridge-logit" else str(fits[next(iter(fits))].model))
+                     if propensity == "ridge-logit" else str(next(iter(fits.values())).model))
         notes.append(f"Propensity: {model_txt}; out-of-fold predictions from {folds} cross-fitting folds"
                      + (f" grouped by {cluster_name}." if g is not None else "."))
         clipped = ", ".join(f"{a}: {f.n_clipped}" for a, f in fits.items())
@@ -212,15 +201,163 @@ def estimate(
                      "clipping keeps every unit, unlike trimming.")
         notes.append("IPW standard errors treat the cross-fitted propensities as known, which is "
                      "conservative for the ATE (Lunceford and Davidian 2004).")
-    design = dict(study=study, n=n, n_treated=int(w.sum()), n_clusters=n_clusters,
-                  outcome=units.outcome, treatment=units.treatment, estimand=estimand,
+    if len(trial_list) > 1:
+        notes.append(f"{len(trial_list)} trials; p_holm and p_bh adjust p-values across trials within "
+                     "each (estimand, method, adjustment) by Holm's step-down and Benjamini-Hochberg. "
+                     f"Trials with fewer than {min_arm} treated or control units are reported as not estimable.")
+    design = dict(study=study, n=n, n_treated=None if w_all is None else int(w_all.sum()),
+                  n_clusters=n_clusters, outcome=units.outcome, treatment=units.treatment,
+                  estimand=estimand, trials=len(trial_list),
                   propensity=propensity if isinstance(propensity, str) else type(propensity).__name__,
                   confounders=list(conf_names), embedding_dim=None if Z is None else int(Z.shape[1]))
     return EffectTable(rows=tuple(rows), notes=tuple(notes), design=design, propensities=fits)
 
 
+@dataclass(frozen=True)
+class _Context:
+    methods: tuple[str, ...]
+    estimand: str
+    adjustments: tuple[str, ...]
+    folds: int
+    clip: float
+    propensity: object
+    seed: int | None
+    z: float
+    cluster_name: str | None
+    min_arm: int
+
+
+def _estimate_trial(ctx: _Context, name: str, y, w, X, Z, g) -> tuple[list[EffectRow], dict]:
+    """Every requested (method, adjustment) for one trial's units."""
+    n, n1 = len(w), int(w.sum())
+    if min(n1, n - n1) < ctx.min_arm:
+        raise NotEstimableError(
+            f"not estimable: {n1} treated and {n - n1} control units (minimum {ctx.min_arm} per arm)")
+    n_clusters = int(len(np.unique(g))) if g is not None else None
+    se_type = f"IF, clustered by {ctx.cluster_name}" if g is not None else "IF (iid)"
+    base = dict(trial=name, n=n, n_treated=n1, n_clusters=n_clusters, se_type=se_type)
+
+    def row(method, adjustment, est, est_name, **extra):
+        se, _ = weighting.se_from_psi(est.psi, g)
+        stat = est.estimate / se if se > 0 else np.nan
+        return EffectRow(estimand=est_name, method=method, adjustment=adjustment,
+                         estimate=float(est.estimate), std_error=se,
+                         ci_low=float(est.estimate - ctx.z * se), ci_high=float(est.estimate + ctx.z * se),
+                         p_value=float(2 * stats.norm.sf(abs(stat))), **base, **extra)
+
+    rows: list[EffectRow] = []
+    fits: dict[str, PropensityFit] = {}
+    if "dim" in ctx.methods:
+        rows.append(row("dim", "none", weighting.difference_in_means(y, w), "ATE"))
+    weighting_methods = [m for m in ctx.methods if m != "dim"]
+    if not weighting_methods:
+        return rows, fits
+    fold_ids = grouped_folds(n, g, ctx.folds, ctx.seed, stratify=w)
+    for adj in ctx.adjustments:
+        V = {"tabular": X, "image": Z, "tabular+image": np.hstack([X, Z]) if Z is not None else X}[adj]
+        n_tab = {"tabular": None, "image": 0, "tabular+image": X.shape[1]}[adj]
+        e_raw, _ = crossfit_propensity(V, w, groups=g, model=ctx.propensity, seed=ctx.seed,
+                                       fold_ids=fold_ids, n_tabular=n_tab)
+        e = np.clip(e_raw, ctx.clip, 1 - ctx.clip)
+        n_clipped = int(np.sum(e != e_raw))
+        _check_overlap(e_raw, w, ctx.clip, adj if name == "all" else f"{name}: {adj}")
+        fits[adj] = PropensityFit(adjustment=adj, e_raw=e_raw, e=e, w=w, clip=ctx.clip,
+                                  n_clipped=n_clipped, folds=ctx.folds,
+                                  model=ctx.propensity if isinstance(ctx.propensity, str)
+                                  else type(ctx.propensity).__name__)
+        w1, w0 = weighting.arm_weights(w, e, ctx.estimand)
+        ess = dict(ess_treated=weighting.effective_sample_size(w1[w == 1]),
+                   ess_control=weighting.effective_sample_size(w0[w == 0]))
+        for m in weighting_methods:
+            fn = weighting.horvitz_thompson if m == "ipw-ht" else weighting.hajek
+            rows.append(row(m, adj, fn(y, w, e, ctx.estimand), ctx.estimand, clip=ctx.clip,
+                            n_clipped=n_clipped, **ess))
+    return rows, fits
+
+
+def _not_estimable_rows(ctx: _Context, name: str, w, g, why: str) -> list[EffectRow]:
+    nan = float("nan")
+    cells = ([("dim", "none", "ATE")] if "dim" in ctx.methods else []) + [
+        (m, a, ctx.estimand) for a in ctx.adjustments for m in ctx.methods if m != "dim"]
+    return [EffectRow(trial=name, estimand=est, method=m, adjustment=a, estimate=nan, std_error=nan,
+                      ci_low=nan, ci_high=nan, p_value=nan, n=len(w), n_treated=int(w.sum()),
+                      n_clusters=None if g is None else int(len(np.unique(g))), note=why)
+            for m, a, est in cells]
+
+
+def _adjust_pvalues(rows: list[EffectRow]) -> list[EffectRow]:
+    """Holm and Benjamini-Hochberg across trials, within each (estimand, method, adjustment)."""
+    from dataclasses import replace
+
+    from statsmodels.stats.multitest import multipletests
+
+    out = list(rows)
+    families: dict[tuple, list[int]] = {}
+    for i, r in enumerate(rows):
+        if np.isfinite(r.p_value):
+            families.setdefault((r.estimand, r.method, r.adjustment), []).append(i)
+    for idx in families.values():
+        p = np.array([rows[i].p_value for i in idx])
+        holm = multipletests(p, method="holm")[1]
+        bh = multipletests(p, method="fdr_bh")[1]
+        for j, i in enumerate(idx):
+            out[i] = replace(rows[i], p_holm=float(holm[j]), p_bh=float(bh[j]))
+    return out
+
+
+def _adjustment_sets(adjustments, X, Z) -> tuple[str, ...]:
+    possible = []
+    if X.shape[1]:
+        possible.append("tabular")
+    if Z is not None:
+        possible.append("image")
+    if X.shape[1] and Z is not None:
+        possible.append("tabular+image")
+    chosen = tuple(possible) if adjustments is None else tuple(adjustments)
+    for a in chosen:
+        if a not in ADJUSTMENTS or a == "none":
+            raise InputError(f"adjustments: {a!r} is not one of {list(ADJUSTMENTS[1:])}")
+        if a not in possible:
+            need = {"tabular": "confounders", "image": "embeddings", "tabular+image": "confounders and embeddings"}[a]
+            raise InputError(f"adjustments: {a!r} needs {need}, which were not given")
+    return chosen
+
+
+def _trials(units: Units, trials, default_name: str) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, unit mask, treatment of the masked units) for each trial."""
+    n = units.n
+    if trials is None:
+        return [(default_name, np.ones(n, bool), units.w())]
+    if isinstance(trials, str):
+        if trials not in units.frame.columns:
+            raise InputError(f"trials={trials!r}: no such column in the units")
+        labels = units.frame[trials]
+        if labels.isna().any():
+            raise InputError(f"trials={trials!r}: missing trial labels in rows "
+                             f"{units.ids[labels.isna().to_numpy()][:8].tolist()}")
+        w = units.w()
+        return [(str(t), (labels == t).to_numpy(), w[(labels == t).to_numpy()])
+                for t in sorted(pd.unique(labels), key=str)]
+    out = []
+    for col in trials:
+        if col not in units.frame.columns:
+            raise InputError(f"trials: treatment column {col!r} is not in the data")
+        v = pd.to_numeric(units.frame[col], errors="coerce")
+        raw = units.frame[col]
+        bad = raw.notna() & ~v.isin([0, 1])
+        if bad.any():
+            raise InputError(
+                f"trials: column {col!r} must hold 1 (treated), 0 (control) or missing (not in the "
+                f"trial); rows {units.ids[bad.to_numpy()][:8].tolist()} hold other values")
+        mask = v.notna().to_numpy()
+        out.append((str(col), mask, v[mask].to_numpy(dtype=float)))
+    if not out:
+        raise InputError("trials: an empty list; name at least one treatment column")
+    return out
+
+
 # ----------------------------------------------------------------------------- helpers
-def _as_units(data, formula_data, treatment, outcome, confounders, clusters):
+def _as_units(data, formula_data, treatment, outcome, confounders, clusters, need_treatment=True):
     if isinstance(data, str):
         f = Formula.parse(data)
         if formula_data is None:
@@ -237,11 +374,11 @@ def _as_units(data, formula_data, treatment, outcome, confounders, clusters):
         missing = [c for c in conf if c not in data.frame.columns]
         if missing:
             raise InputError(f"confounders: {missing} are not columns of the units")
-        if data.treatment is None or data.outcome is None:
+        if data.outcome is None or (need_treatment and data.treatment is None):
             raise InputError("estimate: the units need a treatment and an outcome column")
         return data, conf
     if isinstance(data, pd.DataFrame):
-        if treatment is None or outcome is None:
+        if outcome is None or (need_treatment and treatment is None):
             raise InputError("estimate: name the treatment= and outcome= columns (or use a formula)")
         conf = tuple(confounders or ())
         cl = clusters if isinstance(clusters, str) else None

@@ -131,3 +131,69 @@ def test_separable_treatment_is_caught():
         eocausal.estimate("y ~ w | w_copy", df, methods=["ipw-hajek"], propensity="logit")
     # a separation error is also an overlap error and a ValueError
     assert issubclass(SeparationError, OverlapError) and issubclass(SeparationError, ValueError)
+
+
+def _trials_frame(n=900, seed=4):
+    rng = np.random.default_rng(seed)
+    df = _frame(n=n, seed=seed)
+    # three trials as treatment columns: 1 treated, 0 control, NaN not in the trial
+    for j, tau in enumerate((0.0, 1.0, 2.0)):
+        member = rng.uniform(size=n) < 0.6
+        e = 1 / (1 + np.exp(-(0.7 * df.x1 - 0.2)))
+        wj = (rng.uniform(size=n) < e).astype(float)
+        df[f"t{j}"] = np.where(member, wj, np.nan)
+        df["y"] += np.where(member & (wj == 1), tau, 0.0)
+    df["tiny"] = np.where(np.arange(n) < 40, (np.arange(n) < 3).astype(float), np.nan)
+    return df
+
+
+def test_many_trials_as_treatment_columns():
+    df = _trials_frame()
+    t = eocausal.estimate(df, outcome="y", confounders=["x1", "x2"], trials=["t0", "t1", "t2", "tiny"],
+                          methods=["dim", "ipw-hajek"], propensity="logit")
+    tidy = t.tidy()
+    assert list(dict.fromkeys(tidy["trial"])) == ["t0", "t1", "t2", "tiny"]
+    # each trial equals a separate call on its own units (shared work changes nothing)
+    for col in ("t0", "t2"):
+        sub = df[df[col].notna()].assign(w=lambda d, c=col: d[c].astype(int))
+        one = eocausal.estimate(sub, treatment="w", outcome="y", confounders=["x1", "x2"],
+                                methods=["dim", "ipw-hajek"], propensity="logit")
+        mine = tidy[tidy.trial == col].reset_index(drop=True)
+        assert np.allclose(mine["estimate"], one.tidy()["estimate"])
+        assert np.allclose(mine["std_error"], one.tidy()["std_error"])
+        assert mine["n"].iloc[0] == df[col].notna().sum()
+    # the trial with 3 treated units is reported, not dropped, with the reason
+    tiny = tidy[tidy.trial == "tiny"]
+    assert len(tiny) == 2 and tiny["estimate"].isna().all()
+    assert tiny["note"].str.contains("3 treated and 37 control").all()
+    # the IPW estimates recover each trial's effect
+    for col, tau in (("t0", 0.0), ("t1", 1.0), ("t2", 2.0)):
+        r = t.row(method="ipw-hajek", trial=col)
+        assert abs(r.estimate - tau) < 3.5 * r.std_error
+
+
+def test_multiple_testing_adjustment_equals_statsmodels():
+    from statsmodels.stats.multitest import multipletests
+
+    df = _trials_frame(seed=5)
+    t = eocausal.estimate(df, outcome="y", confounders=["x1"], trials=["t0", "t1", "t2"],
+                          methods=["ipw-hajek"], propensity="logit").tidy()
+    assert np.allclose(t["p_holm"], multipletests(t["p_value"], method="holm")[1])
+    assert np.allclose(t["p_bh"], multipletests(t["p_value"], method="fdr_bh")[1])
+    assert (t["p_holm"] >= t["p_value"]).all()
+
+
+def test_trial_column_and_errors():
+    df = _frame(n=600)
+    df["site"] = np.where(np.arange(600) % 2, "north", "south")
+    units = eocausal.Units.from_frame(df, treatment="w", outcome="y", covariates=["x1"], trial="site")
+    t = eocausal.estimate(units, trials="site", methods=["dim"])
+    assert [r.trial for r in t.rows] == ["north", "south"] and all(r.n == 300 for r in t.rows)
+    with pytest.raises(InputError, match="no such column"):
+        eocausal.estimate(units, trials="region")
+    bad = _trials_frame(n=200)
+    bad.loc[3, "t0"] = 2
+    with pytest.raises(InputError, match=r"'t0' must hold 1 \(treated\), 0"):
+        eocausal.estimate(bad, outcome="y", trials=["t0"])
+    with pytest.raises(InputError, match="not in the data"):
+        eocausal.estimate(bad, outcome="y", trials=["nope"])

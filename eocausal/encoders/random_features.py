@@ -23,6 +23,11 @@ from eocausal.encoders.device import resolve_device
 from eocausal.errors import InputError, NotFittedError
 
 
+#: Activation elements held at once per row chunk (8 MB of float32 on a CPU, 1 GB on a GPU).
+_CHUNK_ELEMENTS = 2 * 1024 * 1024
+_CHUNK_ELEMENTS_CUDA = 256 * 1024 * 1024
+
+
 class RandomFeatures:
     """MOSAIKS random convolutional features.
 
@@ -41,7 +46,8 @@ class RandomFeatures:
     scale : {'minmax', 'percentile'}
         Per-band scaling to [0, 1]: the data's min/max, or its 1st/99th percentiles (clipped).
     chunk_size : int
-        Filters per chunk.
+        Filters per matrix product; positions are also processed in row chunks so that at
+        most about 2M activations (8 MB) are held at once on a CPU.
     batch_size : int
         Chips per forward pass.
     device : str
@@ -58,7 +64,7 @@ class RandomFeatures:
     kind = "random-features"
 
     def __init__(self, *, n_features: int = 1024, kernel: int = 3, bias: float = 0.0, seed: int = 0,
-                 zca_eps: float = 1e-3, scale: str = "minmax", chunk_size: int = 256,
+                 zca_eps: float = 1e-3, scale: str = "minmax", chunk_size: int = 1024,
                  batch_size: int = 64, device: str = "auto"):
         self.n_features = n_features
         self.kernel = kernel
@@ -170,14 +176,55 @@ class RandomFeatures:
         return out
 
     def _pooled(self, xb: torch.Tensor, filters: torch.Tensor) -> torch.Tensor:
+        """Pooled features of a batch, as a matrix product over row chunks of the patch matrix.
+
+        The valid convolution is ``cols @ F`` with ``cols`` the (L x C k k) patch matrix of a
+        chip and ``F`` the (C k k x m) filter matrix. Rows are processed in chunks of at most
+        ``_CHUNK_ELEMENTS / m`` positions and pooled at once, so memory stays flat in the
+        number of filters. With b = 0 one ReLU pass suffices, since
+        ``mean ReLU(-a) = mean ReLU(a) - mean a`` and ``mean a = (mean cols) @ F``; with
+        b != 0, ``ReLU(-a - b) = ReLU(a + b) - (a + b)`` gives the second feature from a
+        second pass.
+        """
+        B = xb.shape[0]
         m = filters.shape[0]
-        res = torch.empty((xb.shape[0], 2 * m), dtype=torch.float32, device=xb.device)
+        cols = F.unfold(xb, self.kernel).transpose(1, 2)  # (B, L, C k k), a view
+        L = cols.shape[1]
+        col_mean = cols.mean(dim=1)  # (B, C k k)
+        budget = _CHUNK_ELEMENTS_CUDA if xb.is_cuda else _CHUNK_ELEMENTS
+        out = torch.empty((B, 2 * m), dtype=torch.float32, device=xb.device)
         for a in range(0, m, self.chunk_size):
-            act = F.conv2d(xb, filters[a:a + self.chunk_size])
-            b = act.shape[1]
-            res[:, a:a + b] = torch.relu(act - self.bias).mean(dim=(2, 3))
-            res[:, m + a:m + a + b] = torch.relu(-act - self.bias).mean(dim=(2, 3))
-        return res
+            fm = filters[a:a + self.chunk_size].reshape(-1, cols.shape[2]).t().contiguous()  # (C k k, mc)
+            mc = fm.shape[1]
+            rows = max(1, min(L, budget // max(1, B * mc)))
+            pos = torch.zeros((B, mc), dtype=torch.float32, device=xb.device)
+            shifted = torch.zeros_like(pos) if self.bias else None
+            for s in range(0, L, rows):
+                act = torch.matmul(cols[:, s:s + rows], fm)  # (B, r, mc)
+                if self.bias:
+                    shifted += torch.relu(act + self.bias).sum(dim=1)
+                    act.sub_(self.bias)
+                pos += act.clamp_(min=0).sum(dim=1)
+            mean_act = col_mean @ fm  # (B, mc): spatial mean of the convolution
+            pos /= L
+            neg = shifted / L - (mean_act + self.bias) if self.bias else pos - mean_act
+            out[:, a:a + mc] = pos
+            out[:, m + a:m + a + mc] = neg.clamp_(min=0)
+        return out
+
+    def torch_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Differentiable features of raw chips ``x`` (n, C, H, W), on ``x``'s device.
+
+        The same computation as :meth:`transform` (used for salience maps); pixels outside the
+        fitted band range are clamped and get zero gradient.
+        """
+        self._check_fitted()
+        if x.ndim != 4 or x.shape[1] != self.n_bands_:
+            raise InputError(f"x: expected (n, {self.n_bands_}, H, W), got {tuple(x.shape)}")
+        lo = torch.as_tensor(self.band_low_, device=x.device).view(1, -1, 1, 1)
+        hi = torch.as_tensor(self.band_high_, device=x.device).view(1, -1, 1, 1)
+        xs = ((x.float() - lo) / (hi - lo)).clamp(0.0, 1.0)
+        return self._pooled(xs, self.filters_.to(x.device))
 
     def fit_transform(self, chips) -> np.ndarray:
         return self.fit(chips).transform(chips)
