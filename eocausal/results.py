@@ -210,3 +210,100 @@ def concat(tables: Sequence[EffectTable]) -> EffectTable:
     design = dict(tables[0].design) if tables else {}
     props = {k: v for t in tables for k, v in t.propensities.items()}
     return EffectTable(rows=rows, notes=notes, design=design, propensities=props)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Models side by side, as R's modelsummary/etable lay them out: one column per estimate.
+
+    Build it with :func:`compare`. Rows: estimate, standard error (in parentheses), 95% CI,
+    then the facts a reader needs to judge each column (method, adjustment, estimand, N,
+    treated, clusters, effective sample sizes, clipping and trimming, outcome type, SE type).
+    """
+
+    rows: tuple[EffectRow, ...]
+    labels: tuple[str, ...]
+
+    def to_frame(self) -> pd.DataFrame:
+        def cell(r: EffectRow, key: str) -> str:
+            if key == "Estimate":
+                return _fmt(r.estimate)
+            if key == "Std. error":
+                return f"({_fmt(r.std_error)})" if not math.isnan(r.std_error) else ""
+            if key == "95% CI":
+                return f"[{_fmt(r.ci_low)}, {_fmt(r.ci_high)}]" if not math.isnan(r.ci_low) else ""
+            if key == "Method":
+                return _METHOD_LABEL.get(r.method, r.method)
+            if key == "ESS (treated / control)":
+                return "" if math.isnan(r.ess_treated) else f"{r.ess_treated:.0f} / {r.ess_control:.0f}"
+            if key == "Clipping / trimming":
+                if r.clip is None:
+                    return ""
+                return f"clip {r.clip:g} ({r.n_clipped} units); trimmed {r.n_trimmed}"
+            return str({"Adjustment": r.adjustment, "Estimand": r.estimand, "N": r.n, "Treated": r.n_treated,
+                        "Clusters": r.n_clusters or "", "Outcome": r.outcome_type, "SE": r.se_type,
+                        "Trial": r.trial}[key])
+
+        keys = ["Estimate", "Std. error", "95% CI", "Trial", "Method", "Adjustment", "Estimand", "N",
+                "Treated", "Clusters", "ESS (treated / control)", "Clipping / trimming", "Outcome", "SE"]
+        if len({r.trial for r in self.rows}) == 1:
+            keys.remove("Trial")
+        data = {lab: [cell(r, k) for k in keys] for lab, r in zip(self.labels, self.rows)}
+        return pd.DataFrame(data, index=pd.Index(keys, name=""))
+
+    def to_markdown(self) -> str:
+        f = self.to_frame()
+        head = "| | " + " | ".join(f.columns) + " |"
+        align = "|---|" + "|".join("---:" for _ in f.columns) + "|"
+        body = ["| " + k + " | " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |"
+                for k, row in zip(f.index, f.itertuples(index=False))]
+        return "\n".join([head, align, *body]) + "\n"
+
+    def to_latex(self) -> str:
+        f = self.to_frame()
+
+        def esc(s: str) -> str:
+            return _LATEX_SPECIAL.sub(lambda m: _LATEX_ESCAPES[m.group()], str(s))
+
+        lines = [r"\begin{tabular}{l" + "r" * len(f.columns) + "}", r"\toprule",
+                 " & " + " & ".join(esc(c) for c in f.columns) + r" \\", r"\midrule"]
+        for i, (k, row) in enumerate(zip(f.index, f.itertuples(index=False))):
+            if i == 3:
+                lines.append(r"\midrule")
+            lines.append(esc(k) + " & " + " & ".join(esc(v) for v in row) + r" \\")
+        lines += [r"\bottomrule", r"\end{tabular}"]
+        return "\n".join(lines) + "\n"
+
+    def to_html(self) -> str:
+        f = self.to_frame()
+        head = "<th></th>" + "".join(f"<th>{html.escape(c)}</th>" for c in f.columns)
+        body = "".join("<tr><th>" + html.escape(k) + "</th>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row)
+                       + "</tr>" for k, row in zip(f.index, f.itertuples(index=False)))
+        return f'<table class="compare"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+    def _repr_html_(self) -> str:
+        return self.to_html()
+
+    def __str__(self) -> str:
+        return self.to_frame().to_string()
+
+
+def compare(models, labels: Sequence[str] | None = None) -> Comparison:
+    """Lay estimates side by side (tabular vs image vs both; IPW vs AIPW vs FE).
+
+    Parameters
+    ----------
+    models : EffectTable, or a sequence of EffectTable / EffectRow
+        Every row of every table becomes one column.
+    labels : sequence of str, optional
+        Column labels; default "(1)", "(2)", ...
+    """
+    rows: list[EffectRow] = []
+    for m in ([models] if isinstance(models, (EffectTable, EffectRow)) else models):
+        rows += list(m.rows) if isinstance(m, EffectTable) else [m]
+    if not rows:
+        raise ValueError("compare: no estimates given")
+    labs = tuple(labels) if labels is not None else tuple(f"({i})" for i in range(1, len(rows) + 1))
+    if len(labs) != len(rows):
+        raise ValueError(f"compare: {len(labs)} labels for {len(rows)} estimates")
+    return Comparison(rows=tuple(rows), labels=labs)
