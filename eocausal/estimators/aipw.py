@@ -1,0 +1,328 @@
+"""Doubly robust (AIPW / DML) estimates of the ATE and the ATT with cross-fitted nuisances.
+
+Formulas (METHODS.md section 2; Robins, Rotnitzky and Zhao 1994; Hahn 1998; Chernozhukov et al.
+2018, "Double/debiased machine learning", Econometrics Journal 21, C1-C68, sections 5.1-5.2):
+
+- ATE. phi_i = mu1_i - mu0_i + W_i (Y_i - mu1_i) / e_i - (1 - W_i)(Y_i - mu0_i) / (1 - e_i),
+  tau = mean(phi), influence function psi_i = phi_i - tau.
+- ATT (DoubleML's ``score='ATTE'``). h_i = W_i (Y_i - mu0_i) - (1 - W_i) e_i (Y_i - mu0_i) / (1 - e_i),
+  tau = sum_i h_i / sum_i W_i, psi_i = (h_i - tau W_i) / mean(W).
+
+mu_w, e are out-of-fold predictions: for each fold k, the outcome model is fitted separately on the
+treated and on the control units of the other folds (as DoubleML's ``DoubleMLIRM`` does) and the
+propensity model on all units of the other folds. Standard errors come from psi
+(:func:`eocausal.estimators.weighting.se_from_psi`, iid or clustered). With R fold assignments
+(repeated cross-fitting) the estimate is the median over splits and the SE is combined as in
+Chernozhukov et al. (2018, Definition 3.3 and eq. 3.8).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from scipy import stats
+from sklearn.base import clone
+
+from eocausal.errors import InputError, NotEstimableError
+from eocausal.estimators.propensity import BlockStandardizer, crossfit_propensity
+from eocausal.estimators.weighting import PointEstimate, se_from_psi
+
+#: Penalties searched by the ridge outcome model (efficient leave-one-out CV, scikit-learn's RidgeCV).
+RIDGE_ALPHAS = np.logspace(-3, 4, 15)
+AIPW_ESTIMANDS = ("ATE", "ATT")
+COMBINE_RULES = ("median", "doubleml")
+
+
+def make_outcome_model(model="ridge", *, seed: int | None = 0, n_tabular: int | None = None):
+    """A fresh regressor for a model name or a scikit-learn regressor (cloned).
+
+    Parameters
+    ----------
+    model : {'ridge', 'linear', 'gbm'} or regressor
+        'ridge': standardised confounders (see :class:`BlockStandardizer`) and ``RidgeCV`` with the
+        penalty chosen by efficient leave-one-out CV over :data:`RIDGE_ALPHAS`; 'linear': OLS;
+        'gbm': ``HistGradientBoostingRegressor``; or any object with ``fit`` and ``predict``.
+    seed : int or None
+        Seeds randomised models ('gbm').
+    n_tabular : int, optional
+        Leading tabular columns of the design (the rest is an embedding scaled as one block);
+        None standardises every column.
+    """
+    if not isinstance(model, str):
+        if not (hasattr(model, "fit") and hasattr(model, "predict")):
+            raise InputError(f"outcome model: {type(model).__name__} has no fit/predict; pass a regressor")
+        return clone(model)
+    if model == "ridge":
+        from sklearn.linear_model import RidgeCV
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        scaler = StandardScaler() if n_tabular is None else BlockStandardizer(n_tabular)
+        return make_pipeline(scaler, RidgeCV(alphas=RIDGE_ALPHAS))
+    if model == "linear":
+        from sklearn.linear_model import LinearRegression
+
+        return LinearRegression()
+    if model == "gbm":
+        from sklearn.ensemble import HistGradientBoostingRegressor
+
+        return HistGradientBoostingRegressor(max_iter=200, learning_rate=0.05, random_state=seed)
+    raise InputError(f"outcome={model!r}: unknown model; use 'ridge', 'linear', 'gbm' or a scikit-learn regressor")
+
+
+def _check_arrays(y, w, *others, names=()):
+    y = np.asarray(y, dtype=float)
+    w = np.asarray(w, dtype=float)
+    n = len(y)
+    if y.ndim != 1 or w.shape != (n,):
+        raise InputError(f"outcome/treatment: expected two arrays of shape (n,), got {y.shape} and {w.shape}")
+    if not np.isin(w, (0.0, 1.0)).all():
+        raise InputError("treatment: must hold only 0 and 1; recode the treatment column")
+    out = []
+    for name, a in zip(names, others):
+        a = np.asarray(a, dtype=float)
+        if a.shape != (n,):
+            raise InputError(f"{name}: expected shape ({n},), got {a.shape}")
+        out.append(a)
+    for name, a in zip(("outcome", "treatment", *names), (y, w, *out)):
+        if not np.isfinite(a).all():
+            raise InputError(f"{name}: {int(np.sum(~np.isfinite(a)))} non-finite values; drop or impute them first")
+    return (y, w, *out)
+
+
+def crossfit_outcome(V: np.ndarray, y: np.ndarray, w: np.ndarray, fold_ids: np.ndarray, model="ridge", *,
+                     n_tabular: int | None = None, seed: int | None = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Out-of-fold outcome regressions mu0(V) = E[Y | W=0, V] and mu1(V) = E[Y | W=1, V].
+
+    For each fold k, one model is fitted on the control units and one on the treated units of the
+    other folds, and both predict every unit of fold k (DoubleML's IRM nuisance ``ml_g``;
+    Chernozhukov et al. 2018, section 5.1).
+
+    Parameters
+    ----------
+    V : array (n, p)
+        Confounders. p = 0 gives the arm means of the training folds.
+    y, w : arrays (n,)
+        Outcome and binary treatment.
+    fold_ids : array (n,)
+        Cross-fitting fold of each unit (e.g. from :func:`~eocausal.estimators.crossfit.grouped_folds`).
+    model : str or regressor
+        See :func:`make_outcome_model`.
+
+    Returns
+    -------
+    mu0, mu1 : arrays (n,)
+
+    Raises
+    ------
+    NotEstimableError
+        A training fold holds no unit of an arm.
+    """
+    y, w = _check_arrays(y, w)
+    V = np.asarray(V, dtype=float)
+    n = len(y)
+    if V.ndim != 2 or V.shape[0] != n:
+        raise InputError(f"confounders: expected shape ({n}, p), got {V.shape}")
+    if not np.isfinite(V).all():
+        raise InputError("confounders: non-finite values; impute or drop them before estimating")
+    fold_ids = np.asarray(fold_ids)
+    if fold_ids.shape != (n,):
+        raise InputError(f"fold_ids: expected shape ({n},), got {fold_ids.shape}")
+    folds = np.unique(fold_ids)
+    if len(folds) < 2:
+        raise InputError("fold_ids: need at least 2 folds for cross-fitting")
+    mu = np.empty((2, n))
+    for f in folds:
+        test = fold_ids == f
+        test_idx = np.flatnonzero(test)
+        for arm in (0, 1):
+            rows = np.flatnonzero(~test & (w == arm))
+            if len(rows) == 0:
+                raise NotEstimableError(
+                    f"outcome model: training folds for fold {f} hold no {'treated' if arm else 'control'} "
+                    "units; use fewer folds or check the treatment and cluster columns")
+            if V.shape[1] == 0:
+                mu[arm, test_idx] = y[rows].mean()
+                continue
+            reg = make_outcome_model(model, seed=seed, n_tabular=n_tabular)
+            reg.fit(V[rows], y[rows])
+            mu[arm, test_idx] = np.asarray(reg.predict(V[test_idx]), dtype=float).reshape(-1)
+    return mu[0], mu[1]
+
+
+def aipw(y: np.ndarray, w: np.ndarray, e: np.ndarray, mu0: np.ndarray, mu1: np.ndarray,
+         estimand: str = "ATE") -> PointEstimate:
+    """AIPW (doubly robust) estimate and its efficient influence function.
+
+    ATE (METHODS.md section 2; DoubleML ``score='ATE'``)::
+
+        phi_i = mu1_i - mu0_i + W_i (Y_i - mu1_i) / e_i - (1 - W_i)(Y_i - mu0_i) / (1 - e_i)
+        tau   = mean(phi),     psi_i = phi_i - tau
+
+    ATT (DoubleML ``score='ATTE'``; Chernozhukov et al. 2018, eq. 5.4)::
+
+        h_i = W_i (Y_i - mu0_i) - (1 - W_i) e_i (Y_i - mu0_i) / (1 - e_i)
+        tau = sum_i h_i / sum_i W_i,     psi_i = (h_i - tau W_i) / mean(W)
+
+    (mu1 cancels from the ATT score.) ``se_from_psi(psi)`` gives the SE, sqrt(sum psi_i^2) / n,
+    which equals DoubleML's; pass clusters to it for the cluster-robust SE.
+
+    Parameters
+    ----------
+    y, w : arrays (n,)
+        Outcome and binary treatment.
+    e : array (n,)
+        Propensities in (0, 1), already clipped or trimmed as intended.
+    mu0, mu1 : arrays (n,)
+        Outcome regressions (out of fold).
+    estimand : {'ATE', 'ATT'}
+
+    Returns
+    -------
+    PointEstimate
+        ``weights`` holds the IPW weights of the residual terms: W/e + (1-W)/(1-e) for the ATE,
+        W + (1-W) e/(1-e) for the ATT.
+    """
+    y, w, e, mu0, mu1 = _check_arrays(y, w, e, mu0, mu1, names=("propensity", "mu0", "mu1"))
+    if estimand not in AIPW_ESTIMANDS:
+        raise InputError(f"estimand={estimand!r}: AIPW estimates 'ATE' or 'ATT'; use hajek() for the ATO")
+    if not ((e > 0) & (e < 1)).all():
+        raise InputError(
+            f"propensity: values must lie strictly inside (0, 1), got range [{e.min():.3g}, {e.max():.3g}]; "
+            "clip them (e.g. np.clip(e, 1e-3, 1 - 1e-3)) or trim the units first")
+    n1 = w.sum()
+    if n1 == 0 or n1 == len(w):
+        raise NotEstimableError(f"treatment: no {'treated' if n1 == 0 else 'control'} units; the effect is not estimable")
+    if estimand == "ATE":
+        phi = mu1 - mu0 + w * (y - mu1) / e - (1 - w) * (y - mu0) / (1 - e)
+        tau = float(phi.mean())
+        return PointEstimate(tau, phi - tau, w / e + (1 - w) / (1 - e))
+    r0 = y - mu0
+    odds = e / (1 - e)
+    h = w * r0 - (1 - w) * odds * r0
+    tau = float(h.sum() / n1)
+    return PointEstimate(tau, (h - tau * w) / (n1 / len(w)), w + (1 - w) * odds)
+
+
+def combine_repeated(estimates: Sequence[float], std_errors: Sequence[float], rule: str = "median",
+                     alpha: float = 0.05) -> tuple[float, float]:
+    """Combine estimates and SEs from R cross-fitting splits.
+
+    Both rules take tau = median_r tau_r.
+
+    - ``'median'`` (METHODS.md section 2; Chernozhukov et al. 2018, eq. 3.8; DoubleML before 0.9):
+      se = median_r sqrt(se_r^2 + (tau_r - tau)^2).
+    - ``'doubleml'`` (DoubleML 0.9 and later, ``_aggregate_coefs_and_ses``):
+      se = (median_r (tau_r + z se_r) - tau) / z with z = 1.96 (DoubleML's fixed constant; ``alpha``
+      is not used).
+
+    Returns
+    -------
+    (estimate, se)
+    """
+    t = np.asarray(estimates, dtype=float).reshape(-1)
+    s = np.asarray(std_errors, dtype=float).reshape(-1)
+    if len(t) == 0 or t.shape != s.shape:
+        raise InputError(f"combine_repeated: need matching, non-empty estimates and SEs, got {t.shape} and {s.shape}")
+    med = float(np.median(t))
+    if rule == "median":
+        return med, float(np.median(np.sqrt(s**2 + (t - med) ** 2)))
+    if rule == "doubleml":
+        z = 1.96
+        return med, float((np.median(t + z * s) - med) / z)
+    raise InputError(f"combine={rule!r}: use one of {list(COMBINE_RULES)}")
+
+
+@dataclass(frozen=True)
+class AIPWFit:
+    """Cross-fitted AIPW over one or more fold assignments (R = number of splits).
+
+    ``estimate`` and ``std_error`` are combined over splits by ``combine`` (see
+    :func:`combine_repeated`); ``estimates``/``std_errors`` hold the R per-split values;
+    ``psi``, ``e`` (clipped), ``e_raw``, ``mu0``, ``mu1`` are (R, n) arrays; ``n_clipped`` the
+    number of clipped propensities per split.
+    """
+
+    estimate: float
+    std_error: float
+    estimand: str
+    n_clusters: int | None
+    combine: str
+    estimates: np.ndarray
+    std_errors: np.ndarray
+    psi: np.ndarray
+    e: np.ndarray
+    e_raw: np.ndarray
+    mu0: np.ndarray
+    mu1: np.ndarray
+    n_clipped: np.ndarray
+
+    def confint(self, alpha: float = 0.05) -> tuple[float, float]:
+        """Normal interval estimate -/+ z_{1-alpha/2} se."""
+        z = stats.norm.ppf(1 - alpha / 2)
+        return self.estimate - z * self.std_error, self.estimate + z * self.std_error
+
+
+def crossfit_aipw(V: np.ndarray, y: np.ndarray, w: np.ndarray, fold_ids, *, propensity="ridge-logit",
+                  outcome="ridge", estimand: str = "ATE", clip: float = 1e-3,
+                  clusters: np.ndarray | None = None, n_tabular: int | None = None,
+                  seed: int | None = 0, combine: str = "median") -> AIPWFit:
+    """Cross-fitted AIPW (DML) estimate, optionally repeated over R fold assignments.
+
+    For each split r: out-of-fold propensities (:func:`crossfit_propensity`, clipped to
+    [clip, 1 - clip]) and outcome regressions (:func:`crossfit_outcome`), then :func:`aipw` and its
+    SE (clustered when ``clusters`` is given). The R results are combined by
+    :func:`combine_repeated`.
+
+    Parameters
+    ----------
+    V : array (n, p)
+        Confounders (tabular columns first, then the embedding).
+    y, w : arrays (n,)
+        Outcome and binary treatment.
+    fold_ids : array (n,), array (R, n) or sequence of R arrays (n,)
+        Fold assignments; with clusters, build them with ``grouped_folds`` so no cluster is split.
+    propensity : str or classifier
+        See :func:`~eocausal.estimators.propensity.make_propensity_model`.
+    outcome : str or regressor
+        See :func:`make_outcome_model`.
+    estimand : {'ATE', 'ATT'}
+    clip : float
+        Propensities are clipped to [clip, 1 - clip] (DoubleML's ``clipping_threshold``); 0 keeps them.
+    clusters : array (n,), optional
+        Cluster labels for the cluster-robust SE (and the ridge-logit inner CV folds).
+    combine : {'median', 'doubleml'}
+        How R > 1 splits are combined.
+    """
+    y, w = _check_arrays(y, w)
+    if not 0 <= clip < 0.5:
+        raise InputError(f"clip={clip}: must lie in [0, 0.5)")
+    if combine not in COMBINE_RULES:
+        raise InputError(f"combine={combine!r}: use one of {list(COMBINE_RULES)}")
+    if estimand not in AIPW_ESTIMANDS:
+        raise InputError(f"estimand={estimand!r}: AIPW estimates 'ATE' or 'ATT'")
+    F = np.asarray(fold_ids)
+    if F.ndim == 1:
+        F = F[None, :]
+    if F.ndim != 2 or F.shape[1] != len(y):
+        raise InputError(f"fold_ids: expected shape ({len(y)},) or (R, {len(y)}), got {np.shape(fold_ids)}")
+    R, n = F.shape
+    out = {k: np.empty((R, n)) for k in ("psi", "e", "e_raw", "mu0", "mu1")}
+    ests, ses, clipped = np.empty(R), np.empty(R), np.empty(R, dtype=int)
+    n_clusters = None
+    for r in range(R):
+        e_raw, _ = crossfit_propensity(V, w, groups=clusters, model=propensity, seed=seed,
+                                       fold_ids=F[r], n_tabular=n_tabular)
+        e = np.clip(e_raw, clip, 1 - clip) if clip > 0 else e_raw
+        mu0, mu1 = crossfit_outcome(V, y, w, F[r], outcome, n_tabular=n_tabular, seed=seed)
+        pe = aipw(y, w, e, mu0, mu1, estimand)
+        ests[r] = pe.estimate
+        ses[r], n_clusters = se_from_psi(pe.psi, clusters)
+        clipped[r] = int(np.sum(e != e_raw))
+        for k, v in zip(("psi", "e", "e_raw", "mu0", "mu1"), (pe.psi, e, e_raw, mu0, mu1)):
+            out[k][r] = v
+    est, se = (float(ests[0]), float(ses[0])) if R == 1 else combine_repeated(ests, ses, combine)
+    return AIPWFit(estimate=est, std_error=se, estimand=estimand, n_clusters=n_clusters, combine=combine,
+                   estimates=ests, std_errors=ses, n_clipped=clipped, **out)
