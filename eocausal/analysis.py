@@ -19,6 +19,8 @@ from eocausal._types import ADJUSTMENTS, ESTIMANDS, EffectRow, PropensityFit
 from eocausal.data.units import Units
 from eocausal.errors import (InputError, NotEstimableError, OverlapError, OverlapWarning,
                              SeparationError)
+from eocausal.diagnostics.balance import balance_table
+from eocausal.diagnostics.overlap import check_overlap
 from eocausal.estimators import weighting
 from eocausal.estimators.crossfit import grouped_folds
 from eocausal.estimators.propensity import crossfit_propensity
@@ -168,20 +170,25 @@ def estimate(
 
     ctx = _Context(methods=methods, estimand=estimand, adjustments=adjustments, folds=folds,
                    clip=clip, propensity=propensity, seed=seed, z=stats.norm.ppf(1 - alpha / 2),
-                   cluster_name=cluster_name, min_arm=min_arm)
+                   cluster_name=cluster_name, min_arm=min_arm, conf_names=tuple(conf_names))
+    coords = _coordinates(units)
     rows: list[EffectRow] = []
     fits: dict[str, PropensityFit] = {}
+    balance: dict[str, pd.DataFrame] = {}
     for name, mask, w_t in trial_list:
         sub_g = None if g is None else g[mask]
         try:
-            t_rows, t_fits = _estimate_trial(ctx, name, y[mask], w_t, X[mask],
-                                             None if Z is None else Z[mask], sub_g)
+            t_rows, t_fits, t_bal = _estimate_trial(ctx, name, y[mask], w_t, X[mask],
+                                                    None if Z is None else Z[mask], sub_g,
+                                                    None if coords is None else coords[mask])
         except (NotEstimableError, OverlapError) as exc:
             if trials is None:  # a single trial: the error is the answer
                 raise
-            t_rows, t_fits = _not_estimable_rows(ctx, name, w_t, sub_g, str(exc)), {}
+            t_rows, t_fits, t_bal = _not_estimable_rows(ctx, name, w_t, sub_g, str(exc)), {}, {}
         rows += t_rows
-        fits.update({(a if len(trial_list) == 1 else f"{name}: {a}"): f for a, f in t_fits.items()})
+        key = (lambda a: a) if len(trial_list) == 1 else (lambda a, nm=name: f"{nm}: {a}")
+        fits.update({key(a): f for a, f in t_fits.items()})
+        balance.update({key(a): b for a, b in t_bal.items()})
     if len(trial_list) > 1:
         rows = _adjust_pvalues(rows)
 
@@ -210,7 +217,25 @@ def estimate(
                   estimand=estimand, trials=len(trial_list),
                   propensity=propensity if isinstance(propensity, str) else type(propensity).__name__,
                   confounders=list(conf_names), embedding_dim=None if Z is None else int(Z.shape[1]))
-    return EffectTable(rows=tuple(rows), notes=tuple(notes), design=design, propensities=fits)
+    worst = {a: int(b["imbalanced"].sum()) for a, b in balance.items() if b["imbalanced"].any()}
+    if worst:
+        notes.append("Balance: rows with |SMD| > 0.1 after weighting, by adjustment: "
+                     + ", ".join(f"{a}: {k}" for a, k in worst.items())
+                     + " (table.balance[adjustment] has the details).")
+    design["outcome_sd"] = float(np.std(y, ddof=1))
+    return EffectTable(rows=tuple(rows), notes=tuple(notes), design=design, propensities=fits,
+                       balance=balance)
+
+
+def _coordinates(units: Units) -> np.ndarray | None:
+    """Longitude/latitude of each unit's centroid (for the coordinates' balance), or None."""
+    if not units.has_place:
+        return None
+    geom = units.geometry
+    if not units.crs.is_geographic:
+        geom = geom.to_crs("EPSG:4326")
+    pts = geom.representative_point() if not (geom.geom_type == "Point").all() else geom
+    return np.column_stack([pts.x.to_numpy(), pts.y.to_numpy()])
 
 
 @dataclass(frozen=True)
@@ -225,9 +250,10 @@ class _Context:
     z: float
     cluster_name: str | None
     min_arm: int
+    conf_names: tuple[str, ...] = ()
 
 
-def _estimate_trial(ctx: _Context, name: str, y, w, X, Z, g) -> tuple[list[EffectRow], dict]:
+def _estimate_trial(ctx: _Context, name: str, y, w, X, Z, g, coords=None) -> tuple[list[EffectRow], dict, dict]:
     """Every requested (method, adjustment) for one trial's units."""
     n, n1 = len(w), int(w.sum())
     if min(n1, n - n1) < ctx.min_arm:
@@ -247,11 +273,12 @@ def _estimate_trial(ctx: _Context, name: str, y, w, X, Z, g) -> tuple[list[Effec
 
     rows: list[EffectRow] = []
     fits: dict[str, PropensityFit] = {}
+    balance: dict[str, pd.DataFrame] = {}
     if "dim" in ctx.methods:
         rows.append(row("dim", "none", weighting.difference_in_means(y, w), "ATE"))
     weighting_methods = [m for m in ctx.methods if m != "dim"]
     if not weighting_methods:
-        return rows, fits
+        return rows, fits, balance
     fold_ids = grouped_folds(n, g, ctx.folds, ctx.seed, stratify=w)
     for adj in ctx.adjustments:
         V = {"tabular": X, "image": Z, "tabular+image": np.hstack([X, Z]) if Z is not None else X}[adj]
@@ -260,7 +287,7 @@ def _estimate_trial(ctx: _Context, name: str, y, w, X, Z, g) -> tuple[list[Effec
                                        fold_ids=fold_ids, n_tabular=n_tab)
         e = np.clip(e_raw, ctx.clip, 1 - ctx.clip)
         n_clipped = int(np.sum(e != e_raw))
-        _check_overlap(e_raw, w, ctx.clip, adj if name == "all" else f"{name}: {adj}")
+        _check_overlap(e_raw, w, ctx.clip, adj if name == "all" else f"{name}: {adj}", ctx.estimand)
         fits[adj] = PropensityFit(adjustment=adj, e_raw=e_raw, e=e, w=w, clip=ctx.clip,
                                   n_clipped=n_clipped, folds=ctx.folds,
                                   model=ctx.propensity if isinstance(ctx.propensity, str)
@@ -272,7 +299,9 @@ def _estimate_trial(ctx: _Context, name: str, y, w, X, Z, g) -> tuple[list[Effec
             fn = weighting.horvitz_thompson if m == "ipw-ht" else weighting.hajek
             rows.append(row(m, adj, fn(y, w, e, ctx.estimand), ctx.estimand, clip=ctx.clip,
                             n_clipped=n_clipped, **ess))
-    return rows, fits
+        balance[adj] = balance_table(X if X.shape[1] else None, w, w1 + w0, names=list(ctx.conf_names) or None,
+                                     embeddings=Z, coords=coords, warn=False)
+    return rows, fits, balance
 
 
 def _not_estimable_rows(ctx: _Context, name: str, w, g, why: str) -> list[EffectRow]:
@@ -420,8 +449,7 @@ def _cluster_codes(clusters, units: Units) -> np.ndarray | None:
     return pd.factorize(arr, sort=True)[0]
 
 
-def _check_overlap(e: np.ndarray, w: np.ndarray, clip: float, adjustment: str) -> None:
-    lo, hi = 0.01, 0.99
+def _check_overlap(e: np.ndarray, w: np.ndarray, clip: float, adjustment: str, estimand: str = "ATE") -> None:
     treated, control = e[w == 1], e[w == 0]
     if treated.min() > control.max() or treated.max() < control.min():
         raise SeparationError(
@@ -430,7 +458,6 @@ def _check_overlap(e: np.ndarray, w: np.ndarray, clip: float, adjustment: str) -
             "some confounders predict the treatment exactly. Remove confounders that are functions "
             "of the treatment (post-treatment variables, interactions with it)"
         )
-    extreme = (e < lo) | (e > hi)
     beyond = (e <= clip) | (e >= 1 - clip)
     if beyond.all():
         raise OverlapError(
@@ -438,11 +465,4 @@ def _check_overlap(e: np.ndarray, w: np.ndarray, clip: float, adjustment: str) -
             f"(range {e.min():.2g}-{e.max():.2g}): treated and control units do not overlap. Remove "
             "confounders that are functions of the treatment, or estimate the ATO"
         )
-    if extreme.mean() > 0.05:
-        warnings.warn(
-            f"adjustment {adjustment!r}: {extreme.mean():.0%} of propensities lie outside [{lo}, {hi}] "
-            f"(range {e.min():.3g}-{e.max():.3g}); IPW estimates will be unstable. Trim with Crump et "
-            "al.'s (2009) rule, estimate the ATO (overlap weights), or check for confounders that "
-            "are functions of the treatment",
-            OverlapWarning, stacklevel=3,
-        )
+    check_overlap(e, w, clip=clip, estimand=estimand, stacklevel=5)

@@ -59,12 +59,16 @@ class EffectTable:
         Header facts (study name, N, clusters, estimand).
     propensities : mapping of adjustment -> PropensityFit
         Out-of-fold propensity scores behind the weighting rows (for overlap diagnostics).
+    balance : mapping of adjustment -> DataFrame
+        Balance tables (standardised mean differences before and after weighting) for the
+        covariates, the embeddings' leading principal components and the coordinates.
     """
 
     rows: tuple[EffectRow, ...]
     notes: tuple[str, ...] = ()
     design: Mapping[str, object] = field(default_factory=dict)
     propensities: Mapping[str, PropensityFit] = field(default_factory=dict)
+    balance: Mapping[str, pd.DataFrame] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ the single source
     def tidy(self) -> pd.DataFrame:
@@ -156,6 +160,27 @@ class EffectTable:
     def _repr_html_(self) -> str:
         return self.to_html()
 
+    def sensitivity(self) -> pd.DataFrame:
+        """E-values of each estimate and of its CI limit nearest the null (VanderWeele and Ding 2017).
+
+        Differences in means are converted to risk ratios with RR = exp(0.91 d), d = estimate /
+        SD(outcome) (VanderWeele and Ding's approximation for continuous outcomes).
+        """
+        from eocausal.diagnostics.sensitivity import e_value
+
+        sd = self.design.get("outcome_sd")
+        out = []
+        for r in self.rows:
+            if math.isnan(r.estimate) or not sd:
+                ev_point = ev_ci = math.nan
+            else:
+                ev = e_value(r.estimate, r.ci_low, r.ci_high, sd=sd)
+                ev_point, ev_ci = ev.point, ev.ci
+            out.append({"trial": r.trial, "estimand": r.estimand, "method": r.method,
+                        "adjustment": r.adjustment, "estimate": r.estimate,
+                        "e_value": ev_point, "e_value_ci": ev_ci})
+        return pd.DataFrame(out)
+
     def summary(self) -> "Summary":
         """An R-style summary: header block, the table, numbered notes."""
         return Summary(self)
@@ -209,7 +234,8 @@ def concat(tables: Sequence[EffectTable]) -> EffectTable:
     notes = tuple(dict.fromkeys(n for t in tables for n in t.notes))
     design = dict(tables[0].design) if tables else {}
     props = {k: v for t in tables for k, v in t.propensities.items()}
-    return EffectTable(rows=rows, notes=notes, design=design, propensities=props)
+    bal = {k: v for t in tables for k, v in t.balance.items()}
+    return EffectTable(rows=rows, notes=notes, design=design, propensities=props, balance=bal)
 
 
 @dataclass(frozen=True)

@@ -115,7 +115,7 @@ def test_overlap_warning_and_error():
         warnings.simplefilter("error")
         _check_overlap(good, w, 1e-3, "image")  # silent when overlap is fine
     piled = np.r_[np.full(20, 0.999), np.full(80, 0.5)]
-    with pytest.warns(OverlapWarning, match=r"20% of propensities.*Crump"):
+    with pytest.warns(OverlapWarning, match=r"20.0% of units.*trim.*Crump"):
         _check_overlap(piled, w, 1e-3, "image")
     with pytest.raises(OverlapError, match="do not overlap"):
         _check_overlap(np.r_[np.full(25, 1.0), np.zeros(25), np.full(25, 1.0), np.zeros(25)], w, 1e-3, "tabular")
@@ -197,3 +197,20 @@ def test_trial_column_and_errors():
         eocausal.estimate(bad, outcome="y", trials=["t0"])
     with pytest.raises(InputError, match="not in the data"):
         eocausal.estimate(bad, outcome="y", trials=["nope"])
+
+
+def test_balance_tables_and_sensitivity_come_with_the_table():
+    df = _frame(n=800, seed=7)
+    units = eocausal.Units.from_frame(df.assign(lon=32 + df.x1 * 0.01, lat=2.0), treatment="w", outcome="y",
+                                      covariates=["x1", "x2"], lon="lon", lat="lat")
+    Z = np.column_stack([df.x1 + np.random.default_rng(1).normal(0, 0.1, 800), np.random.default_rng(2).normal(size=800)])
+    t = eocausal.estimate(units, embeddings=Z, methods=["ipw-hajek"], propensity="logit")
+    assert set(t.balance) == {"tabular", "image", "tabular+image"}
+    b = t.balance["tabular"]
+    assert {"x1", "x2", "PC1", "longitude", "latitude"} <= set(b.index)
+    # x1 drives treatment: imbalanced before, balanced after weighting on the tabular covariates
+    assert abs(b.loc["x1", "smd_before"]) > 0.3 and abs(b.loc["x1", "smd_after"]) < 0.1
+    # the longitude is a function of x1 here: weighting balances it as well
+    assert abs(b.loc["longitude", "smd_after"]) < 0.1
+    s = t.sensitivity()
+    assert len(s) == 3 and (s["e_value"] >= 1).all() and (s["e_value_ci"] <= s["e_value"]).all()
