@@ -1,0 +1,178 @@
+"""Image sequences: encode each frame, then pool the frame embeddings over time.
+
+For frame embeddings e_1, ..., e_T of one unit (each of d dims):
+
+- ``concat``:    [e_1, ..., e_T]                        (T*d)
+- ``mean_diff``: [mean_t e_t, e_T - e_1]                (2d)
+- ``mean_var``:  [mean_t e_t, (1/T) sum_t (e_t - mean)^2] (2d; population variance, ddof = 0)
+- ``attention``: sum_t a_t e_t with a = softmax_t(q . tanh(W e_t + b)) (d), a learned query
+  (gated-attention pooling as in Ilse et al. 2018). The query starts at zero, so an untrained
+  pool weighs every frame 1/T and returns the mean; it is trained only inside
+  :class:`eocausal.encoders.PropensityCNN`, jointly with the per-frame CNN.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import torch
+from torch import nn
+
+from eocausal.errors import InputError, NotFittedError
+
+HOWS = ("concat", "mean_diff", "mean_var", "attention")
+
+
+class AttentionPool(nn.Module):
+    """Attention pooling over the time axis of (n, T, d) embeddings; zero query = plain mean."""
+
+    def __init__(self, dim: int, hidden: int | None = None):
+        super().__init__()
+        hidden = hidden or min(dim, 64)
+        self.key = nn.Linear(dim, hidden)
+        self.query = nn.Parameter(torch.zeros(hidden))
+
+    def weights(self, e: torch.Tensor) -> torch.Tensor:
+        """Frame weights (n, T), summing to one over T."""
+        return torch.softmax(torch.tanh(self.key(e)) @ self.query, dim=1)
+
+    def forward(self, e: torch.Tensor) -> torch.Tensor:
+        return (self.weights(e).unsqueeze(-1) * e).sum(dim=1)
+
+
+def pool_frames(e: torch.Tensor, how: str, attention: AttentionPool | None = None) -> torch.Tensor:
+    """Aggregate frame embeddings (n, T, d) as ``how`` says (differentiable)."""
+    if how == "concat":
+        return e.reshape(e.shape[0], -1)
+    if how == "mean_diff":
+        return torch.cat([e.mean(dim=1), e[:, -1] - e[:, 0]], dim=1)
+    if how == "mean_var":
+        return torch.cat([e.mean(dim=1), e.var(dim=1, unbiased=False)], dim=1)
+    if how == "attention":
+        if attention is None:
+            raise InputError("how='attention': no attention module")
+        return attention(e)
+    raise InputError(f"how={how!r}: use one of {', '.join(HOWS)}")
+
+
+def _validate_sequences(chips) -> np.ndarray:
+    x = np.asarray(chips)
+    if x.ndim != 5:
+        raise InputError(f"chips: TemporalPool expects image sequences (n, T, C, H, W), got shape {x.shape}")
+    if x.shape[1] < 1:
+        raise InputError("chips: sequences need at least one frame")
+    return x
+
+
+class TemporalPool:
+    """Per-frame encoder plus a pooling over time.
+
+    Parameters
+    ----------
+    encoder : encoder object
+        Any encoder of single images (``fit``/``transform`` on (n, C, H, W)), e.g.
+        :class:`RandomFeatures` or :class:`Pretrained`. It is fitted on all frames stacked.
+    how : {'concat', 'mean_diff', 'mean_var', 'attention'}
+        The aggregation (module docstring). Stand-alone, 'attention' is untrained and equals
+        the mean; train it through :class:`PropensityCNN` on sequences.
+    seed : int
+        Seeds the attention module's initialisation (it does not change an untrained pool's output).
+
+    Attributes
+    ----------
+    n_frames_, frame_dim_ : int
+        T and d seen in ``fit``.
+    attention_ : AttentionPool or None
+    """
+
+    kind = "temporal-pool"
+
+    def __init__(self, encoder, *, how: str = "mean_diff", seed: int = 0):
+        self.encoder = encoder
+        self.how = how
+        self.seed = seed
+
+    @property
+    def device(self):
+        return getattr(self.encoder, "device", "cpu")
+
+    @device.setter
+    def device(self, value) -> None:  # eocausal.embed(device=...) sets it on the wrapped encoder
+        if hasattr(self.encoder, "device"):
+            self.encoder.device = value
+
+    def get_config(self) -> dict:
+        """The arguments that change the output, with the wrapped encoder's configuration."""
+        inner = self.encoder.get_config() if hasattr(self.encoder, "get_config") else repr(self.encoder)
+        return {"kind": self.kind, "how": self.how, "seed": self.seed, "encoder": inner}
+
+    def state_hash(self) -> str:
+        """sha256 of the configuration, the wrapped encoder's state and the attention weights."""
+        self._check_fitted()
+        h = hashlib.sha256(json.dumps(self.get_config(), sort_keys=True, default=str).encode())
+        h.update(self.encoder.state_hash().encode() if hasattr(self.encoder, "state_hash") else b"")
+        if self.attention_ is not None:
+            for v in self.attention_.state_dict().values():
+                h.update(v.detach().cpu().numpy().tobytes())
+        return h.hexdigest()
+
+    @property
+    def is_fitted(self) -> bool:
+        return hasattr(self, "frame_dim_")
+
+    def _check_fitted(self) -> None:
+        if not self.is_fitted:
+            raise NotFittedError("TemporalPool: call fit(chips) (or eocausal.embed) before transform")
+
+    def fit(self, chips) -> "TemporalPool":
+        """Fit the frame encoder on all frames of ``chips`` (n, T, C, H, W)."""
+        if self.how not in HOWS:
+            raise InputError(f"how={self.how!r}: use one of {', '.join(HOWS)}")
+        x = _validate_sequences(chips)
+        n, t = x.shape[:2]
+        frames = x.reshape(n * t, *x.shape[2:])
+        self.encoder.fit(frames)
+        self.frame_dim_ = int(self.encoder.transform(frames[:1]).shape[1])
+        self.n_frames_ = t
+        self.attention_ = None
+        if self.how == "attention":
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.seed)
+                self.attention_ = AttentionPool(self.frame_dim_).eval().requires_grad_(False)
+        return self
+
+    def _check_frames(self, x) -> None:
+        if self.how == "concat" and x.shape[1] != self.n_frames_:
+            raise InputError(f"chips: {x.shape[1]} frames; how='concat' was fitted on T={self.n_frames_}")
+
+    def transform(self, chips) -> np.ndarray:
+        """Pooled embeddings (n, T*d) for 'concat', (n, 2d) for 'mean_diff'/'mean_var', (n, d) for 'attention'."""
+        self._check_fitted()
+        x = _validate_sequences(chips)
+        self._check_frames(x)
+        n, t = x.shape[:2]
+        e = self.encoder.transform(x.reshape(n * t, *x.shape[2:])).reshape(n, t, -1)
+        with torch.inference_mode():
+            out = pool_frames(torch.from_numpy(np.ascontiguousarray(e, dtype=np.float32)), self.how, self.attention_)
+        return out.numpy().astype(np.float32, copy=False)
+
+    def torch_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Differentiable pooled features of raw sequences ``x`` (n, T, C, H, W)."""
+        self._check_fitted()
+        if x.ndim != 5:
+            raise InputError(f"x: expected (n, T, C, H, W), got {tuple(x.shape)}")
+        self._check_frames(x)
+        if not hasattr(self.encoder, "torch_forward"):
+            raise InputError(f"{type(self.encoder).__name__} has no differentiable torch_forward")
+        n, t = x.shape[:2]
+        e = self.encoder.torch_forward(x.reshape(n * t, *x.shape[2:])).reshape(n, t, -1)
+        att = self.attention_.to(x.device) if self.attention_ is not None else None
+        return pool_frames(e, self.how, att)
+
+    def fit_transform(self, chips) -> np.ndarray:
+        return self.fit(chips).transform(chips)
+
+    def __repr__(self) -> str:
+        return f"TemporalPool({self.encoder!r}, how={self.how!r})"
