@@ -59,3 +59,6 @@ class PropensityFit:
     folds: int
     model: str
     penalties: tuple = field(default_factory=tuple)
+    y: object = None  # np.ndarray outcome, kept for sensitivity analysis of AIPW rows
+    mu0: object = None  # out-of-fold outcome regressions, when AIPW was estimated
+    mu1: object = None

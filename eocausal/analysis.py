@@ -22,11 +22,12 @@ from eocausal.errors import (InputError, NotEstimableError, OverlapError, Overla
 from eocausal.diagnostics.balance import balance_table
 from eocausal.diagnostics.overlap import check_overlap
 from eocausal.estimators import weighting
+from eocausal.estimators.aipw import aipw, crossfit_outcome
 from eocausal.estimators.crossfit import grouped_folds
 from eocausal.estimators.propensity import crossfit_propensity
 from eocausal.results import EffectTable
 
-METHODS = ("dim", "ipw-ht", "ipw-hajek")
+METHODS = ("dim", "ipw-ht", "ipw-hajek", "aipw")
 _NAME = r"[A-Za-z_][A-Za-z0-9_.]*"
 
 
@@ -86,6 +87,10 @@ def estimate(
     trial: str = "all",
     trials: str | Sequence[str] | None = None,
     min_arm: int = 10,
+    outcome_model="ridge",
+    se: str = "if",
+    n_boot: int = 1000,
+    ci: str = "normal",
     study: str = "",
 ) -> EffectTable:
     """Estimate average effects with several methods and adjustment sets side by side.
@@ -104,8 +109,9 @@ def estimate(
         Column roles for a DataFrame (taken from ``Units`` otherwise).
     embeddings : array (n, d) or DataFrame indexed by unit id, optional
         Image embeddings, used as confounders in the ``image`` adjustments.
-    methods : sequence of {'dim', 'ipw-ht', 'ipw-hajek'}
-        Difference in means, Horvitz-Thompson IPW, Hajek IPW.
+    methods : sequence of {'dim', 'ipw-ht', 'ipw-hajek', 'aipw'}
+        Difference in means, Horvitz-Thompson IPW, Hajek IPW, and cross-fitted AIPW (DML)
+        with outcome regressions fitted separately by arm on the same folds.
     estimand : {'ATE', 'ATT', 'ATO'}
         For the weighting methods (the difference in means always estimates the ATE under
         randomisation).
@@ -136,6 +142,16 @@ def estimate(
     min_arm : int
         A trial with fewer treated or control units is reported as not estimable (a row with
         the reason in ``note``), not dropped.
+    outcome_model : str or scikit-learn regressor
+        Outcome regression for AIPW: 'ridge' (penalty by CV), 'gbm', or any regressor.
+    se : {'if', 'bootstrap'}
+        Influence-function SEs (clustered when clusters are known), or a nonparametric
+        bootstrap (cluster bootstrap with clusters) with the cross-fitted nuisances held fixed,
+        vectorised over draws.
+    n_boot : int
+        Bootstrap draws.
+    ci : {'normal', 'percentile'}
+        Interval type for the bootstrap.
     study : str
         Study name for the table header.
 
@@ -158,6 +174,15 @@ def estimate(
         raise InputError(f"alpha={alpha}: must lie in (0, 1)")
     if min_arm < 1:
         raise InputError(f"min_arm={min_arm}: must be at least 1")
+    if "aipw" in methods and estimand == "ATO":
+        raise InputError("methods: 'aipw' estimates the ATE or the ATT; use estimand='ATE' or 'ATT', "
+                         "or drop 'aipw' for the ATO")
+    if se not in ("if", "bootstrap"):
+        raise InputError(f"se={se!r}: use 'if' (influence function) or 'bootstrap'")
+    if ci not in ("normal", "percentile"):
+        raise InputError(f"ci={ci!r}: use 'normal' or 'percentile'")
+    if se == "bootstrap" and n_boot < 50:
+        raise InputError(f"n_boot={n_boot}: use at least 50 bootstrap draws (1000 for percentile intervals)")
 
     y = units.y()
     n = len(y)
@@ -170,7 +195,8 @@ def estimate(
 
     ctx = _Context(methods=methods, estimand=estimand, adjustments=adjustments, folds=folds,
                    clip=clip, propensity=propensity, seed=seed, z=stats.norm.ppf(1 - alpha / 2),
-                   cluster_name=cluster_name, min_arm=min_arm, conf_names=tuple(conf_names))
+                   cluster_name=cluster_name, min_arm=min_arm, conf_names=tuple(conf_names),
+                   outcome_model=outcome_model, se=se, n_boot=n_boot, ci=ci, alpha=alpha)
     coords = _coordinates(units)
     rows: list[EffectRow] = []
     fits: dict[str, PropensityFit] = {}
@@ -194,9 +220,15 @@ def estimate(
 
     w_all = units.w() if units.treatment is not None else None
     n_clusters = int(len(np.unique(g))) if g is not None else None
-    notes = [f"Standard errors from the influence function"
-             + (f", clustered by {cluster_name} ({n_clusters} clusters)." if g is not None else " (iid).")
-             + f" {int(round(100 * (1 - alpha)))}% normal intervals."]
+    level = int(round(100 * (1 - alpha)))
+    if se == "bootstrap":
+        notes = [f"Standard errors from {n_boot} {'cluster ' if g is not None else ''}bootstrap draws"
+                 + (f" of {cluster_name} ({n_clusters} clusters)" if g is not None else "")
+                 + f" with the cross-fitted nuisances held fixed; {level}% {ci} intervals."]
+    else:
+        notes = [f"Standard errors from the influence function"
+                 + (f", clustered by {cluster_name} ({n_clusters} clusters)." if g is not None else " (iid).")
+                 + f" {level}% normal intervals."]
     if fits:
         model_txt = ("ridge-logistic (tabular columns standardised, embeddings scaled as one block), "
                      "penalty chosen by grouped 3-fold CV inside each training fold"
@@ -208,6 +240,10 @@ def estimate(
                      "clipping keeps every unit, unlike trimming.")
         notes.append("IPW standard errors treat the cross-fitted propensities as known, which is "
                      "conservative for the ATE (Lunceford and Davidian 2004).")
+    if "aipw" in methods:
+        om = outcome_model if isinstance(outcome_model, str) else type(outcome_model).__name__
+        notes.append(f"AIPW: outcome regressions ({om}) fitted by arm on the same {folds} folds; "
+                     "doubly robust score of Robins, Rotnitzky and Zhao (1994) as DoubleML's IRM.")
     if len(trial_list) > 1:
         notes.append(f"{len(trial_list)} trials; p_holm and p_bh adjust p-values across trials within "
                      "each (estimand, method, adjustment) by Holm's step-down and Benjamini-Hochberg. "
@@ -251,6 +287,11 @@ class _Context:
     cluster_name: str | None
     min_arm: int
     conf_names: tuple[str, ...] = ()
+    outcome_model: object = "ridge"
+    se: str = "if"
+    n_boot: int = 1000
+    ci: str = "normal"
+    alpha: float = 0.05
 
 
 def _estimate_trial(ctx: _Context, name: str, y, w, X, Z, g, coords=None) -> tuple[list[EffectRow], dict, dict]:
@@ -260,24 +301,42 @@ def _estimate_trial(ctx: _Context, name: str, y, w, X, Z, g, coords=None) -> tup
         raise NotEstimableError(
             f"not estimable: {n1} treated and {n - n1} control units (minimum {ctx.min_arm} per arm)")
     n_clusters = int(len(np.unique(g))) if g is not None else None
-    se_type = f"IF, clustered by {ctx.cluster_name}" if g is not None else "IF (iid)"
+    if ctx.se == "bootstrap":
+        se_type = (f"bootstrap (B={ctx.n_boot}, {ctx.ci}"
+                   + (f", clusters {ctx.cluster_name})" if g is not None else ")"))
+    else:
+        se_type = f"IF, clustered by {ctx.cluster_name}" if g is not None else "IF (iid)"
     base = dict(trial=name, n=n, n_treated=n1, n_clusters=n_clusters, se_type=se_type)
 
-    def row(method, adjustment, est, est_name, **extra):
-        se, _ = weighting.se_from_psi(est.psi, g)
+    def row(method, adjustment, est, est_name, boot=None, **extra):
+        if boot is None:
+            se, _ = weighting.se_from_psi(est.psi, g)
+            lo, hi = est.estimate - ctx.z * se, est.estimate + ctx.z * se
+        else:
+            b = boot(clusters=g, n_boot=ctx.n_boot, seed=ctx.seed)
+            se = b.std_error
+            lo, hi = b.confint(ctx.alpha, kind=ctx.ci)
         stat = est.estimate / se if se > 0 else np.nan
         return EffectRow(estimand=est_name, method=method, adjustment=adjustment,
-                         estimate=float(est.estimate), std_error=se,
-                         ci_low=float(est.estimate - ctx.z * se), ci_high=float(est.estimate + ctx.z * se),
+                         estimate=float(est.estimate), std_error=float(se), ci_low=float(lo), ci_high=float(hi),
                          p_value=float(2 * stats.norm.sf(abs(stat))), **base, **extra)
+
+    def boot_for(kind, **kw):
+        if ctx.se != "bootstrap":
+            return None
+        from eocausal.estimators import inference
+
+        return lambda **b: getattr(inference, kind)(**kw, **b)
 
     rows: list[EffectRow] = []
     fits: dict[str, PropensityFit] = {}
     balance: dict[str, pd.DataFrame] = {}
     if "dim" in ctx.methods:
-        rows.append(row("dim", "none", weighting.difference_in_means(y, w), "ATE"))
-    weighting_methods = [m for m in ctx.methods if m != "dim"]
-    if not weighting_methods:
+        dm = weighting.difference_in_means(y, w)
+        rows.append(row("dim", "none", dm, "ATE", boot_for("bootstrap_ipw", y=y, w=w, e=np.full(n, n1 / n),
+                                                         estimator="hajek", estimand="ATE")))
+    weighting_methods = [m for m in ctx.methods if m in ("ipw-ht", "ipw-hajek")]
+    if not weighting_methods and "aipw" not in ctx.methods:
         return rows, fits, balance
     fold_ids = grouped_folds(n, g, ctx.folds, ctx.seed, stratify=w)
     for adj in ctx.adjustments:
@@ -288,17 +347,25 @@ def _estimate_trial(ctx: _Context, name: str, y, w, X, Z, g, coords=None) -> tup
         e = np.clip(e_raw, ctx.clip, 1 - ctx.clip)
         n_clipped = int(np.sum(e != e_raw))
         _check_overlap(e_raw, w, ctx.clip, adj if name == "all" else f"{name}: {adj}", ctx.estimand)
-        fits[adj] = PropensityFit(adjustment=adj, e_raw=e_raw, e=e, w=w, clip=ctx.clip,
-                                  n_clipped=n_clipped, folds=ctx.folds,
-                                  model=ctx.propensity if isinstance(ctx.propensity, str)
-                                  else type(ctx.propensity).__name__)
+        mu0 = mu1 = None
         w1, w0 = weighting.arm_weights(w, e, ctx.estimand)
         ess = dict(ess_treated=weighting.effective_sample_size(w1[w == 1]),
                    ess_control=weighting.effective_sample_size(w0[w == 0]))
         for m in weighting_methods:
             fn = weighting.horvitz_thompson if m == "ipw-ht" else weighting.hajek
-            rows.append(row(m, adj, fn(y, w, e, ctx.estimand), ctx.estimand, clip=ctx.clip,
+            boot = boot_for("bootstrap_ipw", y=y, w=w, e=e, estimator="ht" if m == "ipw-ht" else "hajek",
+                            estimand=ctx.estimand)
+            rows.append(row(m, adj, fn(y, w, e, ctx.estimand), ctx.estimand, boot, clip=ctx.clip,
                             n_clipped=n_clipped, **ess))
+        if "aipw" in ctx.methods:
+            mu0, mu1 = crossfit_outcome(V, y, w, fold_ids, ctx.outcome_model, n_tabular=n_tab, seed=ctx.seed)
+            boot = boot_for("bootstrap_aipw", y=y, w=w, e=e, mu0=mu0, mu1=mu1, estimand=ctx.estimand)
+            rows.append(row("aipw", adj, aipw(y, w, e, mu0, mu1, ctx.estimand), ctx.estimand, boot,
+                            clip=ctx.clip, n_clipped=n_clipped, **ess))
+        fits[adj] = PropensityFit(adjustment=adj, e_raw=e_raw, e=e, w=w, clip=ctx.clip,
+                                  n_clipped=n_clipped, folds=ctx.folds,
+                                  model=ctx.propensity if isinstance(ctx.propensity, str)
+                                  else type(ctx.propensity).__name__, y=y, mu0=mu0, mu1=mu1)
         balance[adj] = balance_table(X if X.shape[1] else None, w, w1 + w0, names=list(ctx.conf_names) or None,
                                      embeddings=Z, coords=coords, warn=False)
     return rows, fits, balance

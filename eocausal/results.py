@@ -22,6 +22,8 @@ _METHOD_LABEL = {
     "dim": "Difference in means",
     "ipw-ht": "IPW (Horvitz-Thompson)",
     "ipw-hajek": "IPW (Hajek)",
+    "aipw": "AIPW (DML)",
+    "fe": "Two-way fixed effects",
 }
 
 

@@ -214,3 +214,32 @@ def test_balance_tables_and_sensitivity_come_with_the_table():
     assert abs(b.loc["longitude", "smd_after"]) < 0.1
     s = t.sensitivity()
     assert len(s) == 3 and (s["e_value"] >= 1).all() and (s["e_value_ci"] <= s["e_value"]).all()
+
+
+def test_aipw_row_equals_the_estimator_on_the_same_folds_and_bootstrap_agrees():
+    from eocausal.estimators.aipw import aipw, crossfit_outcome
+    from eocausal.estimators.crossfit import grouped_folds
+    from eocausal.estimators.propensity import crossfit_propensity
+    from eocausal.estimators.weighting import se_from_psi
+
+    df = _frame(n=1200, seed=11)
+    g = df["village"].to_numpy()
+    t = eocausal.estimate("y ~ w | x1 + x2", df, methods=["aipw"], clusters="village", propensity="logit", seed=3)
+    r = t.row(method="aipw")
+    V, y, w = df[["x1", "x2"]].to_numpy(), df["y"].to_numpy(), df["w"].to_numpy(float)
+    codes = pd.factorize(g, sort=True)[0]
+    folds = grouped_folds(len(y), codes, 5, 3, stratify=w)
+    e, _ = crossfit_propensity(V, w, groups=codes, model="logit", fold_ids=folds, seed=3)
+    mu0, mu1 = crossfit_outcome(V, y, w, folds, "ridge", n_tabular=None, seed=3)
+    pe = aipw(y, w, np.clip(e, 1e-3, 1 - 1e-3), mu0, mu1)
+    assert r.estimate == pytest.approx(pe.estimate, rel=1e-10)
+    assert r.std_error == pytest.approx(se_from_psi(pe.psi, codes)[0], rel=1e-10)
+    assert abs(r.estimate - 1.0) < 3.5 * r.std_error
+    b = eocausal.estimate("y ~ w | x1 + x2", df, methods=["aipw"], clusters="village", propensity="logit", seed=3,
+                          se="bootstrap", n_boot=400).row(method="aipw")
+    assert b.estimate == r.estimate
+    # the bootstrap SD of 400 draws is within its Monte Carlo error (about 1/sqrt(2*400) = 3.5%) of the IF SE
+    assert b.std_error == pytest.approx(r.std_error, rel=0.15)
+    assert "bootstrap (B=400" in b.se_type
+    with pytest.raises(InputError, match="ATE or the ATT"):
+        eocausal.estimate("y ~ w | x1", df, methods=["aipw"], estimand="ATO")

@@ -68,6 +68,10 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any, tuple | None]]] = {
         "clip": ((int, float), 1e-3, None),
         "adjustments": ((list,), None, None),
         "alpha": ((float,), 0.05, None),
+        "outcome_model": ((str,), "ridge", ("ridge", "gbm")),
+        "se": ((str,), "if", ("if", "bootstrap")),
+        "n_boot": ((int,), 1000, None),
+        "ci": ((str,), "normal", ("normal", "percentile")),
     },
     "report": {
         "formats": ((list,), ["html", "md", "tex"], None),
@@ -192,6 +196,7 @@ _RANGES = {  # (section, key): (test, description)
     ("estimate", "folds"): (lambda v: v >= 2, "at least 2"),
     ("estimate", "clip"): (lambda v: 0 <= v < 0.5, "in [0, 0.5)"),
     ("estimate", "alpha"): (lambda v: 0 < v < 1, "in (0, 1)"),
+    ("estimate", "n_boot"): (lambda v: v >= 50, "at least 50"),
 }
 
 
