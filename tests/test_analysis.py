@@ -57,7 +57,7 @@ def test_rows_columns_and_clustering():
     tidy = t.tidy()
     for col in ["trial", "estimand", "method", "estimate", "std_error", "ci_low", "ci_high", "n", "n_treated", "adjustment"]:
         assert col in tidy.columns
-    assert set(tidy["method"]) == {"dim", "ipw-ht", "ipw-hajek"}
+    assert set(tidy["method"]) == {"dim", "ipw-ht", "ipw-hajek", "aipw"}
     assert (tidy["n_clusters"] == 200).all()
     assert tidy["se_type"].str.contains("village").all()
     assert any("clustered by village (200 clusters)" in n for n in t.notes)

@@ -300,8 +300,8 @@ def test_numbers_rounded_to_three_digits():
 
 
 def test_unknown_method_label_shown_verbatim():
-    d = EffectTable(rows=(row(method="aipw"),))._display()
-    assert d.loc[0, "Method"] == "aipw"
+    d = EffectTable(rows=(row(method="tmle-x"),))._display()
+    assert d.loc[0, "Method"] == "tmle-x"
 
 
 # ----------------------------------------------------------------------------- concat

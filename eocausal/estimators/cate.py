@@ -1,0 +1,551 @@
+"""Conditional average treatment effects through EconML, cross-fitted by cluster.
+
+:func:`cate` fits one of EconML's CATE learners on any mix of tabular covariates and image or
+image-sequence embeddings (an embedding is just more columns) and returns a
+:class:`CateResult` holding what the evaluation needs (METHODS.md section 4):
+
+- ``tau_hat``: out-of-fold CATE predictions. Units are split into K folds that keep clusters
+  whole (:func:`~eocausal.estimators.crossfit.grouped_folds`); for each fold k a fresh EconML
+  estimator is fitted on the other folds (EconML's own nuisance cross-fitting inside it is
+  grouped by the same clusters) and predicts fold k. Each unit's priority therefore comes from
+  a model that never saw its outcome, which RATE and the calibration tests require.
+- ``scores``: doubly robust (AIPW) scores
+  Gamma_i = mu1_i - mu0_i + W_i (Y_i - mu1_i) / e_i - (1 - W_i)(Y_i - mu0_i) / (1 - e_i),
+  with mu_w fitted per arm on the other folds (``outcome_model``, ridge by default) and e known
+  (an RCT: pass ``e=``) or cross-fitted on the same folds (``propensity_model``). Given X_i,
+  E[Gamma_i | X_i] = tau(X_i) when e is right, whatever mu is, because the nuisances never saw
+  unit i.
+- ``estimator_``: the same EconML estimator fitted on all units, for :meth:`CateResult.predict`
+  outside the trial (transport).
+
+Known propensities (RCTs) replace the learner's propensity model: they are passed to EconML as
+the last column of ``W`` (controls) and read back by a classifier that returns that column, so
+the DML residuals W - e and the DR learner's inverse weights use the design's e exactly. The
+T-learner has no propensity model; the X-learner's weighting function g(x) uses the constant
+share when e is constant, and EconML's default propensity model otherwise.
+
+EconML options are passed through untouched (``**econml_kwargs`` go to the learner's
+constructor, with EconML's names: ``n_estimators``, ``model_y``, ``model_final``, ``cv``...).
+eocausal only fills what EconML leaves without a default: ``discrete_treatment=True`` for the
+DML learners, ``random_state=seed``, and the required regressors of NonParamDML (R-learner)
+and the T/X meta-learners (a random forest, see :data:`DEFAULT_FOREST`). ``econml`` is imported
+inside :func:`cate` (``import econml.dml`` takes seconds).
+
+Transport: this module stays in the estimator layer (arrays in, arrays out). The caller
+composes :meth:`CateResult.predict` with :func:`eocausal.data.transport.support_diagnostic` and
+:func:`~eocausal.data.transport.effects_to_geodataframe` or
+:func:`~eocausal.data.transport.write_effect_raster` (see docs/heterogeneity.md).
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+
+from eocausal.errors import InputError, NotEstimableError, NotFittedError
+from eocausal.estimators.crossfit import grouped_folds
+from eocausal.estimators.propensity import BlockStandardizer, crossfit_propensity
+
+#: learner name -> (EconML module, class)
+LEARNERS = {
+    "causal_forest": ("econml.dml", "CausalForestDML"),
+    "dr": ("econml.dr", "DRLearner"),
+    "r": ("econml.dml", "NonParamDML"),
+    "t": ("econml.metalearners", "TLearner"),
+    "x": ("econml.metalearners", "XLearner"),
+}
+#: the constructor argument that holds each learner's propensity model
+_PROPENSITY_ARG = {"causal_forest": "model_t", "r": "model_t", "dr": "model_propensity",
+                   "x": "propensity_model", "t": None}
+_DML = ("causal_forest", "r", "dr")  # learners whose fit takes W= and groups=
+#: Regressor filled in where EconML requires one (NonParamDML's model_final, T/X ``models``).
+DEFAULT_FOREST = {"n_estimators": 100, "min_samples_leaf": 5}
+#: Penalties searched by the ridge outcome model of the scores.
+RIDGE_ALPHAS = np.logspace(-3, 4, 15)
+
+
+class KnownPropensity(ClassifierMixin, BaseEstimator):
+    """A 'classifier' whose P(W = 1) is the last column of its input (known propensities).
+
+    :func:`cate` appends the design's propensities to EconML's ``W``; EconML hands the
+    propensity model hstack([X, W]), so the last column is e.
+    """
+
+    def fit(self, X, y, sample_weight=None):
+        self.classes_ = np.unique(np.asarray(y))
+        return self
+
+    def predict_proba(self, X):
+        p = np.asarray(X, dtype=float)[:, -1]
+        return np.column_stack([1 - p, p])
+
+    def predict(self, X):
+        return (self.predict_proba(X)[:, 1] > 0.5).astype(int)
+
+
+class ConstantPropensity(ClassifierMixin, BaseEstimator):
+    """A 'classifier' that returns one known P(W = 1) for every unit (X-learner with constant e)."""
+
+    def __init__(self, p: float = 0.5):
+        self.p = p
+
+    def fit(self, X, y, sample_weight=None):
+        self.classes_ = np.unique(np.asarray(y))
+        return self
+
+    def predict_proba(self, X):
+        m = len(X)
+        return np.column_stack([np.full(m, 1 - self.p), np.full(m, self.p)])
+
+    def predict(self, X):
+        return np.full(len(X), int(self.p > 0.5))
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def _block(a, name: str, n: int | None) -> tuple[np.ndarray, list[str]]:
+    if isinstance(a, pd.DataFrame):
+        names = [str(c) for c in a.columns]
+        bad = [c for c in a.columns if not pd.api.types.is_numeric_dtype(a[c])]
+        if bad:
+            raise InputError(f"{name}: columns {bad} are not numeric; encode them first")
+        arr = a.to_numpy(dtype=float)
+    else:
+        arr = np.asarray(a, dtype=float)
+        if arr.ndim == 1:
+            arr = arr[:, None]
+        if arr.ndim != 2:
+            extra = (" (image sequences: pool the frame embeddings first, e.g. with "
+                     "eocausal.encoders.TemporalPool, or reshape to (n, T*d))") if arr.ndim == 3 else ""
+            raise InputError(f"{name}: expected a 2-d array (n, d), got shape {arr.shape}{extra}")
+        names = [f"{name}_{j}" for j in range(arr.shape[1])]
+    if n is not None and arr.shape[0] != n:
+        raise InputError(f"{name}: {arr.shape[0]} rows for {n} units; pass one row per unit")
+    if not np.isfinite(arr).all():
+        raise InputError(f"{name}: {int((~np.isfinite(arr)).sum())} non-finite values; impute or drop them first")
+    return arr, names
+
+
+def _embedding_blocks(embeddings) -> list[tuple[str, object]]:
+    if embeddings is None:
+        return []
+    if isinstance(embeddings, Mapping):
+        return [(str(k), v) for k, v in embeddings.items()]
+    if isinstance(embeddings, (list, tuple)):
+        return [(f"emb{j}", v) for j, v in enumerate(embeddings)]
+    return [("emb", embeddings)]
+
+
+def _features(X, embeddings, n: int | None):
+    """Stack tabular columns and embedding blocks; return (F, names, n_tabular, layout)."""
+    parts, names, layout = [], [], []
+    n_tab = 0
+    if X is not None:
+        a, nm = _block(X, "X", n)
+        parts.append(a)
+        names += nm
+        n_tab = a.shape[1]
+        layout.append(("X", a.shape[1], tuple(nm) if isinstance(X, pd.DataFrame) else None))
+    for key, v in _embedding_blocks(embeddings):
+        a, nm = _block(v, key, n)
+        parts.append(a)
+        names += nm
+        layout.append((key, a.shape[1], None))
+    if not parts:
+        raise InputError("X, embeddings: a CATE model needs effect modifiers; pass tabular covariates X, "
+                         "embeddings, or both")
+    if n is None:
+        n = parts[0].shape[0]
+    rows = {p.shape[0] for p in parts}
+    if len(rows) > 1:
+        raise InputError(f"X, embeddings: blocks have different numbers of rows {sorted(rows)}")
+    return np.hstack(parts), names, n_tab, tuple(layout)
+
+
+def _make_outcome_model(spec, seed, n_tabular):
+    if not isinstance(spec, str):
+        if not (hasattr(spec, "fit") and hasattr(spec, "predict")):
+            raise InputError(f"outcome_model: {type(spec).__name__} has no fit/predict; pass a regressor")
+        return clone(spec)
+    if spec == "ridge":
+        from sklearn.linear_model import RidgeCV
+        from sklearn.pipeline import make_pipeline
+
+        return make_pipeline(BlockStandardizer(n_tabular), RidgeCV(alphas=RIDGE_ALPHAS))
+    if spec == "forest":
+        from sklearn.ensemble import RandomForestRegressor
+
+        return RandomForestRegressor(n_estimators=200, min_samples_leaf=5, random_state=seed)
+    if spec == "gbm":
+        from sklearn.ensemble import HistGradientBoostingRegressor
+
+        return HistGradientBoostingRegressor(random_state=seed)
+    raise InputError(f"outcome_model={spec!r}: use 'ridge', 'forest', 'gbm' or a scikit-learn regressor")
+
+
+# ----------------------------------------------------------------------------- EconML
+
+
+class _Learner:
+    """Builds, fits and queries fresh EconML estimators with one set of options."""
+
+    def __init__(self, learner: str, econml_kwargs: dict, seed, e_mode: str | None, e_const: float | None):
+        if learner not in LEARNERS:
+            raise InputError(f"learner={learner!r}: use one of {', '.join(LEARNERS)}")
+        prop = _PROPENSITY_ARG[learner]
+        if e_mode is not None and prop is not None and prop in econml_kwargs:
+            raise InputError(
+                f"e= and {prop}=: known propensities replace the learner's propensity model; pass one of them")
+        mod, name = LEARNERS[learner]
+        self.cls = getattr(importlib.import_module(mod), name)
+        self.learner = learner
+        self.kwargs = econml_kwargs
+        self.seed = seed
+        self.e_mode = e_mode  # None (estimated), 'column' (W's last column), 'constant'
+        self.e_const = e_const
+
+    def make(self):
+        kw = copy.deepcopy(self.kwargs)
+        lr = self.learner
+        if lr in ("causal_forest", "r"):
+            kw.setdefault("discrete_treatment", True)
+        if lr in _DML:
+            kw.setdefault("random_state", self.seed)
+        if lr in ("r", "t", "x"):
+            from sklearn.ensemble import RandomForestRegressor
+
+            forest = RandomForestRegressor(random_state=self.seed, **DEFAULT_FOREST)
+            if lr == "r":
+                kw.setdefault("model_y", "auto")
+                kw.setdefault("model_t", "auto")
+                kw.setdefault("model_final", forest)
+            else:
+                kw.setdefault("models", forest)
+        if self.e_mode is not None:
+            if lr in _DML:
+                kw[_PROPENSITY_ARG[lr]] = KnownPropensity()
+            elif lr == "x" and self.e_mode == "constant":
+                kw["propensity_model"] = ConstantPropensity(self.e_const)
+        return self.cls(**kw)
+
+    def fit(self, y, w, F, e, groups):
+        est = self.make()
+        kw = {"X": F}
+        if self.learner in _DML:
+            if self.e_mode is not None:
+                kw["W"] = e[:, None]
+            if groups is not None:
+                kw["groups"] = groups
+        est.fit(y, w, **kw)
+        return est
+
+    @staticmethod
+    def effect(est, F) -> np.ndarray:
+        return np.asarray(est.effect(F), dtype=float).reshape(len(F))
+
+
+# ----------------------------------------------------------------------------- result
+
+
+@dataclass(frozen=True)
+class CateResult:
+    """Cross-fitted CATE predictions, doubly robust scores and a final model for transport.
+
+    Attributes
+    ----------
+    tau_hat : numpy.ndarray (n,)
+        Out-of-fold CATE predictions (the priority scores for RATE and calibration).
+    scores : numpy.ndarray (n,)
+        Doubly robust scores Gamma_i with out-of-fold nuisances.
+    mu0, mu1 : numpy.ndarray (n,)
+        Out-of-fold outcome regressions per arm.
+    e : numpy.ndarray (n,)
+        Propensities used in the scores (known, or out-of-fold and clipped).
+    y, w : numpy.ndarray (n,)
+    fold_ids : numpy.ndarray (n,)
+        Cross-fitting fold of each unit.
+    groups : numpy.ndarray or None
+        Cluster labels (folds, EconML's inner cross-fitting, bootstrap draws and SEs).
+    learner : str
+    feature_names : tuple of str
+    n_tabular : int
+        Leading tabular columns of the features.
+    e_known : bool
+    estimator_ : EconML estimator or None
+        Fitted on all units (None with ``fit_final=False``).
+    fold_estimators_ : tuple
+        The per-fold EconML estimators when ``keep_fold_models=True``.
+    n_clipped : int
+        Estimated propensities changed by clipping.
+    """
+
+    tau_hat: np.ndarray
+    scores: np.ndarray
+    mu0: np.ndarray
+    mu1: np.ndarray
+    e: np.ndarray
+    y: np.ndarray
+    w: np.ndarray
+    fold_ids: np.ndarray
+    groups: np.ndarray | None
+    learner: str
+    feature_names: tuple
+    n_tabular: int
+    e_known: bool
+    estimator_: object = field(default=None, repr=False)
+    fold_estimators_: tuple = field(default=(), repr=False)
+    n_clipped: int = 0
+    _layout: tuple = field(default=(), repr=False)
+
+    @property
+    def n(self) -> int:
+        return len(self.y)
+
+    @property
+    def m_hat(self) -> np.ndarray:
+        """Out-of-fold E[Y | X] = e mu1 + (1 - e) mu0 (for grf's calibration test)."""
+        return self.e * self.mu1 + (1 - self.e) * self.mu0
+
+    # ------------------------------------------------------------------ prediction
+    def predict(self, X=None, embeddings=None) -> np.ndarray:
+        """CATE of new units from the model fitted on all trial units (transport).
+
+        ``X`` and ``embeddings`` must have the blocks and widths used in :func:`cate` (a
+        DataFrame ``X`` is matched by column name).
+        """
+        if self.estimator_ is None:
+            raise NotFittedError("CateResult.predict: the final model was not fitted; call cate(..., fit_final=True)")
+        blocks = _embedding_blocks(embeddings)
+        want = [name for name, _, _ in self._layout]
+        got = (["X"] if X is not None else []) + [k for k, _ in blocks]
+        if got != want:
+            raise InputError(f"predict: the model was fitted on blocks {want}, got {got}; pass the same inputs")
+        for name, width, cols in self._layout:
+            if name == "X" and cols is not None and isinstance(X, pd.DataFrame):
+                missing = [c for c in cols if c not in X.columns]
+                if missing:
+                    raise InputError(f"X: columns {missing} used in fitting are missing")
+                X = X[list(cols)]
+        F, _, _, layout = _features(X, embeddings, None)
+        widths = [wd for _, wd, _ in layout]
+        if widths != [wd for _, wd, _ in self._layout]:
+            raise InputError(f"predict: block widths {widths} differ from the fitted ones "
+                             f"{[wd for _, wd, _ in self._layout]}")
+        return _Learner.effect(self.estimator_, F)
+
+    # ------------------------------------------------------------------ summaries
+    def ate(self) -> tuple[float, float]:
+        """AIPW average effect mean(Gamma) and its (cluster-robust) standard error."""
+        psi = self.scores - self.scores.mean()
+        if self.groups is None:
+            se = np.sqrt(np.sum(psi**2)) / self.n
+        else:
+            codes = np.unique(self.groups, return_inverse=True)[1].reshape(-1)
+            se = np.sqrt(np.sum(np.bincount(codes, weights=psi) ** 2)) / self.n
+        return float(self.scores.mean()), float(se)
+
+    def extremes(self, k: int = 8) -> pd.DataFrame:
+        """The k units with the highest and the k with the lowest out-of-fold predictions.
+
+        Returns a frame with ``index`` (row position in the inputs, to pick the images),
+        ``group`` ('highest'/'lowest'), ``rank`` (1 = most extreme) and ``tau_hat``; the
+        report draws the images.
+        """
+        k = int(min(k, self.n // 2))
+        order = np.argsort(-self.tau_hat, kind="stable")
+        hi, lo = order[:k], order[::-1][:k]
+        return pd.DataFrame({"index": np.r_[hi, lo], "group": ["highest"] * k + ["lowest"] * k,
+                             "rank": np.r_[np.arange(1, k + 1), np.arange(1, k + 1)],
+                             "tau_hat": self.tau_hat[np.r_[hi, lo]]})
+
+    # ------------------------------------------------------------------ diagnostics (eocausal.diagnostics)
+    def rate(self, target: str = "AUTOC", *, priority=None, compare=None, B: int = 200,
+             seed: int | None = 0, q=None):
+        """RATE of the out-of-fold predictions (or ``priority``) against this result's scores.
+
+        ``compare``: a second priority rule (an array, or another :class:`CateResult` fitted on
+        the same units, whose ``tau_hat`` is used) for a paired comparison on the same draws.
+        See :func:`eocausal.diagnostics.rate.rate`.
+        """
+        from eocausal.diagnostics.rate import rate
+
+        if isinstance(compare, CateResult):
+            if compare.n != self.n or not np.array_equal(compare.y, self.y):
+                raise InputError("compare: the other CateResult was fitted on different units")
+            compare = compare.tau_hat
+        return rate(self.tau_hat if priority is None else priority, self.scores, target=target,
+                    clusters=self.groups, B=B, seed=seed, compare=compare, q=q)
+
+    def calibration(self, vcov_type: str = "HC3"):
+        """grf's test_calibration on the out-of-fold predictions (clustered SEs with groups)."""
+        from eocausal.diagnostics.calibration import test_calibration
+
+        return test_calibration(self.y, self.w, self.e, self.m_hat, self.tau_hat, clusters=self.groups,
+                                vcov_type=vcov_type)
+
+    def blp(self, *, n_groups: int = 5, level: float = 0.95):
+        """CDDF's BLP on the cross-fitted predictions (baseline proxy mu0); see :meth:`gates`."""
+        return self.gates(n_groups=n_groups, level=level)
+
+    def gates(self, *, n_groups: int = 5, level: float = 0.95):
+        """BLP and GATES (CDDF) with the out-of-fold predictions as the proxy.
+
+        The cross-fitted variant: one evaluation on all units, as each unit's proxy and
+        baseline come from models that never saw it. For CDDF's repeated half splits (refitting
+        the learner on each auxiliary half) call
+        :func:`eocausal.diagnostics.calibration.blp_gates` with a callable proxy.
+        """
+        from eocausal.diagnostics.calibration import blp_gates
+
+        return blp_gates(self.y, self.w, self.e, self.tau_hat, baseline=self.mu0, clusters=self.groups,
+                         n_groups=n_groups, level=level)
+
+    def clan(self, covariates, *, n_groups: int = 5):
+        """Covariate means by quantile group of the out-of-fold predictions (CLAN)."""
+        from eocausal.diagnostics.calibration import clan, quantile_groups
+
+        return clan(covariates, quantile_groups(self.tau_hat, n_groups), clusters=self.groups)
+
+    def effects_by(self, values, *, bins: int | None = 5):
+        """Doubly robust effects and mean predictions by the classes or bins of ``values``."""
+        from eocausal.diagnostics.calibration import effects_by
+
+        return effects_by(values, self.tau_hat, self.scores, bins=bins, clusters=self.groups)
+
+
+# ----------------------------------------------------------------------------- cate
+
+
+def cate(y, w, X=None, embeddings=None, *, learner: str = "causal_forest", e=None, groups=None,
+         folds: int = 5, seed: int | None = 0, outcome_model="ridge", propensity_model="ridge-logit",
+         clip: float = 1e-3, fit_final: bool = True, keep_fold_models: bool = False,
+         **econml_kwargs) -> CateResult:
+    """Cross-fitted CATEs with an EconML learner, doubly robust scores and a final model.
+
+    Parameters
+    ----------
+    y : array (n,)
+        Outcome.
+    w : array (n,)
+        Binary treatment (0/1).
+    X : DataFrame or array (n, p), optional
+        Tabular covariates (effect modifiers).
+    embeddings : array (n, d), or a dict / list of such arrays, optional
+        Image and/or sequence embeddings; each block is appended to ``X`` (a dict's keys name
+        the blocks, e.g. ``{"image": Z, "sequence": S}``).
+    learner : {'causal_forest', 'dr', 'r', 't', 'x'}
+        EconML's CausalForestDML, DRLearner, NonParamDML (R-learner), TLearner, XLearner.
+    e : array (n,) or float, optional
+        Known propensities (RCTs). They replace the learner's propensity model and enter the
+        scores. None: cross-fitted with ``propensity_model`` for the scores (the learner keeps
+        its own propensity model).
+    groups : array (n,), optional
+        Cluster labels (an image key, a village): folds keep clusters whole and EconML's inner
+        cross-fitting is grouped too.
+    folds : int
+        Outer cross-fitting folds K.
+    seed : int or None
+        Seeds the folds and fills ``random_state`` where EconML takes one.
+    outcome_model : {'ridge', 'forest', 'gbm'} or regressor
+        Per-arm outcome regressions mu_w of the scores.
+    propensity_model : str or classifier
+        For the scores when ``e`` is None (see
+        :func:`eocausal.estimators.propensity.make_propensity_model`).
+    clip : float
+        Estimated propensities are clipped to [clip, 1 - clip] in the scores (known ones never).
+    fit_final : bool
+        Fit the learner once more on all units, for :meth:`CateResult.predict`.
+    keep_fold_models : bool
+        Keep the K per-fold EconML estimators in ``fold_estimators_``.
+    **econml_kwargs
+        Passed untouched to the EconML constructor (EconML's names).
+
+    Returns
+    -------
+    CateResult
+
+    Raises
+    ------
+    InputError
+        Bad shapes or values, an unknown learner, ``e`` together with the learner's propensity
+        model, or folds that cannot hold both arms.
+    """
+    y = np.asarray(y, dtype=float)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise InputError(f"y: expected shape (n,), got {y.shape}")
+    n = len(y)
+    if not np.isfinite(y).all():
+        raise InputError(f"y: {int((~np.isfinite(y)).sum())} non-finite outcomes; drop those units first")
+    w = np.asarray(w)
+    if w.shape != (n,):
+        raise InputError(f"w: expected shape ({n},), got {w.shape}")
+    if not np.isin(w, (0, 1)).all():
+        raise InputError("w: the treatment must be binary 0/1; recode it")
+    w = w.astype(int)
+    if w.min() == w.max():
+        raise NotEstimableError(f"w: all units are {'treated' if w[0] else 'controls'}; no effect is estimable")
+    F, names, n_tab, layout = _features(X, embeddings, n)
+    if groups is not None:
+        groups = np.asarray(groups)
+        if groups.shape != (n,):
+            raise InputError(f"groups: expected {n} cluster labels, got shape {groups.shape}")
+    e_mode, e_const = None, None
+    if e is not None:
+        e_arr = np.broadcast_to(np.asarray(e, dtype=float), (n,)).copy() if np.ndim(e) == 0 else np.asarray(e, float)
+        if e_arr.shape != (n,):
+            raise InputError(f"e: expected {n} propensities or one number, got shape {e_arr.shape}")
+        if not (np.isfinite(e_arr).all() and ((e_arr > 0) & (e_arr < 1)).all()):
+            raise InputError("e: known propensities must lie strictly inside (0, 1)")
+        e_mode = "constant" if np.ptp(e_arr) == 0 else "column"
+        e_const = float(e_arr[0])
+    if not 0 <= clip < 0.5:
+        raise InputError(f"clip={clip}: must lie in [0, 0.5)")
+
+    learn = _Learner(learner, dict(econml_kwargs), seed, e_mode, e_const)
+    fold_ids = grouped_folds(n, groups, folds, seed, stratify=w)
+    tau = np.empty(n)
+    mu = np.empty((2, n))
+    fold_models = []
+    for k in range(folds):
+        test = fold_ids == k
+        train = ~test
+        wt = w[train]
+        if wt.min() == wt.max():
+            raise NotEstimableError(
+                f"folds: the training folds for fold {k} hold only {'treated' if wt[0] else 'control'} units; "
+                "use fewer folds or check the treatment and cluster columns")
+        est = learn.fit(y[train], wt, F[train], e_arr[train] if e_mode else None,
+                        None if groups is None else groups[train])
+        tau[test] = learn.effect(est, F[test])
+        if keep_fold_models:
+            fold_models.append(est)
+        for arm in (0, 1):
+            rows = train & (w == arm)
+            reg = _make_outcome_model(outcome_model, seed, n_tab)
+            reg.fit(F[rows], y[rows])
+            mu[arm, test] = np.asarray(reg.predict(F[test]), dtype=float).reshape(-1)
+
+    n_clipped = 0
+    if e_mode is None:
+        e_hat, _ = crossfit_propensity(F, w, groups=groups, model=propensity_model, seed=seed,
+                                       fold_ids=fold_ids, n_tabular=n_tab)
+        e_used = np.clip(e_hat, clip, 1 - clip)
+        n_clipped = int(np.sum(e_used != e_hat))
+    else:
+        e_used = e_arr
+    mu0, mu1 = mu
+    scores = mu1 - mu0 + w * (y - mu1) / e_used - (1 - w) * (y - mu0) / (1 - e_used)
+    final = learn.fit(y, w, F, e_arr if e_mode else None, groups) if fit_final else None
+    return CateResult(tau_hat=tau, scores=scores, mu0=mu0, mu1=mu1, e=e_used, y=y, w=w.astype(float),
+                      fold_ids=fold_ids, groups=groups, learner=learner, feature_names=tuple(names),
+                      n_tabular=n_tab, e_known=e_mode is not None, estimator_=final,
+                      fold_estimators_=tuple(fold_models), n_clipped=n_clipped, _layout=layout)

@@ -1,0 +1,128 @@
+"""eocausal.cate: EconML learners, out-of-fold predictions, known propensities, grouped folds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LinearRegression, LogisticRegression, RidgeCV
+
+from eocausal.errors import InputError, NotFittedError
+from eocausal.estimators.cate import ConstantPropensity, KnownPropensity, cate
+
+
+def _trial(n=400, seed=0):
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame({"x1": rng.normal(size=n), "x2": rng.normal(size=n)})
+    Z = rng.normal(size=(n, 6))  # an "embedding"; its first dimension modifies the effect
+    groups = np.repeat(np.arange(n // 4), 4)
+    w = (rng.random(n) < 0.5).astype(int)
+    tau = 1 + X["x2"].to_numpy() + 0.5 * Z[:, 0]
+    y = X["x1"].to_numpy() + w * tau + rng.normal(size=n)
+    return X, Z, groups, w, y, tau
+
+
+# Small, fast and deterministic settings per learner (EconML's names, passed through untouched).
+# The forest: drate=False skips EconML's out-of-bag ATE (with 24 trees some units have no
+# out-of-bag prediction and EconML warns); n_jobs=1 keeps sums in one order, so refits are
+# bit-identical (threads reorder floating-point sums at the 1e-16 level).
+FAST = {
+    "causal_forest": dict(model_y=RidgeCV(), n_estimators=24, min_samples_leaf=10, drate=False, n_jobs=1),
+    "dr": dict(model_regression=RidgeCV(), model_final=LinearRegression()),
+    "r": dict(model_y=RidgeCV(), model_final=LinearRegression()),
+    "t": dict(models=RidgeCV()),
+    "x": dict(models=RidgeCV()),
+}
+
+
+@pytest.mark.parametrize("learner", list(FAST))
+def test_each_learner_runs_and_finds_the_heterogeneity(learner):
+    X, Z, groups, w, y, tau = _trial()
+    r = cate(y, w, X, {"image": Z}, learner=learner, e=0.5, groups=groups, folds=3, seed=0, **FAST[learner])
+    assert r.tau_hat.shape == (400,) and np.isfinite(r.tau_hat).all() and np.isfinite(r.scores).all()
+    assert r.feature_names[:2] == ("x1", "x2") and r.feature_names[2] == "image_0" and r.n_tabular == 2
+    assert np.corrcoef(r.tau_hat, tau)[0, 1] > 0.6
+    new = r.predict(X.iloc[:5], {"image": Z[:5]})
+    assert new.shape == (5,) and np.isfinite(new).all()
+
+
+def test_predictions_for_a_fold_do_not_change_when_its_outcomes_change():
+    X, Z, groups, w, y, tau = _trial(seed=1)
+    kw = dict(learner="causal_forest", e=0.5, groups=groups, folds=4, seed=3, fit_final=False,
+              **FAST["causal_forest"])
+    a = cate(y, w, X, Z, **kw)
+    k = a.fold_ids == 2
+    y2 = y.copy()
+    y2[k] += np.random.default_rng(9).normal(scale=5, size=k.sum())
+    b = cate(y2, w, X, Z, **kw)
+    assert np.array_equal(a.fold_ids, b.fold_ids)  # folds never depend on the outcome
+    assert np.array_equal(a.tau_hat[k], b.tau_hat[k])  # fold 2's priorities never saw fold 2
+    assert not np.allclose(a.tau_hat[~k], b.tau_hat[~k])  # the other folds' models did see it
+    assert np.array_equal(a.mu1[k], b.mu1[k]) and np.array_equal(a.mu0[k], b.mu0[k])
+
+
+def test_known_propensities_replace_the_learners_propensity_model():
+    X, Z, groups, w, y, tau = _trial(seed=2)
+    e = np.where(X["x1"] > 0, 0.3, 0.6)  # a stratified design
+    r = cate(y, w, X, learner="dr", e=e, groups=groups, folds=3, keep_fold_models=True, **FAST["dr"])
+    assert r.e_known and np.array_equal(r.e, e)
+    est = r.fold_estimators_[0]
+    assert isinstance(est.model_propensity, KnownPropensity)
+    # the DR learner's propensity model returns the design's e for the rows it is given
+    p = est.models_propensity[0][0].predict_proba(np.column_stack([X.to_numpy()[:4], e[:4]]))
+    assert np.allclose(p[:, 1], e[:4])
+    mu0, mu1 = r.mu0, r.mu1
+    expected = mu1 - mu0 + w * (y - mu1) / e - (1 - w) * (y - mu0) / (1 - e)
+    assert np.allclose(r.scores, expected)
+    # constant e: the X-learner's weighting uses it
+    rx = cate(y, w, X, learner="x", e=0.5, folds=3, fit_final=True, **FAST["x"])
+    assert isinstance(rx.estimator_.propensity_model, ConstantPropensity)
+    with pytest.raises(InputError, match="known propensities replace"):
+        cate(y, w, X, learner="dr", e=0.5, model_propensity=LogisticRegression(), **FAST["dr"])
+
+
+def test_estimated_propensities_are_cross_fitted_when_e_is_not_given():
+    X, Z, groups, w, y, tau = _trial(seed=3)
+    r = cate(y, w, X, learner="t", groups=groups, folds=3, propensity_model="logit", **FAST["t"])
+    assert not r.e_known and ((r.e > 0) & (r.e < 1)).all()
+    assert not np.allclose(r.e, r.e[0])
+
+
+def test_folds_keep_clusters_whole_and_diagnostics_delegate():
+    X, Z, groups, w, y, tau = _trial(seed=4)
+    r = cate(y, w, X, Z, learner="t", e=0.5, groups=groups, folds=5, **FAST["t"])
+    for g in np.unique(groups):
+        assert len(np.unique(r.fold_ids[groups == g])) == 1
+    rr = r.rate(B=50)
+    assert rr.n_clusters == len(np.unique(groups)) and rr.estimate > 0
+    assert r.rate(compare=r, B=20).diff == pytest.approx(0.0)
+    c = r.calibration()
+    assert c.n_clusters == len(np.unique(groups)) and c.beta > 0
+    assert list(r.gates().gates["term"])[-1] == "G5 - G1"
+    assert r.blp().blp.shape[0] == 2
+    assert list(r.clan(X).index) == ["x1", "x2"]
+    ext = r.extremes(3)
+    assert (ext[ext.group == "highest"].tau_hat.min() >= ext[ext.group == "lowest"].tau_hat.max())
+    assert len(r.effects_by(X["x2"].to_numpy(), bins=4)) == 4
+    est, se = r.ate()
+    assert abs(est - tau.mean()) < 4 * se
+
+
+def test_cate_input_errors():
+    X, Z, groups, w, y, tau = _trial(n=80, seed=5)
+    with pytest.raises(InputError, match="binary"):
+        cate(y, w * 2, X, learner="t", **FAST["t"])
+    with pytest.raises(InputError, match="effect modifiers"):
+        cate(y, w, learner="t", **FAST["t"])
+    with pytest.raises(InputError, match="learner"):
+        cate(y, w, X, learner="s")
+    with pytest.raises(InputError, match="TemporalPool"):
+        cate(y, w, embeddings=np.zeros((80, 4, 3)), learner="t", **FAST["t"])
+    with pytest.raises(InputError, match="non-finite"):
+        cate(np.r_[np.nan, y[1:]], w, X, learner="t", **FAST["t"])
+    r = cate(y, w, X, learner="t", e=0.5, folds=2, fit_final=False, **FAST["t"])
+    with pytest.raises(NotFittedError):
+        r.predict(X)
+    r = cate(y, w, X, learner="t", e=0.5, folds=2, **FAST["t"])
+    with pytest.raises(InputError, match="blocks"):
+        r.predict(X, Z)
