@@ -45,6 +45,12 @@ def grouped_folds(n: int, groups: np.ndarray | None, k: int, seed: int | None = 
     for s in np.unique(strata):
         idx = np.flatnonzero(strata == s)
         idx = idx[rng.permutation(len(idx))]
+        if (sizes[idx] == 1).all():
+            # singleton groups: the greedy deal below is a round robin; do it in one step
+            start = int(np.lexsort((np.arange(k), load))[0])
+            fold_of_group[idx] = (np.arange(len(idx)) + start) % k
+            load += np.bincount(fold_of_group[idx], minlength=k)
+            continue
         idx = idx[np.argsort(-sizes[idx], kind="stable")]
         sload = np.zeros(k)
         for gi in idx:
