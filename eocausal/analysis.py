@@ -24,7 +24,7 @@ from eocausal.diagnostics.overlap import check_overlap
 from eocausal.estimators import weighting
 from eocausal.estimators.aipw import aipw, crossfit_outcome
 from eocausal.estimators.crossfit import grouped_folds
-from eocausal.estimators.propensity import crossfit_propensity
+from eocausal.estimators.propensity import crossfit_propensity, small_problem_threads
 from eocausal.results import EffectTable
 
 METHODS = ("dim", "ipw-ht", "ipw-hajek", "aipw")
@@ -366,8 +366,10 @@ def _estimate_trial(ctx: _Context, name: str, y, w, X, Z, g, coords=None) -> tup
                                   n_clipped=n_clipped, folds=ctx.folds,
                                   model=ctx.propensity if isinstance(ctx.propensity, str)
                                   else type(ctx.propensity).__name__, y=y, mu0=mu0, mu1=mu1)
-        balance[adj] = balance_table(X if X.shape[1] else None, w, w1 + w0, names=list(ctx.conf_names) or None,
-                                     embeddings=Z, coords=coords, warn=False)
+        with small_problem_threads(V):
+            balance[adj] = balance_table(X if X.shape[1] else None, w, w1 + w0,
+                                         names=list(ctx.conf_names) or None, embeddings=Z, coords=coords,
+                                         warn=False)
     return rows, fits, balance
 
 

@@ -36,7 +36,7 @@ def overlap_plot(fits: dict[str, PropensityFit], *, bins: int = 30) -> Figure:
         ax.set_xlabel("out-of-fold propensity")
         ticks = ax.get_yticks()
         ax.set_yticks(ticks, [f"{abs(int(t))}" for t in ticks])
-        ax.legend(fontsize=7, frameon=False, loc="upper center")
+        ax.legend(fontsize=7, frameon=False, loc="upper left")
     axes[0].set_ylabel("units (control below)")
     return fig
 

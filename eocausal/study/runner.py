@@ -154,7 +154,8 @@ def run_study(study: Study | str | Path, out: str | Path, *, progress: bool = Fa
         if "html" in formats:
             html = render_report(table, title=study["report"]["title"] or f"eocausal: {study.name}",
                                  description=study["study"]["description"],
-                                 true_effect=inputs.true_effect, reproducibility=reproducible)
+                                 true_effect=inputs.true_effect, reproducibility=reproducible,
+                                 units=inputs.units)
             (tmp / "report.html").write_text(html, encoding="utf-8")
         times["write"] = time.perf_counter() - t
         times["total"] = time.perf_counter() - t_all
