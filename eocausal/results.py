@@ -77,6 +77,24 @@ class EffectTable:
         """One row per estimate with the columns of :data:`eocausal._types.TIDY_COLUMNS`."""
         return pd.DataFrame([r.as_dict() for r in self.rows], columns=list(TIDY_COLUMNS))
 
+    @classmethod
+    def from_tidy(cls, tidy: pd.DataFrame, *, notes=(), design=None) -> "EffectTable":
+        """Rebuild a table from :meth:`tidy` output (e.g. a saved effects.csv)."""
+        missing = [c for c in TIDY_COLUMNS if c not in tidy.columns and c not in ("p_holm", "p_bh")]
+        if missing:
+            raise ValueError(f"tidy frame lacks columns {missing}")
+        rows = []
+        for rec in tidy.to_dict("records"):
+            kw = {c: rec.get(c) for c in TIDY_COLUMNS if c in rec}
+            for c in ("n", "n_treated", "n_clipped", "n_trimmed"):
+                kw[c] = int(kw[c]) if kw.get(c) is not None and not pd.isna(kw[c]) else 0
+            kw["n_clusters"] = None if pd.isna(kw.get("n_clusters")) else int(kw["n_clusters"])
+            kw["clip"] = None if pd.isna(kw.get("clip")) else float(kw["clip"])
+            for c in ("trial", "estimand", "method", "adjustment", "se_type", "outcome_type", "note"):
+                kw[c] = "" if pd.isna(kw.get(c)) else str(kw[c])
+            rows.append(EffectRow(**kw))
+        return cls(rows=tuple(rows), notes=tuple(notes), design=dict(design or {}))
+
     def __len__(self) -> int:
         return len(self.rows)
 
@@ -104,6 +122,7 @@ class EffectTable:
             "Estimand": t["estimand"],
             "Method": [_METHOD_LABEL.get(m, m) for m in t["method"]],
             "Adjustment": t["adjustment"],
+            **({"Outcome": t["outcome_type"]} if t["outcome_type"].nunique() > 1 else {}),
             "Estimate": [_fmt(v) for v in t["estimate"]],
             "Std. error": [_fmt(v) for v in t["std_error"]],
             "95% CI": [f"[{_fmt(a)}, {_fmt(b)}]" if not math.isnan(a) else "" for a, b in zip(t["ci_low"], t["ci_high"])],

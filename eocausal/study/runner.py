@@ -60,6 +60,14 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def make_encoder(enc: dict):
+    """The encoder an [encoder] section describes."""
+    from eocausal.encoders import RandomFeatures
+
+    return RandomFeatures(n_features=enc["n_features"], kernel=enc["kernel"], bias=float(enc["bias"]),
+                          seed=enc["seed"], device=enc["device"])
+
+
 def run_study(study: Study | str | Path, out: str | Path, *, progress: bool = False,
               log: Callable[[str], None] | None = None) -> RunResult:
     """Run ``study`` and write its outputs to ``out`` atomically.
@@ -79,7 +87,7 @@ def run_study(study: Study | str | Path, out: str | Path, *, progress: bool = Fa
         Receives one line per stage (the CLI prints them); the library itself never prints.
     """
     from eocausal.analysis import estimate
-    from eocausal.encoders import RandomFeatures, embed
+    from eocausal.encoders import embed
     from eocausal.report import render_report
     from eocausal.study.inputs import load_inputs
 
@@ -99,8 +107,7 @@ def run_study(study: Study | str | Path, out: str | Path, *, progress: bool = Fa
 
     t = stage("embedding images", 2)
     enc = study["encoder"]
-    encoder = RandomFeatures(n_features=enc["n_features"], kernel=enc["kernel"], bias=float(enc["bias"]),
-                             seed=enc["seed"], device=enc["device"])
+    encoder = make_encoder(enc)
     Z = embed(inputs.units, inputs.source, encoder, batch_size=enc["batch_size"], seed=study.seed,
               progress=progress)
     times["embed"] = time.perf_counter() - t

@@ -153,3 +153,23 @@ def test_console_script_runs(tmp_path):
     exe = Path(sys.executable).with_name("eocausal")
     r = subprocess.run([str(exe), "validate", str(ROOT / "studies" / "demo.toml")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_cli_embed_and_report(tmp_path, capsys):
+    import numpy as np
+
+    study = tmp_path / "small.toml"
+    study.write_text(SMALL)
+    out = tmp_path / "emb.npz"
+    assert cli.main(["embed", str(study), "--out", str(out), "--cache", str(tmp_path / "cache"), "--quiet"]) == 0
+    with np.load(out, allow_pickle=False) as z:
+        assert z["embeddings"].shape == (240, 32) and z["ids"][0] == "u00000"
+    assert cli.main(["embed", str(study), "--out", str(tmp_path / "emb.txt")]) == 2
+    assert "use a .npz or .csv" in capsys.readouterr().err
+    res = run_study(study, tmp_path / "run")
+    before = (res.out / "effects.csv").read_bytes()
+    (res.out / "report.html").unlink()
+    assert cli.main(["report", str(res.out)]) == 0
+    html = (res.out / "report.html").read_text()
+    assert "Hajek" in html and (res.out / "effects.csv").read_bytes() == before
+    assert cli.main(["report", str(tmp_path)]) == 2
