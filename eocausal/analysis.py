@@ -23,6 +23,7 @@ from eocausal.diagnostics.balance import balance_table
 from eocausal.diagnostics.overlap import check_overlap
 from eocausal.estimators import weighting
 from eocausal.estimators.aipw import aipw, crossfit_outcome
+from eocausal.estimators.trimming import trim as trim_units
 from eocausal.estimators.crossfit import grouped_folds
 from eocausal.estimators.propensity import crossfit_propensity, small_problem_threads
 from eocausal.results import EffectTable
@@ -81,6 +82,7 @@ def estimate(
     clusters: str | np.ndarray | None = None,
     folds: int = 5,
     clip: float = 1e-3,
+    trim: float | str | None = None,
     propensity="ridge-logit",
     seed: int | None = 0,
     alpha: float = 0.05,
@@ -125,6 +127,11 @@ def estimate(
     clip : float
         Propensities are clipped to [clip, 1 - clip] (causalimages uses 1e-3); the number of
         clipped units is reported in each row.
+    trim : float, 'optimal' or 'rule-of-thumb', optional
+        Trimming, distinct from clipping: drop units whose propensity lies outside
+        [a, 1 - a], with a given or from Crump et al. (2009) ('optimal' solves their condition,
+        'rule-of-thumb' is 0.1). The estimand becomes the effect in the overlap population;
+        each row counts the dropped units (``n_trimmed``) and says so in ``note``.
     propensity : str or scikit-learn classifier
         'ridge-logit' (penalty by grouped CV), 'logit', 'gbm', or any classifier.
     seed : int or None
@@ -196,7 +203,7 @@ def estimate(
     ctx = _Context(methods=methods, estimand=estimand, adjustments=adjustments, folds=folds,
                    clip=clip, propensity=propensity, seed=seed, z=stats.norm.ppf(1 - alpha / 2),
                    cluster_name=cluster_name, min_arm=min_arm, conf_names=tuple(conf_names),
-                   outcome_model=outcome_model, se=se, n_boot=n_boot, ci=ci, alpha=alpha)
+                   outcome_model=outcome_model, se=se, n_boot=n_boot, ci=ci, alpha=alpha, trim=trim)
     coords = _coordinates(units)
     rows: list[EffectRow] = []
     fits: dict[str, PropensityFit] = {}
@@ -292,6 +299,7 @@ class _Context:
     n_boot: int = 1000
     ci: str = "normal"
     alpha: float = 0.05
+    trim: object = None
 
 
 def _estimate_trial(ctx: _Context, name: str, y, w, X, Z, g, coords=None) -> tuple[list[EffectRow], dict, dict]:
@@ -308,18 +316,19 @@ def _estimate_trial(ctx: _Context, name: str, y, w, X, Z, g, coords=None) -> tup
         se_type = f"IF, clustered by {ctx.cluster_name}" if g is not None else "IF (iid)"
     base = dict(trial=name, n=n, n_treated=n1, n_clusters=n_clusters, se_type=se_type)
 
-    def row(method, adjustment, est, est_name, boot=None, **extra):
+    def row(method, adjustment, est, est_name, boot=None, gg=g, **extra):
         if boot is None:
-            se, _ = weighting.se_from_psi(est.psi, g)
+            se, _ = weighting.se_from_psi(est.psi, gg)
             lo, hi = est.estimate - ctx.z * se, est.estimate + ctx.z * se
         else:
-            b = boot(clusters=g, n_boot=ctx.n_boot, seed=ctx.seed)
+            b = boot(clusters=gg, n_boot=ctx.n_boot, seed=ctx.seed)
             se = b.std_error
             lo, hi = b.confint(ctx.alpha, kind=ctx.ci)
         stat = est.estimate / se if se > 0 else np.nan
+        fields = {**base, **extra}
         return EffectRow(estimand=est_name, method=method, adjustment=adjustment,
                          estimate=float(est.estimate), std_error=float(se), ci_low=float(lo), ci_high=float(hi),
-                         p_value=float(2 * stats.norm.sf(abs(stat))), **base, **extra)
+                         p_value=float(2 * stats.norm.sf(abs(stat))), **fields)
 
     def boot_for(kind, **kw):
         if ctx.se != "bootstrap":
@@ -349,19 +358,31 @@ def _estimate_trial(ctx: _Context, name: str, y, w, X, Z, g, coords=None) -> tup
         _check_overlap(e_raw, w, ctx.clip, adj if name == "all" else f"{name}: {adj}", ctx.estimand)
         mu0 = mu1 = None
         w1, w0 = weighting.arm_weights(w, e, ctx.estimand)
-        ess = dict(ess_treated=weighting.effective_sample_size(w1[w == 1]),
-                   ess_control=weighting.effective_sample_size(w0[w == 0]))
+        # trimming (distinct from clipping): drop units outside [a, 1 - a]; the estimand becomes
+        # the effect in the overlap population, and the rows say so
+        keep, trim_extra = np.ones(n, bool), {}
+        if ctx.trim is not None:
+            tr = trim_units(e_raw, ctx.trim, w)
+            keep = tr.keep
+            trim_extra = dict(n_trimmed=tr.n_trimmed, n=int(keep.sum()), n_treated=int(w[keep].sum()),
+                              n_clusters=None if g is None else int(len(np.unique(g[keep]))),
+                              note=f"trimmed to {tr.threshold:.3g} <= e <= {1 - tr.threshold:.3g}: "
+                                   "effect in the overlap population")
+        yk, wk, ek, gk = y[keep], w[keep], e[keep], None if g is None else g[keep]
+        w1k, w0k = weighting.arm_weights(wk, ek, ctx.estimand)
+        ess = dict(ess_treated=weighting.effective_sample_size(w1k[wk == 1]),
+                   ess_control=weighting.effective_sample_size(w0k[wk == 0]), **trim_extra)
         for m in weighting_methods:
             fn = weighting.horvitz_thompson if m == "ipw-ht" else weighting.hajek
-            boot = boot_for("bootstrap_ipw", y=y, w=w, e=e, estimator="ht" if m == "ipw-ht" else "hajek",
+            boot = boot_for("bootstrap_ipw", y=yk, w=wk, e=ek, estimator="ht" if m == "ipw-ht" else "hajek",
                             estimand=ctx.estimand)
-            rows.append(row(m, adj, fn(y, w, e, ctx.estimand), ctx.estimand, boot, clip=ctx.clip,
+            rows.append(row(m, adj, fn(yk, wk, ek, ctx.estimand), ctx.estimand, boot, gk, clip=ctx.clip,
                             n_clipped=n_clipped, **ess))
         if "aipw" in ctx.methods:
             mu0, mu1 = crossfit_outcome(V, y, w, fold_ids, ctx.outcome_model, n_tabular=n_tab, seed=ctx.seed)
-            boot = boot_for("bootstrap_aipw", y=y, w=w, e=e, mu0=mu0, mu1=mu1, estimand=ctx.estimand)
-            rows.append(row("aipw", adj, aipw(y, w, e, mu0, mu1, ctx.estimand), ctx.estimand, boot,
-                            clip=ctx.clip, n_clipped=n_clipped, **ess))
+            boot = boot_for("bootstrap_aipw", y=yk, w=wk, e=ek, mu0=mu0[keep], mu1=mu1[keep], estimand=ctx.estimand)
+            rows.append(row("aipw", adj, aipw(yk, wk, ek, mu0[keep], mu1[keep], ctx.estimand), ctx.estimand,
+                            boot, gk, clip=ctx.clip, n_clipped=n_clipped, **ess))
         fits[adj] = PropensityFit(adjustment=adj, e_raw=e_raw, e=e, w=w, clip=ctx.clip,
                                   n_clipped=n_clipped, folds=ctx.folds,
                                   model=ctx.propensity if isinstance(ctx.propensity, str)

@@ -243,3 +243,25 @@ def test_aipw_row_equals_the_estimator_on_the_same_folds_and_bootstrap_agrees():
     assert "bootstrap (B=400" in b.se_type
     with pytest.raises(InputError, match="ATE or the ATT"):
         eocausal.estimate("y ~ w | x1", df, methods=["aipw"], estimand="ATO")
+
+
+def test_trimming_is_distinct_from_clipping_and_reported():
+    from eocausal.estimators.trimming import trim
+
+    df = _frame(n=1500, seed=21)
+    df["x1"] *= 2.5  # strong confounding: propensities near 0 and 1
+    base = eocausal.estimate("y ~ w | x1 + x2", df, methods=["ipw-hajek", "aipw"], propensity="logit", clip=0.01)
+    tr = eocausal.estimate("y ~ w | x1 + x2", df, methods=["ipw-hajek", "aipw"], propensity="logit", clip=0.01,
+                           trim=0.1)
+    fit = base.propensities["tabular"]
+    expect = trim(fit.e_raw, 0.1)
+    for m in ("ipw-hajek", "aipw"):
+        b, t = base.row(method=m), tr.row(method=m)
+        assert b.n == 1500 and b.n_trimmed == 0 and b.n_clipped == t.n_clipped
+        assert t.n_trimmed == expect.n_trimmed > 0 and t.n == 1500 - expect.n_trimmed
+        assert "overlap population" in t.note and t.estimate != b.estimate
+    keep = expect.keep
+    from eocausal.estimators.weighting import hajek
+    e = np.clip(fit.e_raw, 0.01, 0.99)
+    assert tr.row(method="ipw-hajek").estimate == pytest.approx(
+        hajek(df.y.to_numpy()[keep], df.w.to_numpy(float)[keep], e[keep]).estimate, rel=1e-12)

@@ -115,7 +115,7 @@ def run_study(study: Study | str | Path, out: str | Path, *, progress: bool = Fa
     t = stage("estimating effects", 3)
     est = study["estimate"]
     table = estimate(inputs.units, embeddings=Z, methods=est["methods"], estimand=est["estimand"],
-                     adjustments=est["adjustments"], folds=est["folds"], clip=float(est["clip"]),
+                     adjustments=est["adjustments"], folds=est["folds"], clip=float(est["clip"]), trim=est["trim"],
                      propensity=est["propensity"], seed=study.seed, alpha=est["alpha"], study=study.name,
                      outcome_model=est["outcome_model"], se=est["se"], n_boot=est["n_boot"], ci=est["ci"])
     times["estimate"] = time.perf_counter() - t

@@ -66,6 +66,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any, tuple | None]]] = {
         "propensity": ((str,), "ridge-logit", ("ridge-logit", "logit", "gbm")),
         "folds": ((int,), 5, None),
         "clip": ((int, float), 1e-3, None),
+        "trim": ((int, float, str), None, None),
         "adjustments": ((list,), None, None),
         "alpha": ((float,), 0.05, None),
         "outcome_model": ((str,), "ridge", ("ridge", "gbm")),
