@@ -55,7 +55,8 @@ def data_section(units) -> Section | None:
     if frame is None or getattr(frame, "crs", None) is None or treat is None:
         return None
     desc = units.describe() if hasattr(units, "describe") else {}
-    facts = pd.DataFrame({"value": [str(v) for v in desc.values()]}, index=pd.Index(list(desc), name="fact"))
+    facts = pd.DataFrame({"value": [", ".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+                                    for v in desc.values()]}, index=pd.Index(list(desc), name="fact"))
     gdf = frame[[treat, frame.geometry.name]].copy()
     gdf[treat] = gdf[treat].map({0: "control", 1: "treated"})
     return Section("Data", "The study units, coloured by treatment.", frame_html(facts),
@@ -96,8 +97,10 @@ def sensitivity_section(table: EffectTable) -> Section | None:
              "scale, that an unmeasured confounder would need with both treatment and outcome to explain "
              "away the estimate (or to move its interval to include 0). Differences are converted with "
              "RR = exp(0.91 d), d = estimate / SD(outcome).")
-    return Section("Sensitivity", intro, frame_html(s.set_index(["trial", "method", "adjustment"])
-                                                    [["estimate", "e_value", "e_value_ci"]]))
+    cols = ["trial", "method", "adjustment", "estimate", "e_value", "e_value_ci"]
+    if s["trial"].nunique() == 1:
+        cols.remove("trial")
+    return Section("Sensitivity", intro, frame_html(s[cols], index=False))
 
 
 def heterogeneity_section(result) -> Section | None:
