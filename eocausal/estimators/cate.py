@@ -12,7 +12,9 @@ image-sequence embeddings (an embedding is just more columns) and returns a
 - ``scores``: doubly robust (AIPW) scores
   Gamma_i = mu1_i - mu0_i + W_i (Y_i - mu1_i) / e_i - (1 - W_i)(Y_i - mu0_i) / (1 - e_i),
   with mu_w fitted per arm on the other folds (``outcome_model``, ridge by default) and e known
-  (an RCT: pass ``e=``) or cross-fitted on the same folds (``propensity_model``). Given X_i,
+  (an RCT: pass ``e=``) or out of fold: by default from fold k's own EconML estimator, whose
+  fitted propensity models never saw fold k (no extra fit), else cross-fitted on the same folds
+  (``propensity_model``). Given X_i,
   E[Gamma_i | X_i] = tau(X_i) when e is right, whatever mu is, because the nuisances never saw
   unit i.
 - ``estimator_``: the same EconML estimator fitted on all units, for :meth:`CateResult.predict`
@@ -250,6 +252,29 @@ class _Learner:
     def effect(est, F) -> np.ndarray:
         return np.asarray(est.effect(F), dtype=float).reshape(len(F))
 
+    def propensity(self, est, F) -> np.ndarray | None:
+        """P(W = 1 | X) of new rows from the estimator's own fitted propensity models, or None.
+
+        The DML and DR learners keep one fitted model per inner cross-fitting fold
+        (``models_t``, ``models_propensity``; their input is X, as no W is passed when e is
+        estimated); the X-learner keeps ``propensity_models``. Their predictions are averaged.
+        The T-learner has none.
+        """
+        if self.learner in ("causal_forest", "r"):
+            models = [m for fold in est.models_t for m in fold]
+        elif self.learner == "dr":
+            models = [m for fold in est.models_propensity for m in fold]
+        elif self.learner == "x":
+            models = list(est.propensity_models)
+        else:
+            return None
+        preds = []
+        for m in models:
+            proba = np.asarray(m.predict_proba(F), dtype=float)
+            classes = list(getattr(m, "classes_", range(proba.shape[1])))
+            preds.append(proba[:, classes.index(1)] if 1 in classes else proba[:, -1])
+        return np.mean(preds, axis=0)
+
 
 # ----------------------------------------------------------------------------- result
 
@@ -284,6 +309,9 @@ class CateResult:
         The per-fold EconML estimators when ``keep_fold_models=True``.
     n_clipped : int
         Estimated propensities changed by clipping.
+    propensity_source : str
+        Where ``e`` came from: 'known', 'learner' (the per-fold EconML estimators' own
+        propensity models) or the name of the cross-fitted model.
     """
 
     tau_hat: np.ndarray
@@ -302,6 +330,7 @@ class CateResult:
     estimator_: object = field(default=None, repr=False)
     fold_estimators_: tuple = field(default=(), repr=False)
     n_clipped: int = 0
+    propensity_source: str = "known"
     _layout: tuple = field(default=(), repr=False)
 
     @property
@@ -339,6 +368,10 @@ class CateResult:
             raise InputError(f"predict: block widths {widths} differ from the fitted ones "
                              f"{[wd for _, wd, _ in self._layout]}")
         return _Learner.effect(self.estimator_, F)
+
+    def effect(self, X=None, embeddings=None) -> np.ndarray:
+        """EconML's verb for :meth:`predict` (the CATE of W = 1 against W = 0)."""
+        return self.predict(X, embeddings)
 
     # ------------------------------------------------------------------ summaries
     def ate(self) -> tuple[float, float]:
@@ -424,7 +457,7 @@ class CateResult:
 
 
 def cate(y, w, X=None, embeddings=None, *, learner: str = "causal_forest", e=None, groups=None,
-         folds: int = 5, seed: int | None = 0, outcome_model="ridge", propensity_model="ridge-logit",
+         folds: int = 5, seed: int | None = 0, outcome_model="ridge", propensity_model="learner",
          clip: float = 1e-3, fit_final: bool = True, keep_fold_models: bool = False,
          **econml_kwargs) -> CateResult:
     """Cross-fitted CATEs with an EconML learner, doubly robust scores and a final model.
@@ -444,8 +477,8 @@ def cate(y, w, X=None, embeddings=None, *, learner: str = "causal_forest", e=Non
         EconML's CausalForestDML, DRLearner, NonParamDML (R-learner), TLearner, XLearner.
     e : array (n,) or float, optional
         Known propensities (RCTs). They replace the learner's propensity model and enter the
-        scores. None: cross-fitted with ``propensity_model`` for the scores (the learner keeps
-        its own propensity model).
+        scores. None: the learner keeps its own propensity model and the scores use
+        ``propensity_model``.
     groups : array (n,), optional
         Cluster labels (an image key, a village): folds keep clusters whole and EconML's inner
         cross-fitting is grouped too.
@@ -455,8 +488,12 @@ def cate(y, w, X=None, embeddings=None, *, learner: str = "causal_forest", e=Non
         Seeds the folds and fills ``random_state`` where EconML takes one.
     outcome_model : {'ridge', 'forest', 'gbm'} or regressor
         Per-arm outcome regressions mu_w of the scores.
-    propensity_model : str or classifier
-        For the scores when ``e`` is None (see
+    propensity_model : 'learner', str or classifier
+        Propensities of the scores when ``e`` is None. 'learner' (default): fold k's EconML
+        estimator predicts fold k with its own fitted propensity models (``model_t``,
+        ``model_propensity``; averaged over its inner folds), which never saw fold k, so no
+        extra model is fitted; the T-learner has none and falls back to 'ridge-logit'. Any other
+        value: a model cross-fitted on the same folds (see
         :func:`eocausal.estimators.propensity.make_propensity_model`).
     clip : float
         Estimated propensities are clipped to [clip, 1 - clip] in the scores (known ones never).
@@ -515,6 +552,8 @@ def cate(y, w, X=None, embeddings=None, *, learner: str = "causal_forest", e=Non
     tau = np.empty(n)
     mu = np.empty((2, n))
     fold_models = []
+    from_learner = e_mode is None and isinstance(propensity_model, str) and propensity_model == "learner"
+    e_hat = np.full(n, np.nan)
     for k in range(folds):
         test = fold_ids == k
         train = ~test
@@ -526,6 +565,12 @@ def cate(y, w, X=None, embeddings=None, *, learner: str = "causal_forest", e=Non
         est = learn.fit(y[train], wt, F[train], e_arr[train] if e_mode else None,
                         None if groups is None else groups[train])
         tau[test] = learn.effect(est, F[test])
+        if from_learner:
+            p = learn.propensity(est, F[test])
+            if p is None:
+                from_learner = False
+            else:
+                e_hat[test] = p
         if keep_fold_models:
             fold_models.append(est)
         for arm in (0, 1):
@@ -535,9 +580,16 @@ def cate(y, w, X=None, embeddings=None, *, learner: str = "causal_forest", e=Non
             mu[arm, test] = np.asarray(reg.predict(F[test]), dtype=float).reshape(-1)
 
     n_clipped = 0
+    source = "known"
     if e_mode is None:
-        e_hat, _ = crossfit_propensity(F, w, groups=groups, model=propensity_model, seed=seed,
-                                       fold_ids=fold_ids, n_tabular=n_tab)
+        if from_learner:
+            source = "learner"
+        else:
+            model = "ridge-logit" if isinstance(propensity_model, str) and propensity_model == "learner" \
+                else propensity_model
+            e_hat, _ = crossfit_propensity(F, w, groups=groups, model=model, seed=seed,
+                                           fold_ids=fold_ids, n_tabular=n_tab)
+            source = model if isinstance(model, str) else type(model).__name__
         e_used = np.clip(e_hat, clip, 1 - clip)
         n_clipped = int(np.sum(e_used != e_hat))
     else:
@@ -548,4 +600,5 @@ def cate(y, w, X=None, embeddings=None, *, learner: str = "causal_forest", e=Non
     return CateResult(tau_hat=tau, scores=scores, mu0=mu0, mu1=mu1, e=e_used, y=y, w=w.astype(float),
                       fold_ids=fold_ids, groups=groups, learner=learner, feature_names=tuple(names),
                       n_tabular=n_tab, e_known=e_mode is not None, estimator_=final,
-                      fold_estimators_=tuple(fold_models), n_clipped=n_clipped, _layout=layout)
+                      fold_estimators_=tuple(fold_models), n_clipped=n_clipped, propensity_source=source,
+                      _layout=layout)

@@ -44,6 +44,7 @@ def test_each_learner_runs_and_finds_the_heterogeneity(learner):
     assert np.corrcoef(r.tau_hat, tau)[0, 1] > 0.6
     new = r.predict(X.iloc[:5], {"image": Z[:5]})
     assert new.shape == (5,) and np.isfinite(new).all()
+    assert np.array_equal(new, r.effect(X.iloc[:5], {"image": Z[:5]}))  # EconML's verb
 
 
 def test_predictions_for_a_fold_do_not_change_when_its_outcomes_change():
@@ -81,11 +82,22 @@ def test_known_propensities_replace_the_learners_propensity_model():
         cate(y, w, X, learner="dr", e=0.5, model_propensity=LogisticRegression(), **FAST["dr"])
 
 
-def test_estimated_propensities_are_cross_fitted_when_e_is_not_given():
+def test_estimated_propensities_are_out_of_fold_when_e_is_not_given():
     X, Z, groups, w, y, tau = _trial(seed=3)
-    r = cate(y, w, X, learner="t", groups=groups, folds=3, propensity_model="logit", **FAST["t"])
-    assert not r.e_known and ((r.e > 0) & (r.e < 1)).all()
-    assert not np.allclose(r.e, r.e[0])
+    # default: fold k's EconML estimator predicts fold k with its own fitted propensity models
+    r = cate(y, w, X, learner="dr", groups=groups, folds=3, keep_fold_models=True,
+             model_propensity=LogisticRegression(), **FAST["dr"])
+    assert not r.e_known and r.propensity_source == "learner"
+    k = r.fold_ids == 1
+    est = r.fold_estimators_[1]
+    expected = np.mean([m.predict_proba(X.to_numpy()[k])[:, 1] for fold in est.models_propensity for m in fold],
+                       axis=0)
+    assert np.allclose(r.e[k], np.clip(expected, 1e-3, 1 - 1e-3))
+    # the T-learner has no propensity model: a cross-fitted one on the same folds
+    t = cate(y, w, X, learner="t", groups=groups, folds=3, **FAST["t"])
+    assert t.propensity_source == "ridge-logit" and ((t.e > 0) & (t.e < 1)).all()
+    lg = cate(y, w, X, learner="t", groups=groups, folds=3, propensity_model="logit", **FAST["t"])
+    assert lg.propensity_source == "logit" and not np.allclose(lg.e, lg.e[0])
 
 
 def test_folds_keep_clusters_whole_and_diagnostics_delegate():

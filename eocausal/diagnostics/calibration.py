@@ -1,0 +1,577 @@
+"""Calibration of CATE predictions: grf's test_calibration, BLP/GATES/CLAN, effects by a variable.
+
+- :func:`test_calibration` (grf's ``test_calibration``; Chernozhukov, Demirer, Duflo and
+  Fernandez-Val 2018 for the form). OLS without intercept of Y - m(X) on
+  alpha * mean_tau (W - e) + beta * (tau(X) - mean_tau)(W - e), with out-of-fold m, e and tau.
+  alpha = 1: the mean prediction is right; beta = 1: the heterogeneity is right; beta > 0
+  (one-sided test): the predictions carry heterogeneity. Standard errors: HC3 without clusters
+  (equal to statsmodels' ``cov_type='HC3'`` and to sandwich's ``vcovCL(type='HC3')``, which grf
+  calls); with clusters, sandwich's clustered HC3 (each cluster's residuals multiplied by
+  (I - H_gg)^{-1}, Bell and McCaffrey 2002), as grf does. p-values use a t distribution with
+  n - 2 degrees of freedom, as ``lmtest::coeftest`` on an ``lm`` does in grf.
+- :func:`blp_gates` (Chernozhukov, Demirer, Duflo and Fernandez-Val, "Generic machine learning
+  inference on heterogeneous treatment effects in randomized experiments", arXiv:1712.04802;
+  Econometrica 2025). Weighted least squares with weights 1 / (e (1 - e)) on the main sample:
+  BLP:   Y ~ [1, B(X)] + beta1 (W - e) + beta2 (W - e)(S - mean S)
+  GATES: Y ~ [1, B(X)] + sum_k gamma_k (W - e) 1{S in k-th quantile group}
+  with S a CATE proxy and B a baseline proxy (E[Y | W = 0, X]) trained on the auxiliary half.
+  Repeated over random half splits, aggregated by medians: the point estimate is the median of
+  the split estimates, the interval is [median of lower bounds, median of upper bounds] of
+  per-split intervals at level 1 - a (so the aggregated interval has level 1 - 2a), and the
+  p-value is min(1, 2 x median of p-values) (CDDF section 4, "variational inference").
+- :func:`clan`: means of covariates by GATES group and the most - least affected difference.
+- :func:`effects_by`: doubly robust average effects (mean of the scores Gamma) and mean
+  predictions by the levels or quantile bins of one variable (a land-cover class, NDVI).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from eocausal.errors import InputError
+
+VCOV_TYPES = ("HC0", "HC1", "HC3")
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _vec(a, name: str, n: int | None = None) -> np.ndarray:
+    a = np.asarray(a, dtype=float)
+    if a.ndim == 2 and a.shape[1] == 1:
+        a = a[:, 0]
+    if a.ndim != 1:
+        raise InputError(f"{name}: expected a 1-d array, got shape {a.shape}")
+    if n is not None and len(a) != n:
+        raise InputError(f"{name}: {len(a)} values for {n} units; pass one value per unit")
+    if not np.isfinite(a).all():
+        raise InputError(f"{name}: {int((~np.isfinite(a)).sum())} non-finite values; drop or fill them first")
+    return a
+
+
+def _propensity(e, n: int) -> np.ndarray:
+    e = np.broadcast_to(np.asarray(e, dtype=float), (n,)).copy() if np.ndim(e) == 0 else _vec(e, "e", n)
+    if not ((e > 0) & (e < 1)).all():
+        raise InputError(f"e: propensities must lie strictly inside (0, 1), got range [{e.min():.3g}, {e.max():.3g}]; "
+                         "clip them or trim the units first")
+    return e
+
+
+def _treatment(w, n: int | None = None) -> np.ndarray:
+    w = _vec(w, "w", n)
+    if not np.isin(w, (0.0, 1.0)).all():
+        raise InputError("w: the treatment must hold only 0 and 1; recode it")
+    return w
+
+
+def _codes(clusters, n: int) -> np.ndarray | None:
+    if clusters is None:
+        return None
+    c = np.asarray(clusters)
+    if c.shape != (n,):
+        raise InputError(f"clusters: expected {n} labels, got shape {c.shape}")
+    return np.unique(c, return_inverse=True)[1].reshape(-1)
+
+
+@dataclass(frozen=True)
+class _Fit:
+    coef: np.ndarray
+    vcov: np.ndarray
+    resid: np.ndarray
+    df: int
+
+
+def linear_fit(X: np.ndarray, y: np.ndarray, *, weights: np.ndarray | None = None, clusters=None,
+               vcov_type: str = "HC3") -> _Fit:
+    """(Weighted) least squares with sandwich covariance, as R's sandwich::vcovCL computes it.
+
+    Without clusters: HC0 (sum x x' r^2), HC1 (x n/(n-k)), HC3 (r / (1 - h)) - each equal to
+    statsmodels' ``cov_type`` of the same name. With clusters: HC0 and HC1 multiply the
+    cluster sums by G/(G-1) (HC1 also by (n-1)/(n-k); this is statsmodels' ``cov_type='cluster'``);
+    HC3 replaces each cluster's residuals by (I - H_gg)^{-1} r_g (no G/(G-1), as in sandwich).
+    Weights enter as sqrt(w) times rows (WLS), as in R's ``lm(weights=)``.
+    """
+    if vcov_type not in VCOV_TYPES:
+        raise InputError(f"vcov_type={vcov_type!r}: use one of {', '.join(VCOV_TYPES)}")
+    X = np.asarray(X, float)
+    y = np.asarray(y, float)
+    if weights is not None:
+        sw = np.sqrt(np.asarray(weights, float))
+        X = X * sw[:, None]
+        y = y * sw
+    n, k = X.shape
+    xtx = np.einsum("ij,ik->jk", X, X)
+    try:
+        bread = np.linalg.inv(xtx)
+    except np.linalg.LinAlgError as exc:
+        raise InputError("regressors are collinear (a constant or all-zero column); check the inputs") from exc
+    if np.linalg.cond(xtx) > 1e12:
+        raise InputError("regressors are (nearly) collinear; check for a constant prediction or a zero column")
+    coef = bread @ np.einsum("ij,i->j", X, y)
+    r = y - X @ coef
+    codes = _codes(clusters, n) if clusters is not None else None
+    if codes is None:
+        if vcov_type == "HC3":
+            h = np.einsum("ij,jk,ik->i", X, bread, X)
+            u = X * (r / (1 - h))[:, None]
+        else:
+            u = X * r[:, None]
+        meat = u.T @ u
+        if vcov_type == "HC1":
+            meat *= n / (n - k)
+    else:
+        G = int(codes.max()) + 1
+        s = np.stack([np.bincount(codes, weights=X[:, j] * r, minlength=G) for j in range(k)], axis=1)  # (G, k)
+        if vcov_type == "HC3":
+            P = np.zeros((G, k, k))
+            for a in range(k):
+                for b in range(a, k):
+                    P[:, a, b] = P[:, b, a] = np.bincount(codes, weights=X[:, a] * X[:, b], minlength=G)
+            # X_g'(I - H_gg)^{-1} r_g = s_g + P_g (X'X - P_g)^{-1} s_g   (Woodbury)
+            M = xtx[None] - P
+            try:
+                s = s + np.einsum("gab,gb->ga", P, np.linalg.solve(M, s[:, :, None])[:, :, 0])
+            except np.linalg.LinAlgError as exc:
+                raise InputError("clustered HC3: a cluster holds all the information on a regressor; "
+                                 "use vcov_type='HC1' or coarser/finer clusters") from exc
+            meat = s.T @ s
+        else:
+            meat = s.T @ s * (G / (G - 1))
+            if vcov_type == "HC1":
+                meat *= (n - 1) / (n - k)
+    return _Fit(coef=coef, vcov=bread @ meat @ bread, resid=r, df=n - k)
+
+
+# ----------------------------------------------------------------------------- test_calibration
+
+
+@dataclass(frozen=True)
+class CalibrationResult:
+    """grf's calibration test: alpha (mean prediction) and beta (differential prediction).
+
+    Attributes
+    ----------
+    alpha, beta : float
+        Coefficients on mean_tau (W - e) and (tau - mean_tau)(W - e). beta is NaN when the
+        predictions are constant.
+    alpha_se, beta_se : float
+    alpha_p, beta_p : float
+        One-sided p-values for H1: coefficient > 0 (grf's convention), t with ``df`` d.o.f.
+    mean_prediction : float
+        mean_tau.
+    n, n_clusters : int
+    vcov_type : str
+    df : int
+    """
+
+    alpha: float
+    beta: float
+    alpha_se: float
+    beta_se: float
+    alpha_p: float
+    beta_p: float
+    mean_prediction: float
+    n: int
+    n_clusters: int | None
+    vcov_type: str
+    df: int
+
+    def tidy(self) -> pd.DataFrame:
+        """Rows ``mean_prediction`` (alpha) and ``differential_prediction`` (beta), as grf prints."""
+        rows = []
+        for name, est, se, p in (("mean_prediction", self.alpha, self.alpha_se, self.alpha_p),
+                                 ("differential_prediction", self.beta, self.beta_se, self.beta_p)):
+            rows.append({"term": name, "estimate": est, "std_error": se,
+                         "t_value": est / se if se > 0 else np.nan, "p_value_one_sided": p})
+        return pd.DataFrame(rows)
+
+    def summary(self) -> str:
+        cl = f", clusters = {self.n_clusters}" if self.n_clusters else ""
+        return (f"Best linear fit using forest predictions (on held-out data)\nn = {self.n}{cl}; "
+                f"SE: {self.vcov_type}{' (clustered)' if self.n_clusters else ''}; one-sided p for coefficient > 0\n"
+                + self.tidy().to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+
+
+def test_calibration(y, w, e, m_hat, tau_hat, *, clusters=None, vcov_type: str = "HC3") -> CalibrationResult:
+    """grf's omnibus calibration test of CATE predictions.
+
+    Regress Y - m(X) on mean_tau (W - e) and (tau(X) - mean_tau)(W - e) without intercept
+    (grf ``test_calibration``; all inputs out of fold).
+
+    Parameters
+    ----------
+    y, w : arrays (n,)
+        Outcome and binary treatment.
+    e : array (n,) or float
+        Propensities (known in an RCT, else out-of-fold estimates).
+    m_hat : array (n,)
+        Out-of-fold E[Y | X] (e.g. e mu1 + (1 - e) mu0).
+    tau_hat : array (n,)
+        Out-of-fold CATE predictions.
+    clusters : array (n,), optional
+        Cluster labels for clustered SEs.
+    vcov_type : {'HC3', 'HC1', 'HC0'}
+        Sandwich type; 'HC3' is grf's default (see :func:`linear_fit`).
+
+    Returns
+    -------
+    CalibrationResult
+    """
+    y = _vec(y, "y")
+    n = len(y)
+    w = _treatment(w, n)
+    e = _propensity(e, n)
+    m_hat = _vec(m_hat, "m_hat", n)
+    tau_hat = _vec(tau_hat, "tau_hat", n)
+    mean_tau = float(tau_hat.mean())
+    d = w - e
+    target = y - m_hat
+    x1 = mean_tau * d
+    x2 = (tau_hat - mean_tau) * d
+    if mean_tau == 0:
+        raise InputError("tau_hat: the mean prediction is exactly 0, so alpha is not identified")
+    constant = np.ptp(tau_hat) <= 1e-12 * max(1.0, abs(mean_tau))
+    X = x1[:, None] if constant else np.column_stack([x1, x2])
+    fit = linear_fit(X, target, clusters=clusters, vcov_type=vcov_type)
+    se = np.sqrt(np.diag(fit.vcov))
+    df = n - 2
+    tvals = fit.coef / se
+    p = stats.t.sf(tvals, df)
+    codes = _codes(clusters, n)
+    beta, beta_se, beta_p = (np.nan, np.nan, np.nan) if constant else (fit.coef[1], se[1], p[1])
+    return CalibrationResult(alpha=float(fit.coef[0]), beta=float(beta), alpha_se=float(se[0]),
+                             beta_se=float(beta_se), alpha_p=float(p[0]), beta_p=float(beta_p),
+                             mean_prediction=mean_tau, n=n,
+                             n_clusters=None if codes is None else int(codes.max()) + 1,
+                             vcov_type=vcov_type, df=df)
+
+
+# ----------------------------------------------------------------------------- BLP / GATES
+
+
+def quantile_groups(s: np.ndarray, n_groups: int) -> np.ndarray:
+    """Group 0..K-1 of each value by the K quantile intervals [l_{k-1}, l_k) of ``s`` (CDDF).
+
+    Ties fall in one group, so groups can be unequal (or empty) when ``s`` has few values.
+    """
+    s = np.asarray(s, float)
+    edges = np.quantile(s, np.linspace(0, 1, n_groups + 1))
+    return np.clip(np.searchsorted(edges[1:-1], s, side="right"), 0, n_groups - 1)
+
+
+@dataclass(frozen=True)
+class BlpGatesResult:
+    """BLP and GATES of a CATE proxy (CDDF), aggregated over splits by medians.
+
+    Attributes
+    ----------
+    blp : pandas.DataFrame
+        Rows ``ATE`` (beta1) and ``HET`` (beta2, the heterogeneity loading): estimate,
+        std_error (median over splits), ci_low, ci_high, p_value.
+    gates : pandas.DataFrame
+        Rows ``G1`` (least affected) ... ``GK`` (most affected) and ``GK - G1``; same columns,
+        plus ``share`` (the fraction of evaluated units in the group).
+    n_splits : int
+        Splits aggregated (1 for cross-fitted proxies given as an array).
+    level : float
+        Level of each split's interval; the median interval has level ``interval_level``.
+    interval_level : float
+        1 - 2 (1 - level) with several splits, ``level`` with one.
+    groups : numpy.ndarray or None
+        GATES group (0..K-1) of each unit, for a single cross-fitted evaluation.
+    split_estimates : pandas.DataFrame
+        One row per split and term (estimate, std_error, ci_low, ci_high, p_value).
+    """
+
+    blp: pd.DataFrame
+    gates: pd.DataFrame
+    n_splits: int
+    level: float
+    interval_level: float
+    groups: np.ndarray | None = field(default=None, repr=False)
+    split_estimates: pd.DataFrame | None = field(default=None, repr=False)
+
+
+def _blp_gates_once(y, w, e, s, b, clusters, n_groups, level):
+    """One evaluation sample: BLP and GATES terms -> list of dicts, and the groups."""
+    n = len(y)
+    d = w - e
+    weights = 1.0 / (e * (1 - e))
+    base = [np.ones(n)] + ([b] if b is not None else [])
+    z = stats.norm.ppf(0.5 + level / 2)
+    rows = []
+
+    def add(term, est, se):
+        p = float(2 * stats.norm.sf(abs(est / se))) if se > 0 else np.nan
+        rows.append({"term": term, "estimate": float(est), "std_error": float(se),
+                     "ci_low": float(est - z * se), "ci_high": float(est + z * se), "p_value": p})
+
+    sd = s - s.mean()
+    het = np.ptp(s) > 1e-12 * max(1.0, abs(s).max())
+    cols = base + [d] + ([d * sd] if het else [])
+    fit = linear_fit(np.column_stack(cols), y, weights=weights, clusters=clusters, vcov_type="HC1")
+    se = np.sqrt(np.diag(fit.vcov))
+    kb = len(base)
+    add("ATE", fit.coef[kb], se[kb])
+    if het:
+        add("HET", fit.coef[kb + 1], se[kb + 1])
+    else:
+        rows.append({"term": "HET", "estimate": np.nan, "std_error": np.nan, "ci_low": np.nan,
+                     "ci_high": np.nan, "p_value": np.nan})
+    g = quantile_groups(s, n_groups)
+    present = [k for k in range(n_groups) if (g == k).any()]
+    cols = base + [d * (g == k) for k in present]
+    fit = linear_fit(np.column_stack(cols), y, weights=weights, clusters=clusters, vcov_type="HC1")
+    se = np.sqrt(np.diag(fit.vcov))
+    for j, k in enumerate(present):
+        add(f"G{k + 1}", fit.coef[kb + j], se[kb + j])
+    for k in range(n_groups):
+        if k not in present:
+            rows.append({"term": f"G{k + 1}", "estimate": np.nan, "std_error": np.nan, "ci_low": np.nan,
+                         "ci_high": np.nan, "p_value": np.nan})
+    if present and present[0] == 0 and present[-1] == n_groups - 1 and len(present) > 1:
+        c = np.zeros(len(cols))
+        c[kb + len(present) - 1], c[kb] = 1.0, -1.0
+        add(f"G{n_groups} - G1", c @ fit.coef, np.sqrt(c @ fit.vcov @ c))
+    else:
+        rows.append({"term": f"G{n_groups} - G1", "estimate": np.nan, "std_error": np.nan, "ci_low": np.nan,
+                     "ci_high": np.nan, "p_value": np.nan})
+    shares = {f"G{k + 1}": float(np.mean(g == k)) for k in range(n_groups)}
+    return rows, g, shares
+
+
+def _aggregate(split_rows: pd.DataFrame, n_splits: int) -> pd.DataFrame:
+    agg = split_rows.groupby("term", sort=False).agg(
+        estimate=("estimate", "median"), std_error=("std_error", "median"),
+        ci_low=("ci_low", "median"), ci_high=("ci_high", "median"), p_value=("p_value", "median"))
+    if n_splits > 1:
+        agg["p_value"] = np.minimum(1.0, 2 * agg["p_value"])
+    return agg
+
+
+def blp_gates(y, w, e, proxy, *, baseline=None, clusters=None, n_groups: int = 5, n_splits: int = 20,
+              seed: int | None = 0, level: float = 0.95) -> BlpGatesResult:
+    """Best linear predictor and sorted group average treatment effects (CDDF).
+
+    Parameters
+    ----------
+    y, w : arrays (n,)
+        Outcome and binary treatment.
+    e : array (n,) or float
+        Propensities (known in an RCT).
+    proxy : array (n,) or callable
+        Either out-of-fold CATE predictions S (each from a model that never saw the unit):
+        one evaluation on all units (the cross-fitted variant; ``n_splits`` is not used); or a
+        function ``proxy(train_idx, test_idx)`` returning S on ``test_idx`` (or a pair
+        ``(S, B)`` with the baseline proxy) from models trained on ``train_idx``: CDDF's
+        repeated half splits (auxiliary = train, main = test) with median aggregation.
+    baseline : array (n,), optional
+        Out-of-fold baseline proxy B(X) = E[Y | W = 0, X] (array path only); a regressor that
+        reduces the variance, not needed for identification.
+    clusters : array (n,), optional
+        Cluster labels: splits keep clusters whole and SEs are cluster-robust (CR1).
+        Without clusters the SEs are HC1.
+    n_groups : int
+        GATES groups (quintiles by default).
+    n_splits : int
+        Random half splits for a callable proxy.
+    seed : int or None
+        Seeds the splits.
+    level : float
+        Level of each split's interval (see :class:`BlpGatesResult` for the aggregated level).
+
+    Returns
+    -------
+    BlpGatesResult
+    """
+    y = _vec(y, "y")
+    n = len(y)
+    w = _treatment(w, n)
+    e = _propensity(e, n)
+    if n_groups < 2:
+        raise InputError(f"n_groups={n_groups}: need at least 2 groups")
+    codes = _codes(clusters, n)
+    if not callable(proxy):
+        s = _vec(proxy, "proxy", n)
+        b = _vec(baseline, "baseline", n) if baseline is not None else None
+        rows, g, shares = _blp_gates_once(y, w, e, s, b, codes, n_groups, level)
+        split = pd.DataFrame(rows).assign(split=0)
+        agg = _aggregate(split, 1)
+        return _result(agg, shares, 1, level, g, split, n_groups)
+    if n_splits < 1:
+        raise InputError(f"n_splits={n_splits}: need at least 1 split")
+    from eocausal.estimators.crossfit import grouped_folds
+
+    all_rows, share_list = [], []
+    rng = np.random.default_rng(seed)
+    for r in range(n_splits):
+        half = grouped_folds(n, codes, 2, seed=int(rng.integers(2**31)), stratify=w)
+        aux, main = np.flatnonzero(half == 0), np.flatnonzero(half == 1)
+        out = proxy(aux, main)
+        s_m, b_m = (out if isinstance(out, tuple) else (out, None))
+        s_m = _vec(s_m, "proxy(train, test)", len(main))
+        b_m = _vec(b_m, "baseline from proxy(train, test)", len(main)) if b_m is not None else None
+        rows, _, shares = _blp_gates_once(y[main], w[main], e[main], s_m, b_m,
+                                          None if codes is None else codes[main], n_groups, level)
+        all_rows += [dict(row, split=r) for row in rows]
+        share_list.append(shares)
+    split = pd.DataFrame(all_rows)
+    agg = _aggregate(split, n_splits)
+    shares = {k: float(np.median([s[k] for s in share_list])) for k in share_list[0]}
+    return _result(agg, shares, n_splits, level, None, split, n_groups)
+
+
+def _result(agg, shares, n_splits, level, groups, split, n_groups) -> BlpGatesResult:
+    blp = agg.loc[["ATE", "HET"]].reset_index()
+    gnames = [f"G{k + 1}" for k in range(n_groups)] + [f"G{n_groups} - G1"]
+    gates = agg.loc[gnames].reset_index()
+    gates["share"] = [shares.get(t, np.nan) for t in gates["term"]]
+    return BlpGatesResult(blp=blp, gates=gates, n_splits=n_splits, level=level,
+                          interval_level=1 - 2 * (1 - level) if n_splits > 1 else level,
+                          groups=groups, split_estimates=split)
+
+
+# ----------------------------------------------------------------------------- CLAN and effects by a variable
+
+
+def _as_frame(covariates, n: int) -> pd.DataFrame:
+    if isinstance(covariates, pd.Series):
+        covariates = covariates.to_frame()
+    if isinstance(covariates, pd.DataFrame):
+        df = covariates.reset_index(drop=True)
+    else:
+        a = np.asarray(covariates, dtype=float)
+        if a.ndim == 1:
+            a = a[:, None]
+        df = pd.DataFrame(a, columns=[f"x{j}" for j in range(a.shape[1])])
+    if len(df) != n:
+        raise InputError(f"covariates: {len(df)} rows for {n} units")
+    bad = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
+    if bad:
+        raise InputError(f"covariates: columns {bad} are not numeric; encode them (e.g. one-hot) first")
+    return df.astype(float)
+
+
+def clan(covariates, groups, *, clusters=None, level: float = 0.95) -> pd.DataFrame:
+    """Classification analysis (CLAN): covariate means by GATES group (CDDF).
+
+    Parameters
+    ----------
+    covariates : DataFrame or array (n, p)
+        Covariates to describe (tabular, or summaries of the images such as NDVI).
+    groups : array (n,) of int
+        GATES group of each unit, 0 = least affected ... K-1 = most affected (e.g.
+        ``BlpGatesResult.groups`` or :func:`quantile_groups` of out-of-fold predictions).
+    clusters : array (n,), optional
+        Cluster labels for the SE of the difference.
+    level : float
+        Level of the interval of the difference.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per covariate: the mean in each group ``G1`` ... ``GK``, ``GK - G1``, its
+        ``std_error`` (from an OLS of the covariate on a most-affected indicator within
+        G1 and GK, HC1 or clustered CR1), ``ci_low``, ``ci_high`` and ``p_value``.
+    """
+    g = np.asarray(groups)
+    n = len(g)
+    df = _as_frame(covariates, n)
+    if not np.issubdtype(g.dtype, np.integer):
+        raise InputError("groups: expected integer group labels 0..K-1")
+    K = int(g.max()) + 1
+    codes = _codes(clusters, n)
+    z = stats.norm.ppf(0.5 + level / 2)
+    ends = (g == 0) | (g == K - 1)
+    top = (g[ends] == K - 1).astype(float)
+    rows = []
+    for col in df.columns:
+        x = df[col].to_numpy()
+        row = {"covariate": col}
+        for k in range(K):
+            row[f"G{k + 1}"] = float(x[g == k].mean()) if (g == k).any() else np.nan
+        if top.min() != top.max():
+            fit = linear_fit(np.column_stack([np.ones(ends.sum()), top]), x[ends],
+                             clusters=None if codes is None else codes[ends], vcov_type="HC1")
+            est, se = float(fit.coef[1]), float(np.sqrt(fit.vcov[1, 1]))
+        else:
+            est, se = np.nan, np.nan
+        row.update({f"G{K} - G1": est, "std_error": se, "ci_low": est - z * se, "ci_high": est + z * se,
+                    "p_value": float(2 * stats.norm.sf(abs(est / se))) if se > 0 else np.nan})
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("covariate")
+
+
+def effects_by(values, tau_hat, scores, *, bins: int | None = 5, clusters=None, level: float = 0.95,
+               max_levels: int = 20) -> pd.DataFrame:
+    """How effects vary with one variable: by its levels (classes) or quantile bins.
+
+    For each level of a categorical variable (a land-cover class) or each quantile bin of a
+    numeric one (NDVI, a band index), the doubly robust average effect mean(Gamma) with its
+    (cluster-robust) SE, and the mean prediction mean(tau_hat). Gamma's nuisances are out of
+    fold, so mean(Gamma) within a group defined by pre-treatment values is an unbiased
+    estimate of the group's average effect; mean(tau_hat) is what the model predicts for it.
+
+    Parameters
+    ----------
+    values : array (n,)
+        The variable. Non-numeric values, or numeric ones with at most ``max_levels``
+        distinct values, are treated as classes; other numeric values are binned.
+    tau_hat, scores : arrays (n,)
+        Out-of-fold CATE predictions and doubly robust scores.
+    bins : int or None
+        Quantile bins for a numeric variable.
+    clusters : array (n,), optional
+    level : float
+    max_levels : int
+
+    Returns
+    -------
+    pandas.DataFrame
+        Rows per level/bin: ``group, n, lower, upper`` (bin bounds; NaN for classes),
+        ``mean_prediction, dr_estimate, std_error, ci_low, ci_high``.
+    """
+    tau_hat = _vec(tau_hat, "tau_hat")
+    n = len(tau_hat)
+    scores = _vec(scores, "scores", n)
+    v = np.asarray(values)
+    if v.ndim != 1 or len(v) != n:
+        raise InputError(f"values: expected {n} values, got shape {v.shape}")
+    codes = _codes(clusters, n)
+    numeric = np.issubdtype(v.dtype, np.number)
+    if numeric and not np.isfinite(v.astype(float)).all():
+        raise InputError("values: non-finite values; drop or fill them first")
+    categorical = (not numeric) or len(np.unique(v)) <= max_levels or bins is None
+    if categorical:
+        labels, g = np.unique(v, return_inverse=True)
+        bounds = [(np.nan, np.nan)] * len(labels)
+    else:
+        g = quantile_groups(v.astype(float), bins)
+        labels = [f"Q{k + 1}" for k in range(bins)]
+        bounds = [(float(v[g == k].min()), float(v[g == k].max())) if (g == k).any() else (np.nan, np.nan)
+                  for k in range(bins)]
+    z = stats.norm.ppf(0.5 + level / 2)
+    rows = []
+    for k, lab in enumerate(labels):
+        m = g == k
+        if not m.any():
+            continue
+        sc = scores[m]
+        est = float(sc.mean())
+        psi = sc - est
+        if codes is None:
+            se = float(np.sqrt(np.sum(psi**2)) / m.sum())
+        else:
+            sums = np.bincount(codes[m], weights=psi)
+            se = float(np.sqrt(np.sum(sums**2)) / m.sum())
+        rows.append({"group": lab, "n": int(m.sum()), "lower": bounds[k][0], "upper": bounds[k][1],
+                     "mean_prediction": float(tau_hat[m].mean()), "dr_estimate": est, "std_error": se,
+                     "ci_low": est - z * se, "ci_high": est + z * se})
+    return pd.DataFrame(rows)
+
+
+test_calibration.__test__ = False  # a library function named like a test: keep pytest from collecting it
