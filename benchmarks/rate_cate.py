@@ -40,7 +40,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "rate_cate.md"
-# Python puts this script's folder first on sys.path; benchmarks/coverage.py would then shadow
+# Python puts this script's folder first on sys.path; benchmarks/coverage_study.py would then shadow
 # the ``coverage`` package that numba (imported by EconML via ``sparse``) probes for.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 if str(ROOT) not in sys.path:
