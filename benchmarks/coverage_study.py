@@ -55,7 +55,8 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing the pack
 TRUE_ATE = 1.0
 Z95 = 1.959963984540054
 METHOD_LABELS = {
-    "ipw-hajek": "Hajek IPW (estimate(): cross-fitted e, known-e IF)",
+    "ipw-hajek": "Hajek IPW (estimate(): cross-fitted e, IF corrected for the estimated logit)",
+    "hajek-known-e": "Hajek IPW, same estimate, known-e IF (estimate()'s SE before the correction)",
     "aipw": "AIPW (estimate(): cross-fitted, 5 folds)",
     "hajek-ld": "Hajek IPW, in-sample logit, Lunceford-Davidian IF (ipw_logit_if)",
     "hajek-refit": "Hajek IPW (as estimate()), cluster bootstrap refitting the cross-fitted e (refit_bootstrap_ipw)",
@@ -210,11 +211,14 @@ def replicate(pool: Pool, design: Design, seed: int, refit: bool = True) -> dict
     for row in table.rows:
         pe = (hajek(fit.y, fit.w, fit.e) if row.method == "ipw-hajek"
               else aipw(fit.y, fit.w, fit.e, fit.mu0, fit.mu1))
-        se_cl, _ = se_from_psi(pe.psi, cl)
+        psi = fit.psi[row.method]  # the influence function behind the row's SE (Hajek: logit-corrected)
+        se_cl, _ = se_from_psi(psi, cl)
         if abs(pe.estimate - row.estimate) > 1e-9 * (1 + abs(row.estimate)) or abs(se_cl - row.std_error) > 1e-9:
             raise AssertionError(f"seed {seed}: recomputed {row.method} ({pe.estimate}, {se_cl}) differs from "
                                  f"estimate()'s ({row.estimate}, {row.std_error})")
-        res[row.method] = (row.estimate, row.std_error, se_from_psi(pe.psi, None)[0])
+        res[row.method] = (row.estimate, row.std_error, se_from_psi(psi, None)[0])
+        if row.method == "ipw-hajek":  # the known-e SE estimate() gave before the correction, for comparison
+            res["hajek-known-e"] = (row.estimate, se_from_psi(pe.psi, cl)[0], se_from_psi(pe.psi, None)[0])
     if design.propensity == "logit":  # the unpenalised in-sample logit that M-estimation theory covers
         V = np.column_stack([frame["x_img"].to_numpy(), frame["x1"].to_numpy(), F])
         ld = ipw_logit_if(frame["Y"].to_numpy(), frame["W"].to_numpy(dtype=float), V, estimator="hajek")

@@ -62,3 +62,6 @@ class PropensityFit:
     y: object = None  # np.ndarray outcome, kept for sensitivity analysis of AIPW rows
     mu0: object = None  # out-of-fold outcome regressions, when AIPW was estimated
     mu1: object = None
+    #: method -> influence-function values behind that row's SE (units kept after trimming), e.g.
+    #: for another clustering: ``se_from_psi(fit.psi["ipw-hajek"], other_clusters)``
+    psi: dict = field(default_factory=dict)

@@ -152,6 +152,7 @@ def balance_table(
     embeddings=None,
     n_components: int = 5,
     coords=None,
+    pcs: tuple | None = None,
     threshold: float = 0.1,
     warn: bool = True,
     stacklevel: int = 2,
@@ -178,6 +179,10 @@ def balance_table(
         the leading components is a low-dimensional check of balance on the image.
     n_components : int
         Number of principal components (at most d and n).
+    pcs : (array (n, k), array (k,)), optional
+        Precomputed principal-component scores of the embeddings and their shares of variance,
+        used instead of fitting a PCA on ``embeddings`` (``estimate`` fits one PCA on all units
+        and reuses it for every trial and adjustment, so the rows mean the same in each).
     coords : array or DataFrame (n, 2), optional
         Longitude and latitude of each unit (in that order); rows ``longitude`` and ``latitude``
         show whether the weights balance location, as causalimages reports.
@@ -236,6 +241,15 @@ def balance_table(
         pca = PCA(n_components=k, svd_solver="full").fit(Z)
         blocks.append((pca.transform(Z), [f"PC{j + 1}" for j in range(k)], "embedding PC",
                        pca.explained_variance_ratio_))
+    if pcs is not None:
+        if embeddings is not None:
+            raise InputError("balance_table: give embeddings or pcs, not both")
+        P = np.asarray(pcs[0], dtype=float)
+        share = np.asarray(pcs[1], dtype=float)
+        if P.ndim != 2 or share.shape != (P.shape[1],) or (n is not None and P.shape[0] != n):
+            raise InputError(f"pcs: expected scores (n, k) and k shares, got {P.shape} and {share.shape}")
+        n = P.shape[0]
+        blocks.append((P, [f"PC{j + 1}" for j in range(P.shape[1])], "embedding PC", share))
     if coords is not None:
         C, _ = _as_matrix(coords, None, "coords")
         if C.shape[1] != 2:

@@ -72,6 +72,56 @@ def make_outcome_model(model="ridge", *, seed: int | None = 0, n_tabular: int | 
     raise InputError(f"outcome={model!r}: unknown model; use 'ridge', 'linear', 'gbm' or a scikit-learn regressor")
 
 
+def linear_spec(model, n_tabular: int | None = None):
+    """The :class:`~eocausal.estimators.glm.LinearSpec` of an outcome model, or None.
+
+    Recognised: 'ridge', 'linear', and scikit-learn's ``LinearRegression``, ``Ridge`` (one
+    penalty) and ``RidgeCV`` (leave-one-out choice: ``cv=None``, default scoring, one penalty for
+    the target), each with a free intercept and no positivity constraint, alone or after a
+    ``StandardScaler`` or :class:`BlockStandardizer` in a ``Pipeline``. Anything else is fitted as
+    given.
+    """
+    from sklearn.linear_model import LinearRegression, Ridge, RidgeCV
+    from sklearn.pipeline import Pipeline
+
+    from eocausal.estimators.glm import LinearSpec
+    from eocausal.estimators.propensity import _scaler_kind
+
+    if isinstance(model, str):
+        if model == "ridge":
+            return LinearSpec(alpha=None, alphas=tuple(RIDGE_ALPHAS),
+                              scaler="standard" if n_tabular is None else "block", n_tabular=n_tabular or 0)
+        if model == "linear":
+            return LinearSpec(alpha=0.0)
+        return None
+    scaler, est = "none", model
+    if isinstance(model, Pipeline):
+        steps = [s for _, s in model.steps if s is not None and s != "passthrough"]
+        if len(steps) == 2:
+            scaler, est = _scaler_kind(steps[0]), steps[1]
+        elif len(steps) == 1:
+            est = steps[0]
+        else:
+            return None
+        if scaler is None:
+            return None
+    n_tab = 0
+    if isinstance(scaler, tuple):
+        scaler, n_tab = scaler
+    prm = est.get_params() if hasattr(est, "get_params") else {}
+    if not prm.get("fit_intercept", False) or prm.get("positive", False):
+        return None
+    if type(est) is LinearRegression:
+        return LinearSpec(alpha=0.0, scaler="none" if scaler == "none" else scaler, n_tabular=n_tab)
+    if type(est) is Ridge and np.ndim(prm["alpha"]) == 0 and prm["alpha"] > 0:
+        return LinearSpec(alpha=float(prm["alpha"]), scaler=scaler, n_tabular=n_tab)
+    if (type(est) is RidgeCV and prm["cv"] is None and prm["scoring"] is None
+            and not prm["alpha_per_target"] and np.all(np.asarray(prm["alphas"]) > 0)):
+        return LinearSpec(alpha=None, alphas=tuple(np.ravel(prm["alphas"]).astype(float)), scaler=scaler,
+                          n_tabular=n_tab)
+    return None
+
+
 def _check_arrays(y, w, *others, names=()):
     y = np.asarray(y, dtype=float)
     w = np.asarray(w, dtype=float)
@@ -93,7 +143,8 @@ def _check_arrays(y, w, *others, names=()):
 
 
 def crossfit_outcome(V: np.ndarray, y: np.ndarray, w: np.ndarray, fold_ids: np.ndarray, model="ridge", *,
-                     n_tabular: int | None = None, seed: int | None = 0) -> tuple[np.ndarray, np.ndarray]:
+                     n_tabular: int | None = None, seed: int | None = 0,
+                     native: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Out-of-fold outcome regressions mu0(V) = E[Y | W=0, V] and mu1(V) = E[Y | W=1, V].
 
     For each fold k, one model is fitted on the control units and one on the treated units of the
@@ -110,6 +161,10 @@ def crossfit_outcome(V: np.ndarray, y: np.ndarray, w: np.ndarray, fold_ids: np.n
         Cross-fitting fold of each unit (e.g. from :func:`~eocausal.estimators.crossfit.grouped_folds`).
     model : str or regressor
         See :func:`make_outcome_model`.
+    native : bool
+        Fit recognised least-squares models (:func:`linear_spec`) from shared cross-products
+        (:func:`eocausal.estimators.glm.crossfit_linear`): the same predictions to rounding
+        (about 1e-10), much faster. False calls the learner's own ``fit`` per fold and arm.
 
     Returns
     -------
@@ -133,6 +188,11 @@ def crossfit_outcome(V: np.ndarray, y: np.ndarray, w: np.ndarray, fold_ids: np.n
     folds = np.unique(fold_ids)
     if len(folds) < 2:
         raise InputError("fold_ids: need at least 2 folds for cross-fitting")
+    spec = linear_spec(model, n_tabular) if (native and V.shape[1]) else None
+    if spec is not None:
+        from eocausal.estimators.glm import crossfit_linear
+
+        return crossfit_linear(V, y, w, fold_ids, spec)
     mu = np.empty((2, n))
     for f in folds:
         test = fold_ids == f
@@ -268,7 +328,7 @@ class AIPWFit:
 def crossfit_aipw(V: np.ndarray, y: np.ndarray, w: np.ndarray, fold_ids, *, propensity="ridge-logit",
                   outcome="ridge", estimand: str = "ATE", clip: float = 1e-3,
                   clusters: np.ndarray | None = None, n_tabular: int | None = None,
-                  seed: int | None = 0, combine: str = "median") -> AIPWFit:
+                  seed: int | None = 0, combine: str = "median", native: bool = True) -> AIPWFit:
     """Cross-fitted AIPW (DML) estimate, optionally repeated over R fold assignments.
 
     For each split r: out-of-fold propensities (:func:`crossfit_propensity`, clipped to
@@ -295,6 +355,10 @@ def crossfit_aipw(V: np.ndarray, y: np.ndarray, w: np.ndarray, fold_ids, *, prop
         Cluster labels for the cluster-robust SE (and the ridge-logit inner CV folds).
     combine : {'median', 'doubleml'}
         How R > 1 splits are combined.
+    native : bool
+        Solve recognised logistic and least-squares nuisances with eocausal's fold-sharing
+        solvers (see :func:`crossfit_propensity` and :func:`crossfit_outcome`); False calls each
+        learner's own ``fit``, exactly as DoubleML does.
     """
     y, w = _check_arrays(y, w)
     if not 0 <= clip < 0.5:
@@ -314,9 +378,9 @@ def crossfit_aipw(V: np.ndarray, y: np.ndarray, w: np.ndarray, fold_ids, *, prop
     n_clusters = None
     for r in range(R):
         e_raw, _ = crossfit_propensity(V, w, groups=clusters, model=propensity, seed=seed,
-                                       fold_ids=F[r], n_tabular=n_tabular)
+                                       fold_ids=F[r], n_tabular=n_tabular, native=native)
         e = np.clip(e_raw, clip, 1 - clip) if clip > 0 else e_raw
-        mu0, mu1 = crossfit_outcome(V, y, w, F[r], outcome, n_tabular=n_tabular, seed=seed)
+        mu0, mu1 = crossfit_outcome(V, y, w, F[r], outcome, n_tabular=n_tabular, seed=seed, native=native)
         pe = aipw(y, w, e, mu0, mu1, estimand)
         ests[r] = pe.estimate
         ses[r], n_clusters = se_from_psi(pe.psi, clusters)

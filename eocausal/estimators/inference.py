@@ -175,27 +175,76 @@ def ipw_logit_if(y: np.ndarray, w: np.ndarray, V: np.ndarray, *, estimator: str 
         raise NotEstimableError("treatment: both arms need units to estimate an effect")
     beta = fit_logit(X, w) if beta is None else np.asarray(beta, dtype=float)
     e = expit(X @ beta)
+    pe = (hajek if estimator == "hajek" else horvitz_thompson)(y, w, e, estimand)
+    psi = logit_adjusted_psi(pe, y, w, e, X, estimator=estimator, estimand=estimand)
+    return LogitIPW(float(pe.estimate), psi, pe.psi, e, beta, pe.weights)
+
+
+def logit_adjusted_psi(pe, y: np.ndarray, w: np.ndarray, e_raw: np.ndarray, X: np.ndarray, *,
+                       estimator: str = "hajek", estimand: str = "ATE", penalty: np.ndarray | None = None,
+                       clip: float = 0.0) -> np.ndarray:
+    """The IPW influence function corrected for an estimated logistic propensity.
+
+    psi_adj_i = psi_i + S_i' A^{-1} H (see :func:`ipw_logit_if`), with S_i = X_i (W_i - e_i),
+    A = mean_i e_i (1 - e_i) X_i X_i' + diag(penalty) / n and H = mean_i d psi_i / d beta.
+
+    Parameters
+    ----------
+    pe : PointEstimate
+        :func:`~eocausal.estimators.weighting.hajek` or ``horvitz_thompson`` at the clipped
+        propensities; ``pe.psi`` is the known-e influence function.
+    e_raw : array (n,)
+        The logistic model's propensities before clipping (they enter S and A).
+    X : array (n, p + 1)
+        The model's design, intercept first, in the coordinates ``penalty`` refers to.
+    penalty : array (p + 1,), optional
+        Ridge penalty on each coefficient of the summed log-likelihood (0 for the intercept);
+        the fitted coefficients' sensitivity is then (A + diag(penalty)/n)^{-1}.
+    clip : float
+        Units whose propensity was clipped to [clip, 1 - clip] have weights that do not move with
+        beta (their derivative is 0).
+
+    With cross-fitted propensities (each fold's e from the other folds' fit), the first-order
+    expansion of the estimate around the limit model is the same as for one in-sample fit, so
+    this correction applies with e the out-of-fold propensities.
+    """
+    n = len(y)
+    e = np.clip(e_raw, clip, 1 - clip) if clip > 0 else e_raw
+    moving = (e == e_raw).astype(float)
     w1, w0 = arm_weights(w, e, estimand)
     a1, a0 = _weight_derivatives(w, e, estimand)
+    a1, a0 = a1 * moving, a0 * moving
     if estimator == "hajek":
-        pe = hajek(y, w, e, estimand)
         mu1 = np.sum(w1 * y) / np.sum(w1)
         mu0 = np.sum(w0 * y) / np.sum(w0)
         coef = a1 * (y - mu1) / w1.mean() - a0 * (y - mu0) / w0.mean()
+    elif estimand == "ATE":
+        coef = (a1 - a0) * y
+    elif estimand == "ATT":
+        coef = (a1 - a0) * y / w.mean()
     else:
-        pe = horvitz_thompson(y, w, e, estimand)
-        if estimand == "ATE":
-            coef = (a1 - a0) * y
-        elif estimand == "ATT":
-            coef = (a1 - a0) * y / w.mean()
-        else:
-            v = e * (1 - e)
-            coef = ((a1 - a0) * y - pe.estimate * v * (1 - 2 * e)) / v.mean()
+        v = e * (1 - e)
+        coef = ((a1 - a0) * y - pe.estimate * v * (1 - 2 * e) * moving) / v.mean()
     H = X.T @ coef / n
-    A = (X * (e * (1 - e))[:, None]).T @ X / n
-    S = X * (w - e)[:, None]
-    psi = pe.psi + S @ np.linalg.solve(A, H)
-    return LogitIPW(float(pe.estimate), psi, pe.psi, e, beta, pe.weights)
+    ve = e_raw * (1 - e_raw)
+    A = (X * ve[:, None]).T @ X / n
+    if penalty is not None:
+        A[np.diag_indices_from(A)] += np.asarray(penalty, dtype=float) / n
+    try:
+        u = linalg_solve(A, H)
+    except np.linalg.LinAlgError:
+        u = np.linalg.lstsq(A, H, rcond=None)[0]
+    return pe.psi + (X @ u) * (w - e_raw)
+
+
+def linalg_solve(A: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Solve A u = b for a symmetric positive (semi)definite A; singular systems by least squares."""
+    from scipy import linalg
+
+    try:
+        return linalg.solve(A, b, assume_a="pos", check_finite=False)
+    except (linalg.LinAlgError, ValueError):
+        return np.linalg.lstsq(A, b, rcond=None)[0]
 
 
 # ----------------------------------------------------------------------------- bootstrap core

@@ -103,10 +103,66 @@ def small_problem_threads(V: np.ndarray):
     return threadpool_limits(1, user_api="blas") if V.size < 20_000_000 else nullcontext()
 
 
+def logistic_spec(model, n_tabular: int | None = None):
+    """The :class:`~eocausal.estimators.glm.LogisticSpec` of a propensity model, or None.
+
+    Recognised: 'ridge-logit', 'logit', and scikit-learn's ``LogisticRegression`` with an L2 (or
+    no) penalty, a free intercept, no class weights and a solver other than liblinear (which
+    penalises the intercept), alone or after a ``StandardScaler`` or :class:`BlockStandardizer`
+    in a ``Pipeline``. Anything else (gradient boosting, other classifiers) is fitted as given.
+    """
+    from sklearn.pipeline import Pipeline
+
+    from eocausal.estimators.glm import LogisticSpec
+
+    block = n_tabular is not None
+    if isinstance(model, str):
+        if model == "ridge-logit":
+            return LogisticSpec(C=None, Cs=tuple(RIDGE_CS), scaler="block" if block else "standard",
+                                n_tabular=n_tabular or 0)
+        if model == "logit":
+            return LogisticSpec(C=1e6, scaler="standard")
+        return None
+    scaler, est = "none", model
+    if isinstance(model, Pipeline):
+        steps = [s for _, s in model.steps if s is not None and s != "passthrough"]
+        if len(steps) == 2:
+            scaler = _scaler_kind(steps[0])
+            est = steps[1]
+        elif len(steps) == 1:
+            est = steps[0]
+        else:
+            return None
+        if scaler is None:
+            return None
+    if type(est) is not LogisticRegression:
+        return None
+    prm = est.get_params()
+    if (prm.get("penalty") not in ("l2", "deprecated", None) or prm.get("l1_ratio") not in (None, 0, 0.0)
+            or not prm["fit_intercept"] or prm["class_weight"] is not None or prm["solver"] == "liblinear"
+            or prm.get("dual")):
+        return None
+    C = np.inf if prm.get("penalty") is None else float(prm["C"])
+    n_tab = 0
+    if isinstance(scaler, tuple):
+        scaler, n_tab = scaler
+    return LogisticSpec(C=C, scaler=scaler, n_tabular=n_tab)
+
+
+def _scaler_kind(step):
+    """'standard', ('block', n_tabular), 'none' for a recognised scaling step, else None."""
+    if type(step) is StandardScaler:
+        return "standard" if step.with_std else "none"
+    if type(step) is BlockStandardizer:
+        return ("block", int(step.n_tabular))
+    return None
+
+
 def crossfit_propensity(V: np.ndarray, w: np.ndarray, *, groups: np.ndarray | None = None,
                         folds: int = 5, model="ridge-logit", seed: int | None = 0,
                         fold_ids: np.ndarray | None = None,
-                        n_tabular: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                        n_tabular: int | None = None, native: bool = True,
+                        details: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Out-of-fold propensities.
 
     Parameters
@@ -143,9 +199,20 @@ def crossfit_propensity(V: np.ndarray, w: np.ndarray, *, groups: np.ndarray | No
         raise InputError("confounders: non-finite values; impute or drop them before estimating")
     if fold_ids is None:
         fold_ids = grouped_folds(n, groups, folds, seed, stratify=w)
+    spec = logistic_spec(model, n_tabular) if V.shape[1] else None
+    if details is not None:
+        details.update(spec=spec, C=None)
     e = np.empty(n)
     with small_problem_threads(V):
-        _fit_folds(V, w, e, fold_ids, groups, model, seed, n_tabular)
+        if native and spec is not None:
+            from eocausal.estimators.glm import crossfit_logistic
+
+            fit = crossfit_logistic(V, w, fold_ids, spec, groups=groups, seed=seed)
+            e[:] = fit.e
+            if details is not None:
+                details["C"] = fit.C
+        else:
+            _fit_folds(V, w, e, fold_ids, groups, model, seed, n_tabular)
     return e, fold_ids
 
 

@@ -31,7 +31,13 @@ Usage::
     python replication/one_map_many_trials/run.py --quick --out DIR  # < 60 s smoke version
 
 Writes ``results.json``, ``results.md`` and ``README.md`` (with the target vs eocausal table) to
-``--out`` (default: this folder).
+``--out``: by default this folder for the full run, and for ``--quick`` a folder outside the
+repository (``QUICK_OUT``), so that a smoke run never overwrites the committed full results.
+
+``results.json`` holds ``rows`` (the schema of ``replication/make_readme.py``: target, source,
+eocausal, status, plus id and quantity): each claim checked, eocausal's number and a status that
+:func:`claim_rows` decides from the numbers by a fixed rule (slopes within 3 SEs of 1, coverage
+within 3 binomial SEs of 95%, bias within 3 Monte Carlo SEs of 0).
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -61,6 +68,12 @@ from eocausal.estimators.weighting import hajek  # noqa: E402
 PAPER_SLOPE = {"naive": 0.53, "tweedie": 0.99, "lcc": 1.01, "ppi": 0.98}
 METHODS = ("naive", "lcc", "tweedie", "ppi")
 OUTCOME = {"predicted": "naive", "predicted+lcc": "lcc", "predicted+tweedie": "tweedie", "ppi": "ppi"}
+#: Default ``--out`` of ``--quick``: outside the repository, never the committed full results.
+QUICK_OUT = Path(tempfile.gettempdir()) / "eocausal-replication" / "one_map_many_trials-quick"
+#: Claims are checked within this many standard errors (Monte Carlo, binomial or OLS).
+K_SE = 3.0
+PAPER_SRC = "Pettersson, Jerzak & Daoud, One Map, Many Trials (AAAI-26), reference code; METHODS.md section 5"
+DESIGN_SRC = "simulation design of this folder (the paper reports no intervals)"
 LABEL = {"naive": "Naive (predictions)", "lcc": "LCC", "tweedie": "Tweedie", "ppi": "PPI (100 labels)",
          "oracle": "Oracle (true Y)"}
 
@@ -154,7 +167,9 @@ def summarise(taus, runs, methods, pairs=None):
     for m in methods:
         est = np.array([r[m]["estimate"] for r in runs])
         slope = float(np.polyfit(taus, est, 1)[0]) if len(set(taus)) > 1 else float("nan")
-        row = dict(slope=slope, mae=float(np.mean(np.abs(est - taus))), bias=float(np.mean(est - taus)))
+        err = est - taus
+        row = dict(slope=slope, mae=float(np.mean(np.abs(err))), bias=float(np.mean(err)),
+                   mc_se_bias=float(np.std(err, ddof=1) / np.sqrt(len(err))) if len(err) > 1 else float("nan"))
         if "ci" in runs[0][m]:
             lo = np.array([r[m]["ci"][0] for r in runs])
             hi = np.array([r[m]["ci"][1] for r in runs])
@@ -193,6 +208,119 @@ def gaussian_trial(tau, rng, *, n_eval, n_cal, n_labels, bootstrap, seed):
             for r in tab}
 
 
+def ols_slope(x, y) -> tuple[float, float]:
+    """OLS slope of y on x (with intercept) and its classical SE (residual df n - 2; nan when n < 3)."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    sxx = float(np.sum((x - x.mean()) ** 2))
+    b = float(np.sum((x - x.mean()) * (y - y.mean())) / sxx)
+    resid = y - y.mean() - b * (x - x.mean())
+    se = float(np.sqrt(np.sum(resid**2) / (len(x) - 2) / sxx)) if len(x) > 2 else float("nan")
+    return b, se
+
+
+def _within(value, target, se, k=K_SE) -> bool:
+    return bool(np.isfinite(value) and np.isfinite(se) and abs(value - target) <= k * se)
+
+
+def claim_rows(taus, paper_runs, paper, cover, gauss, n_cover, n_gauss, k_cal, k_cal_se) -> list[dict]:
+    """The claims checked, with a status decided from the numbers (never typed by hand).
+
+    - slopes (paper design, one shared calibration set): SE = OLS SE over the taus, plus for LCC
+      and Tweedie the calibration set's share, the delta-method SE of 1/k (tau_LCC = tau_naive / k;
+      used for Tweedie as an approximation). Corrected slopes must lie within K_SE SEs of 1; the
+      naive slope must lie K_SE SEs below 1 and within K_SE SEs of the map's own attenuation k
+      (the paper's 0.53 belongs to the paper's random map g).
+    - bias (independent calibration sets): mean(estimate - tau) within K_SE Monte Carlo SEs of 0,
+      the Monte Carlo SE being sd(estimate - tau) / sqrt(n).
+    - coverage: within K_SE binomial SEs, sqrt(0.95 * 0.05 / n), of 0.95 (naive: below the band).
+    """
+    rows = []
+
+    def add(id_, quantity, target, source, value, status):
+        rows.append(dict(id=id_, quantity=quantity, target=target, source=source, eocausal=value, status=status))
+
+    taus = np.asarray(taus, dtype=float)
+    est = {m: np.array([r[m]["estimate"] for r in paper_runs]) for m in (*METHODS, "oracle")}
+    fit = {m: ols_slope(taus, est[m]) for m in est}
+    cal_share = k_cal_se / abs(k_cal)  # SE of k_true / k_hat
+    # naive: attenuation
+    b, se = fit["naive"]
+    se_k = float(np.hypot(se, k_cal_se))
+    att, match = b + K_SE * se < 1, _within(b, k_cal, se_k)
+    status = ("reproduced" if att and match else
+              f"differs: slope {b:.3f} is not {K_SE:g} SEs below 1 (no attenuation)" if not att else
+              f"differs: attenuated, but slope {b:.3f} is {abs(b - k_cal) / se_k:.1f} SEs from the map's k = {k_cal:.3f}")
+    add("slope_naive", "slope of estimated on true effects, naive (Hajek IPW on predictions)",
+        f"naive effect attenuated toward 0: slope 0.53 in the paper; expected here: the map's own attenuation "
+        f"k (slope of predictions on labels in the calibration set) = {k_cal:.3f} (SE {k_cal_se:.3f})",
+        PAPER_SRC, f"{b:.3f} (SE {se:.3f})", status)
+    for m in ("lcc", "tweedie", "ppi"):
+        b, se = fit[m]
+        se_t = float(np.hypot(se, cal_share)) if m in ("lcc", "tweedie") else se
+        status = ("reproduced" if _within(b, 1.0, se_t) else
+                  f"differs: slope {b:.3f} is {abs(b - 1) / se_t:.1f} SEs from 1")
+        add(f"slope_{m}", f"slope of estimated on true effects, {LABEL[m]}",
+            f"{LABEL[m]} removes the attenuation: slope 1 (paper: {PAPER_SLOPE[m]:.2f})", PAPER_SRC,
+            f"{b:.3f} (SE {se_t:.3f}{', incl. calibration' if m != 'ppi' else ''})", status)
+    b, se = fit["oracle"]
+    add("slope_oracle", "slope of estimated on true effects, Hajek IPW on the true outcomes",
+        "simulation check: the oracle (true Y) has slope 1", "simulation design of this folder",
+        f"{b:.3f} (SE {se:.3f})",
+        "reproduced" if _within(b, 1.0, se) else f"differs: slope {b:.3f} is {abs(b - 1) / se:.1f} SEs from 1")
+    # bias with independent calibration sets
+    for m in ("lcc", "tweedie", "ppi"):
+        c = cover[m]
+        mc = c["mc_se_bias"]
+        status = ("reproduced" if _within(c["bias"], 0.0, mc) else
+                  f"differs: bias {c['bias']:+.3f} is {abs(c['bias']) / mc:.1f} Monte Carlo SEs from 0")
+        add(f"bias_{m}", f"mean(estimate - tau), {LABEL[m]}, {n_cover} trials with independent calibration sets",
+            f"{LABEL[m]} estimate unbiased: mean error 0 (MLP map)", DESIGN_SRC,
+            f"{c['bias']:+.3f} (Monte Carlo SE {mc:.3f})", status)
+    # coverage
+    for design, summ, n, src in (("MLP map", cover, n_cover, DESIGN_SRC),
+                                 ("Gaussian map", gauss, n_gauss, "Gaussian variant of this folder's design "
+                                  "(LCC and Tweedie exact in population)")):
+        band = K_SE * float(np.sqrt(0.95 * 0.05 / max(n, 1)))
+        for m in (METHODS if design == "MLP map" else ("lcc", "tweedie", "ppi")):
+            c = summ[m]
+            cov = c["coverage"]
+            why = f"bias {c['bias']:+.3f} = {c['bias'] / c['mean_se']:+.1f} mean SEs"
+            if np.isfinite(c.get("sd_ratio", float("nan"))):
+                why += f", SD at fixed tau / SE {c['sd_ratio']:.2f}"
+            if m == "naive":
+                target = f"naive 95% intervals undercover (attenuation bias), far below 95% ({design})"
+                status = ("reproduced" if cov < 0.95 - band else
+                          f"differs: coverage {cov:.2f} within {band:.3f} of 0.95 ({why})")
+            else:
+                target = f"{LABEL[m]} 95% intervals cover tau in 95% of independent trials ({design})"
+                status = ("reproduced" if abs(cov - 0.95) <= band else
+                          f"differs: coverage {cov:.2f} outside 0.95 +- {band:.3f} "
+                          f"({K_SE:g} binomial SEs, {n} intervals); {why}")
+            add(f"coverage_{m}" + ("_gaussian" if design == "Gaussian map" else ""),
+                f"coverage of eocausal's 95% intervals, {LABEL[m]}, {design}, {n} independent trials",
+                target, src, f"{cov:.2f} ({why})", status)
+    # PPI against the calibration corrections
+    se_ppi, se_cal = cover["ppi"]["mean_se"], max(cover["lcc"]["mean_se"], cover["tweedie"]["mean_se"])
+    add("ppi_width", "mean SE, PPI (100 labels) vs LCC and Tweedie, independent calibration sets",
+        "PPI pays for needing no calibration model with wider intervals than LCC and Tweedie", DESIGN_SRC,
+        f"PPI {se_ppi:.3f}; LCC {cover['lcc']['mean_se']:.3f}; Tweedie {cover['tweedie']['mean_se']:.3f}",
+        "reproduced" if se_ppi > se_cal else f"differs: PPI's mean SE {se_ppi:.3f} is not above {se_cal:.3f}")
+    return rows
+
+
+def render_rows(rows) -> str:
+    lines = ["| claim | eocausal | status |", "| --- | --- | --- |"]
+    for r in rows:
+        lines.append("| " + " | ".join(str(r[k]).replace("|", "\\|") for k in ("target", "eocausal", "status")) + " |")
+    return "\n".join(lines)
+
+
+RULE = (f"slopes within {K_SE:g} SEs of 1 (OLS SE over the taus, plus for LCC and Tweedie the calibration "
+        f"set's delta-method share); naive slope {K_SE:g} SEs below 1 and within {K_SE:g} SEs of the map's k; bias "
+        f"within {K_SE:g} Monte Carlo SEs of 0; coverage within {K_SE:g} binomial SEs of 0.95 (naive: below). "
+        "Decided by `claim_rows` in run.py from the numbers.")
+
+
 def fmt(v, d=3):
     return "" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.{d}f}"
 
@@ -221,10 +349,13 @@ def render_table(paper, cover):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="6 taus, 1,500 units, 10 epochs (seconds; for tests)")
-    ap.add_argument("--out", type=Path, default=HERE)
+    ap.add_argument("--out", type=Path, default=None,
+                    help=f"output folder (default: this folder; with --quick {QUICK_OUT})")
     ap.add_argument("--seed", type=int, default=20260101)
     ap.add_argument("--coverage-reps", type=int, default=None, help="independent repetitions per tau")
     a = ap.parse_args(argv)
+    if a.out is None:
+        a.out = QUICK_OUT if a.quick else HERE
     cfg = (dict(n_taus=6, n_units=1500, n_eval=1500, epochs=10, bootstrap=40, n_labels=100, coverage_reps=1,
                 gauss_reps=6, gauss_n=1500, gauss_cal=500)
            if a.quick else
@@ -272,13 +403,14 @@ def main(argv=None) -> int:
     cover = summarise(cover_taus, cover_runs, METHODS, pairs)
     gauss = summarise(gauss_taus, gauss_runs, METHODS, gauss_pairs)
     wall = time.perf_counter() - t0
-    k_slope = float(np.polyfit(y_cal, p_cal, 1)[0])
+    k_slope, k_slope_se = ols_slope(y_cal, p_cal)
+    rows = claim_rows(taus, paper_runs, paper, cover, gauss, len(cover_runs), len(gauss_runs), k_slope, k_slope_se)
     result = dict(
         config=dict(cfg, seed=a.seed, quick=a.quick), paper_slopes=PAPER_SLOPE, paper_design=paper,
         coverage_design=dict(summary=cover, n_intervals=len(cover_runs), taus=cover_taus, runs=cover_runs),
         gaussian_design=dict(summary=gauss, n_intervals=len(gauss_runs), n_eval=cfg["gauss_n"],
                              n_calibration=cfg["gauss_cal"], taus=gauss_taus, runs=gauss_runs),
-        calibration=dict(n=len(y_cal), slope_of_predictions_on_labels=k_slope,
+        calibration=dict(n=len(y_cal), slope_of_predictions_on_labels=k_slope, slope_se=k_slope_se,
                          r2=float(np.corrcoef(p_cal, y_cal)[0, 1] ** 2),
                          compare_debiasers=cmp.table.to_dict(orient="list"), recommended=cmp.recommended),
         taus=taus.tolist(), runs=paper_runs,
@@ -287,17 +419,20 @@ def main(argv=None) -> int:
         machine=dict(python=platform.python_version(), torch=torch.__version__, cores=os.cpu_count(),
                      load_avg_1min=round(os.getloadavg()[0], 2)),
         command="python replication/one_map_many_trials/run.py" + (" --quick" if a.quick else ""),
+        quick=a.quick, rows=rows,
     )
     a.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(a.out / "results.json", json.dumps(result, indent=1, default=float) + "\n")
     table = render_table(paper, cover)
-    md = (f"# One Map, Many Trials: simulation results\n\n{table}\n\n"
+    md = (f"# One Map, Many Trials: simulation results\n\n"
+          f"{'QUICK MODE (small design; not the reference numbers).' + chr(10) * 2 if a.quick else ''}{table}\n\n"
           f"{cfg['n_taus']} values of tau in [-2, 2]; {cfg['n_eval']:,} evaluation units each; calibration set "
           f"of {len(y_cal):,} (slope of predictions on labels {k_slope:.3f}); {cfg['bootstrap']} joint bootstrap "
           f"draws per interval; coverage over {len(cover_runs)} independent intervals per method in the second "
           f"design. compare_debiasers on the calibration set recommends: {cmp.recommended}. "
           f"Warnings raised: {', '.join(result['warnings']) or 'none'}. Wall time {wall:.0f} s "
-          f"(training {t_train:.0f} s). Command: `{result['command']}`.\n")
+          f"(training {t_train:.0f} s). Command: `{result['command']}`.\n\n"
+          f"## Claims checked\n\n{render_rows(rows)}\n\nStatus rule: {RULE}\n")
     atomic_write_text(a.out / "results.md", md)
     atomic_write_text(a.out / "README.md", readme(table, result, cmp))
     return 0
@@ -362,6 +497,12 @@ Binomial standard error of a coverage near 95%: {100 * np.sqrt(0.95 * 0.05 / max
 {cov['n_intervals']} intervals, {100 * np.sqrt(0.95 * 0.05 / max(gau['n_intervals'], 1)):.1f} points with {gau['n_intervals']}. In the MLP design:
 
 {bias_lines}
+
+## Claims checked
+
+{render_rows(result['rows'])}
+
+Status rule: {RULE}
 
 ## Calibration diagnostics
 

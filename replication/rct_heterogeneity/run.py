@@ -29,7 +29,14 @@ Usage::
     python replication/rct_heterogeneity/run.py            # full: 10 replications, n = 2000
     python replication/rct_heterogeneity/run.py --quick    # one replication, n = 800 (tests)
 
-Writes ``results.md`` in ``--out`` (default: this folder). Deterministic for a ``--seed``.
+Writes ``results.md`` and ``results.json`` in ``--out``: by default this folder for the full run
+and, for ``--quick``, a folder outside the repository (``QUICK_OUT``), so that a smoke run never
+overwrites the committed full results. ``results.json`` holds the per-replication metrics, their
+summary and ``rows`` (the schema of ``replication/make_readme.py``: target, source, eocausal,
+status, plus id and quantity), each claim's status decided by :func:`claim_rows` from the
+numbers (an effect or difference K_SE = 3 SEs above 0, a calibration slope within 3 SEs of 1;
+SE: the Monte Carlo SE of the mean over replications, or with one replication its own SE).
+Deterministic for a ``--seed``.
 BLAS and torch run single-threaded by default (``--threads``): on a busy machine with few
 cores, multithreaded OpenBLAS spinning against other processes made the quick run 5x slower.
 """
@@ -37,8 +44,11 @@ cores, multithreaded OpenBLAS spinning against other processes made the quick ru
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -50,6 +60,11 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing the pack
     sys.path.insert(0, str(ROOT))
 
 INPUTS = ("tabular", "image (last frame)", "sequence", "combined")
+#: Default ``--out`` of ``--quick``: outside the repository, never the committed full results.
+QUICK_OUT = Path(tempfile.gettempdir()) / "eocausal-replication" / "rct_heterogeneity-quick"
+#: Claims are checked within this many standard errors.
+K_SE = 3.0
+SOURCE = "simulation design of this folder (the RCT-heterogeneity paper's question, not its data)"
 T, PX, GROWTH = 4, 16, 0.3
 
 
@@ -141,6 +156,92 @@ def one_replication(n: int, seed: int, n_features: int, B: int) -> dict:
     return out
 
 
+def _mean_se(results: list[dict], values, se_one: float) -> tuple[float, float, str]:
+    """Mean over replications, its Monte Carlo SE and what the SE is (one replication: ``se_one``)."""
+    v = np.asarray(values, dtype=float)
+    if len(v) > 1:
+        return float(v.mean()), float(v.std(ddof=1) / np.sqrt(len(v))), f"Monte Carlo SE over {len(v)} replications"
+    return float(v[0]), float(se_one), "SE of the single replication"
+
+
+def summarise(results: list[dict]) -> dict:
+    """Mean and Monte Carlo SE (nan with one replication) of every metric per input set."""
+    R = len(results)
+    out = {}
+    for name in INPUTS:
+        out[name] = {}
+        for key in ("rate", "diff", "corr", "beta"):
+            v = np.array([r[name][key] for r in results], dtype=float)
+            out[name][key] = float(v.mean())
+            out[name][key + "_mc_se"] = float(v.std(ddof=1) / np.sqrt(R)) if R > 1 else float("nan")
+    true = np.array([r["_true_autoc"] for r in results])
+    out["oracle_autoc"] = float(true.mean())
+    out["sequence_beats_last_frame_share"] = float(np.mean([r["sequence"]["diff"] > 0 for r in results]))
+    return out
+
+
+def _z(x: float, se: float) -> float:
+    """x / se, with se = 0 giving +-inf (or nan for x = 0)."""
+    if se > 0:
+        return x / se
+    return float(np.sign(x) * np.inf) if x else float("nan")
+
+
+def claim_rows(results: list[dict], n: int) -> list[dict]:
+    """The claims checked, each with a status decided from the numbers (never typed by hand).
+
+    Positive claims (RATE > 0, a difference > 0) need the mean minus K_SE SEs above 0; the
+    calibration claim needs beta K_SE SEs above 0 and within K_SE SEs of 1. SE: the Monte Carlo
+    SE of the mean over replications; with one replication (``--quick``) that replication's own
+    SE (half-sample bootstrap for RATE and paired differences, HC3 clustered for beta; for a
+    difference of correlations, the delta-method SE sqrt(sum (1 - r^2)^2 / n), for RATE(combined)
+    - RATE(sequence) sqrt(se_1^2 + se_2^2), both ignoring the positive correlation: conservative).
+    """
+    rows = []
+    R = len(results)
+
+    def add(id_, quantity, target, value, status):
+        rows.append(dict(id=id_, quantity=quantity, target=target, source=SOURCE, eocausal=value, status=status))
+
+    def positive(id_, quantity, target, vals, se_one):
+        m, se, what = _mean_se(results, vals, se_one)
+        ok = np.isfinite(se) and m - K_SE * se > 0
+        status = "reproduced" if ok else f"differs: {m:.3f} is {_z(m, se):+.1f} SEs from 0 (needs +{K_SE:g})"
+        add(id_, quantity, target, f"{m:.3f} ({what} {se:.3f})", status)
+
+    for name, id_ in (("sequence", "rate_sequence"), ("image (last frame)", "rate_last_frame")):
+        positive(id_, f"RATE (AUTOC, grf) of the {name} model's out-of-fold CATE",
+                 f"{'an image sequence' if name == 'sequence' else 'a single image (last frame)'} reveals "
+                 f"effect heterogeneity: RATE > 0", [r[name]["rate"] for r in results],
+                 results[0][name]["rate_se"])
+    positive("rate_sequence_vs_last", "RATE(sequence) - RATE(last frame), paired",
+             "the sequence ranks who benefits better than the last frame: RATE difference > 0",
+             [r["sequence"]["diff"] for r in results], results[0]["sequence"]["diff_se"])
+    positive("rate_combined_vs_sequence", "RATE(combined) - RATE(sequence)",
+             "tabular + sequence ranks better than the sequence alone: RATE difference > 0",
+             [r["combined"]["rate"] - r["sequence"]["rate"] for r in results],
+             float(np.hypot(results[0]["combined"]["rate_se"], results[0]["sequence"]["rate_se"])))
+    c_seq, c_last = results[0]["sequence"]["corr"], results[0]["image (last frame)"]["corr"]
+    positive("corr_sequence_vs_last", "corr(tau_hat, true CATE): sequence - last frame",
+             "the sequence model's CATE tracks the true CATE better than the last frame's: correlation "
+             f"difference > 0 (sequence {np.mean([r['sequence']['corr'] for r in results]):.3f}, last frame "
+             f"{np.mean([r['image (last frame)']['corr'] for r in results]):.3f}, combined "
+             f"{np.mean([r['combined']['corr'] for r in results]):.3f})",
+             [r["sequence"]["corr"] - r["image (last frame)"]["corr"] for r in results],
+             float(np.sqrt(((1 - c_seq**2) ** 2 + (1 - c_last**2) ** 2) / n)))
+    for name in INPUTS:
+        m, se, what = _mean_se(results, [r[name]["beta"] for r in results], results[0][name]["beta_se"])
+        found, right = np.isfinite(se) and m - K_SE * se > 0, np.isfinite(se) and abs(m - 1) <= K_SE * se
+        status = ("reproduced" if found and right else
+                  f"differs: beta {m:.3f} is {_z(m, se):+.1f} SEs from 0 (no heterogeneity found)" if not found else
+                  f"differs: heterogeneity found (beta {_z(m, se):.0f} SEs above 0) but beta {m:.3f} is "
+                  f"{abs(_z(m - 1, se)):.1f} SEs from 1 ({'spread overstated' if m < 1 else 'spread understated'})")
+        add("calibration_" + {"image (last frame)": "last_frame"}.get(name, name), f"grf calibration slope beta of the {name} model",
+            f"calibration test ({name}): beta > 0 (heterogeneity found) and beta = 1 (predicted spread right)",
+            f"{m:.3f} ({what} {se:.3f})", status)
+    return rows
+
+
 def table(results: list[dict], args, seconds: float, cpu_seconds: float) -> str:
     R = len(results)
 
@@ -197,8 +298,11 @@ def main(argv=None) -> Path:
     ap.add_argument("--threads", type=int, default=1, help="BLAS and torch threads (default 1)")
     ap.add_argument("--B", type=int, default=200, help="half-sample draws for RATE SEs")
     ap.add_argument("--seed", type=int, default=20260101)
-    ap.add_argument("--out", type=Path, default=HERE, help="folder for results.md (default: this folder)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help=f"folder for results.md and results.json (default: this folder; with --quick {QUICK_OUT})")
     args = ap.parse_args(argv)
+    if args.out is None:
+        args.out = QUICK_OUT if args.quick else HERE
     args.n = args.n or (800 if args.quick else 2000)
     args.reps = args.reps or (1 if args.quick else 10)
     args.features = args.features or (32 if args.quick else 64)
@@ -211,12 +315,27 @@ def main(argv=None) -> Path:
         with threadpool_limits(limits=args.threads):
             t0, c0 = time.perf_counter(), time.process_time()
             results = [one_replication(args.n, args.seed + r, args.features, args.B) for r in range(args.reps)]
-            text = table(results, args, time.perf_counter() - t0, time.process_time() - c0)
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            text = table(results, args, wall, cpu)
     finally:
         torch.set_num_threads(torch_threads)
     from eocausal._atomic import atomic_write_text
 
-    path = atomic_write_text(Path(args.out) / "results.md", text)
+    command = f"python replication/rct_heterogeneity/run.py{' --quick' if args.quick else ''} --seed {args.seed}"
+    result = dict(
+        command=command, quick=args.quick,
+        config=dict(n=args.n, reps=args.reps, features=args.features, B=args.B, seed=args.seed, threads=args.threads,
+                    frames=T, pixels=PX, growth=GROWTH, folds=5, village_size=4),
+        rows=claim_rows(results, args.n), summary=summarise(results),
+        replications=[{k: v for k, v in r.items()} for r in results],
+        timing=dict(wall_s=round(wall, 1), cpu_s=round(cpu, 1)),
+        machine=dict(python=platform.python_version(), machine=platform.machine(), cores=os.cpu_count(),
+                     load_avg_1min=round(os.getloadavg()[0], 2)),
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "results.json", json.dumps(result, indent=1, default=float) + "\n")
+    path = atomic_write_text(out / "results.md", text)
     print(text)
     return path
 

@@ -22,7 +22,7 @@ from eocausal.estimators import aipw as A
 from eocausal.estimators.crossfit import grouped_folds
 from eocausal.estimators.weighting import se_from_psi
 
-LOGIT = LogisticRegression(C=np.inf)
+LOGIT = LogisticRegression(C=np.inf, solver="newton-cholesky", tol=1e-12, max_iter=1000)  # as native Newton
 
 
 # ----------------------------------------------------------------------------- E-value

@@ -71,21 +71,28 @@ class ByArmRegressor(RegressorMixin, BaseEstimator):
         return out
 
 
-LOGIT = LogisticRegression(C=np.inf)
+# Solved to the optimum by scikit-learn too, so that eocausal's native Newton solver (native=True,
+# the default) and scikit-learn's own fit inside DoubleML give the same model to ~1e-12.
+LOGIT = LogisticRegression(C=np.inf, solver="newton-cholesky", tol=1e-12, max_iter=1000)
+# scikit-learn's defaults (L-BFGS, tol=1e-4): agreement to the last digit needs native=False,
+# which calls the learner's own fit on each fold as DoubleML does.
+LOGIT_LBFGS = LogisticRegression(C=np.inf)
 
 
+@pytest.mark.parametrize("native", [True, False])
 @pytest.mark.parametrize("score,estimand", [("ATE", "ATE"), ("ATTE", "ATT")])
-def test_aipw_equals_doubleml_irm(score, estimand):
+def test_aipw_equals_doubleml_irm(score, estimand, native):
     dml = pytest.importorskip("doubleml")
     from doubleml.utils import PSProcessorConfig
 
     V, y, w = _data()
     fold = grouped_folds(len(y), None, 5, 0, stratify=w)
     clip = 0.08  # some propensities are clipped, so the clipping rules must match too
-    fit = A.crossfit_aipw(V, y, w, fold, propensity=LOGIT, outcome=LinearRegression(),
-                          estimand=estimand, clip=clip)
+    logit = LOGIT if native else LOGIT_LBFGS
+    fit = A.crossfit_aipw(V, y, w, fold, propensity=logit, outcome=LinearRegression(),
+                          estimand=estimand, clip=clip, native=native)
     assert fit.n_clipped[0] > 0
-    m = dml.DoubleMLIRM(dml.DoubleMLData.from_arrays(V, y, w), LinearRegression(), LOGIT, n_folds=5,
+    m = dml.DoubleMLIRM(dml.DoubleMLData.from_arrays(V, y, w), LinearRegression(), logit, n_folds=5,
                         score=score, normalize_ipw=False, draw_sample_splitting=False,
                         ps_processor_config=PSProcessorConfig(clipping_threshold=clip))
     m.set_sample_splitting(_smpls(fold)).fit()

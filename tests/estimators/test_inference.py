@@ -204,7 +204,7 @@ def test_multiplier_bootstrap_equals_doubleml(method, ours):
 
     V, y, w = _data(n=500, seed=7)
     fold = grouped_folds(len(y), None, 5, 0, stratify=w)
-    logit = LogisticRegression(C=np.inf)
+    logit = LogisticRegression(C=np.inf, solver="newton-cholesky", tol=1e-12, max_iter=1000)  # as native Newton
     fit = A.crossfit_aipw(V, y, w, fold, propensity=logit, outcome=LinearRegression(), clip=0.01)
     m = dml.DoubleMLIRM(dml.DoubleMLData.from_arrays(V, y, w), LinearRegression(), logit,
                         draw_sample_splitting=False, ps_processor_config=PSProcessorConfig(clipping_threshold=0.01))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 from pathlib import Path
 
@@ -16,6 +17,19 @@ def _load():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def _valid_status(status: str) -> bool:
+    return (status in ("reproduced", "not reproducible without restricted data")
+            or (status.startswith("differs: ") and len(status) > len("differs: ")))
+
+
+def _check_rows(rows):
+    assert isinstance(rows, list) and rows
+    for r in rows:
+        assert all(isinstance(r.get(k), str) and r[k] for k in ("target", "source", "eocausal", "status")), r
+        assert _valid_status(r["status"]), r
+    assert len({r["id"] for r in rows}) == len(rows)
 
 
 def _cells(line: str) -> list[str]:
@@ -38,3 +52,33 @@ def test_quick_run_writes_the_table_and_sequences_beat_the_last_frame(tmp_path):
     last_rate = float(num.fullmatch(rows["image (last frame)"][1]).group(1))
     assert seq_rate > last_rate
     assert float(rows["sequence"][3]) > float(rows["image (last frame)"][3])  # correlation with the true CATE
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["quick"] is True and len(res["replications"]) == 1
+    _check_rows(res["rows"])
+    status = {r["id"]: r["status"] for r in res["rows"]}
+    assert status["rate_sequence"] == "reproduced" and status["rate_sequence_vs_last"] == "reproduced"
+
+
+def test_committed_results_have_rows_in_the_make_readme_schema():
+    res = json.loads((RUN.parent / "results.json").read_text())
+    assert res["quick"] is False  # a --quick run must not overwrite the committed results
+    _check_rows(res["rows"])
+
+
+def test_quick_default_output_is_outside_the_repository():
+    assert RUN.parents[2] not in _load().QUICK_OUT.resolve().parents
+
+
+def test_status_rule_says_differs_when_the_numbers_are_wrong():
+    mod = _load()
+    # ten replications in which the sequence finds nothing and the last frame is better
+    reps = []
+    for k in range(10):
+        rep = {name: dict(rate=0.0 + 0.01 * (k % 3 - 1), rate_se=0.05, diff=-0.2 + 0.01 * (k % 2), diff_se=0.05,
+                          corr=0.3 + 0.01 * (k % 2), beta=0.5 + 0.01 * (k % 2), beta_se=0.1) for name in mod.INPUTS}
+        rep["image (last frame)"]["corr"] = 0.6 + 0.01 * (k % 3)
+        rep["_true_autoc"] = 0.8
+        reps.append(rep)
+    status = {r["id"]: r["status"] for r in mod.claim_rows(reps, 2000)}
+    for key in ("rate_sequence", "rate_sequence_vs_last", "corr_sequence_vs_last", "calibration_sequence"):
+        assert status[key].startswith("differs: "), (key, status[key])
