@@ -423,8 +423,13 @@ def _estimate_trial(ctx: _Context, name: str, y, w, X, Z, g, coords=None,
         V = {"tabular": X, "image": Z, "tabular+image": np.hstack([X, Z]) if Z is not None else X}[adj]
         n_tab = {"tabular": None, "image": 0, "tabular+image": X.shape[1]}[adj]
         det: dict = {}
-        e_raw, _ = crossfit_propensity(V, w, groups=g, model=ctx.propensity, seed=ctx.seed,
-                                       fold_ids=fold_ids, n_tabular=n_tab, native=ctx.native, details=det)
+        layout = None
+        if ctx.native and V.shape[1]:  # centred, scaled and sorted once for the propensity and outcome fits
+            from eocausal.estimators.glm import FoldLayout
+
+            layout = FoldLayout.by_fold_and_arm(V, fold_ids, w)
+        e_raw, _ = crossfit_propensity(V, w, groups=g, model=ctx.propensity, seed=ctx.seed, fold_ids=fold_ids,
+                                       n_tabular=n_tab, native=ctx.native, details=det, layout=layout)
         e = np.clip(e_raw, ctx.clip, 1 - ctx.clip)
         n_clipped = int(np.sum(e != e_raw))
         _check_overlap(e_raw, w, ctx.clip, adj if name == "all" else f"{name}: {adj}", ctx.estimand)
@@ -471,7 +476,7 @@ def _estimate_trial(ctx: _Context, name: str, y, w, X, Z, g, coords=None,
             psis[m] = pe.psi
         if "aipw" in ctx.methods:
             mu0, mu1 = crossfit_outcome(V, y, w, fold_ids, ctx.outcome_model, n_tabular=n_tab, seed=ctx.seed,
-                                        native=ctx.native)
+                                        native=ctx.native, layout=layout)
             boot = boot_for("bootstrap_aipw", y=yk, w=wk, e=ek, mu0=mu0[keep], mu1=mu1[keep], estimand=ctx.estimand)
             pe = aipw(yk, wk, ek, mu0[keep], mu1[keep], ctx.estimand)
             rows.append(row("aipw", adj, pe, ctx.estimand, boot, gk, clip=ctx.clip, n_clipped=n_clipped, **ess))

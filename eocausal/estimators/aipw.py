@@ -144,7 +144,7 @@ def _check_arrays(y, w, *others, names=()):
 
 def crossfit_outcome(V: np.ndarray, y: np.ndarray, w: np.ndarray, fold_ids: np.ndarray, model="ridge", *,
                      n_tabular: int | None = None, seed: int | None = 0,
-                     native: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                     native: bool = True, layout=None) -> tuple[np.ndarray, np.ndarray]:
     """Out-of-fold outcome regressions mu0(V) = E[Y | W=0, V] and mu1(V) = E[Y | W=1, V].
 
     For each fold k, one model is fitted on the control units and one on the treated units of the
@@ -165,6 +165,8 @@ def crossfit_outcome(V: np.ndarray, y: np.ndarray, w: np.ndarray, fold_ids: np.n
         Fit recognised least-squares models (:func:`linear_spec`) from shared cross-products
         (:func:`eocausal.estimators.glm.crossfit_linear`): the same predictions to rounding
         (about 1e-10), much faster. False calls the learner's own ``fit`` per fold and arm.
+    layout : FoldLayout, optional
+        ``glm.FoldLayout.by_fold_and_arm(V, fold_ids, w)`` shared with the propensity fit.
 
     Returns
     -------
@@ -191,8 +193,10 @@ def crossfit_outcome(V: np.ndarray, y: np.ndarray, w: np.ndarray, fold_ids: np.n
     spec = linear_spec(model, n_tabular) if (native and V.shape[1]) else None
     if spec is not None:
         from eocausal.estimators.glm import crossfit_linear
+        from eocausal.estimators.propensity import _check_layout
 
-        return crossfit_linear(V, y, w, fold_ids, spec)
+        _check_layout(layout, V, fold_ids, w)
+        return crossfit_linear(V, y, w, fold_ids, spec, layout=layout)
     mu = np.empty((2, n))
     for f in folds:
         test = fold_ids == f

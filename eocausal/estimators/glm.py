@@ -30,6 +30,7 @@ best ``C``) runs along a warm-started path of Newton fits.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,11 +85,15 @@ class FoldLayout:
 
     def __init__(self, V: np.ndarray, keys: np.ndarray, n_keys: int):
         V = np.asarray(V, dtype=float)
-        self.mean = V.mean(axis=0)
-        sd = V.std(axis=0)
-        self.scale = np.where(sd > 0, sd, 1.0)
         self.order = np.argsort(keys, kind="stable")
-        self.X = (V[self.order] - self.mean) / self.scale
+        X = V[self.order]  # the one copy; centred and scaled in place
+        self.mean = X.mean(axis=0)
+        X -= self.mean
+        sd = np.sqrt(np.einsum("ij,ij->j", X, X) / max(len(X), 1))
+        self.scale = np.where(sd > 0, sd, 1.0)
+        X /= self.scale
+        self.X = X
+        self.keys = np.asarray(keys)
         counts = np.bincount(keys, minlength=n_keys)
         self.ends = np.cumsum(counts)
         self.starts = self.ends - counts
@@ -104,6 +109,28 @@ class FoldLayout:
 
     def block(self, k: int) -> slice:
         return slice(int(self.starts[k]), int(self.ends[k]))
+
+    def span(self, first: int, last: int) -> slice:
+        """Rows of blocks ``first`` to ``last`` (inclusive), which are contiguous."""
+        return slice(int(self.starts[first]), int(self.ends[last]))
+
+    @classmethod
+    def by_fold_and_arm(cls, V: np.ndarray, fold_ids: np.ndarray, w: np.ndarray) -> "FoldLayout":
+        """Blocks keyed by 2 * fold + arm: a fold's rows are blocks 2k and 2k + 1, contiguous.
+
+        One layout serves both the propensity (by fold) and the outcome models (by fold and arm).
+        """
+        _, codes = _fold_codes(fold_ids)
+        K = int(codes.max()) + 1
+        lay = cls(V, codes * 2 + (np.asarray(w) == 1), 2 * K)
+        lay.n_folds = K
+        return lay
+
+    def matches(self, V: np.ndarray, fold_ids: np.ndarray, w: np.ndarray) -> bool:
+        """Whether this layout was built from ``V``'s shape with these folds and treatment."""
+        _, codes = _fold_codes(fold_ids)
+        return (getattr(self, "n_folds", None) is not None and self.X.shape == np.shape(V)
+                and np.array_equal(self.keys, codes * 2 + (np.asarray(w) == 1)))
 
     def to_raw(self, beta: np.ndarray) -> tuple[float, np.ndarray]:
         """Intercept and slopes on the input (unscaled) confounders."""
@@ -164,6 +191,7 @@ def newton_logistic(blocks, targets, pen: np.ndarray, beta0: np.ndarray | None =
         return float(sum(np.sum(_log1pexp(zb) - t * zb) for zb, t in zip(zs, targets)) + 0.5 * pen @ bb[1:] ** 2)
 
     f = objective(z, b)
+    unpenalised = not np.any(pen > 0)
     H = np.empty((p + 1, p + 1))
     g = np.empty(p + 1)
     for _ in range(max_iter):
@@ -184,8 +212,10 @@ def newton_logistic(blocks, targets, pen: np.ndarray, beta0: np.ndarray | None =
         g[1:] += pen * b[1:]
         H[np.arange(1, p + 1), np.arange(1, p + 1)] += pen
         try:
-            step = linalg.solve(H, g, assume_a="pos", check_finite=False)
-        except (linalg.LinAlgError, ValueError):
+            with warnings.catch_warnings():  # an ill-conditioned H falls back to least squares
+                warnings.simplefilter("error", linalg.LinAlgWarning)
+                step = linalg.solve(H, g, assume_a="pos", check_finite=False)
+        except (linalg.LinAlgError, linalg.LinAlgWarning, ValueError):
             step = np.linalg.lstsq(H, g, rcond=None)[0]
         dz = [Xb @ step[1:] + step[0] for Xb in blocks]
         size = np.max(np.abs(step))
@@ -206,7 +236,9 @@ def newton_logistic(blocks, targets, pen: np.ndarray, beta0: np.ndarray | None =
         z = zn
         if t * size < tol or (t == 1.0 and size < np.sqrt(tol)):
             break
-    if not np.any(pen > 0):
+        if unpenalised and max((np.abs(zb).max() for zb in z if len(zb)), default=0.0) > 35:
+            break  # diverging towards separation: reported below
+    if unpenalised:
         zmax = max((np.abs(zb).max() for zb in z if len(zb)), default=0.0)
         if zmax > 30:
             raise SeparationError(
@@ -215,6 +247,61 @@ def newton_logistic(blocks, targets, pen: np.ndarray, beta0: np.ndarray | None =
                 "Remove confounders that are functions of the treatment, or use a ridge penalty "
                 "(propensity='ridge-logit')")
     return b
+
+
+def _hessian(X32: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Unpenalised logistic Hessian sum_i e_i (1 - e_i) [1, x_i][1, x_i]' of one block, at log-odds z."""
+    e = expit(z)
+    v = e * (1 - e)
+    sv = np.sqrt(v).astype(X32.dtype)
+    Xs = X32 * sv[:, None]
+    p = X32.shape[1]
+    H = np.empty((p + 1, p + 1))
+    H[0, 0] = v.sum()
+    H[1:, 0] = Xs.T @ sv
+    H[0, 1:] = H[1:, 0]
+    H[1:, 1:] = Xs.T @ Xs
+    return H
+
+
+def chord_logistic(blocks, targets, pen: np.ndarray, beta: np.ndarray, H: np.ndarray, *,
+                   tol: float = _STEP_TOL, max_iter: int = 30) -> np.ndarray | None:
+    """Newton iterations with a fixed Hessian ``H`` (unpenalised; the penalty is added here).
+
+    For a warm start from a neighbouring fold, the Hessian at the neighbour's solution differs
+    from the exact one by a few per cent, so each step shrinks the error by about that factor
+    (linear convergence to the same optimum: the gradient is exact) at the cost of a gradient,
+    not a Hessian. Returns None when the steps do not shrink fast (ratio above 0.5), so the
+    caller can fall back to :func:`newton_logistic`.
+    """
+    A = H.copy()
+    p = len(pen)
+    A[np.arange(1, p + 1), np.arange(1, p + 1)] += pen
+    try:
+        factor = linalg.cho_factor(A, check_finite=False)
+    except (linalg.LinAlgError, ValueError):
+        return None
+    b = np.array(beta, dtype=float)
+    z = [Xb @ b[1:] + b[0] for Xb in blocks]
+    g = np.empty(p + 1)
+    prev = np.inf
+    for _ in range(max_iter):
+        g.fill(0.0)
+        for Xb, t, zb in zip(blocks, targets, z):
+            r = expit(zb) - t
+            g[0] += r.sum()
+            g[1:] += Xb.T @ r
+        g[1:] += pen * b[1:]
+        step = linalg.cho_solve(factor, g, check_finite=False)
+        size = float(np.max(np.abs(step)))
+        if size > 0.5 * prev or size > 1.0:
+            return None
+        b -= step
+        if size < tol:
+            return b
+        z = [zb - (Xb @ step[1:] + step[0]) for Xb, zb in zip(blocks, z)]
+        prev = size
+    return None
 
 
 def _log_loss(w: np.ndarray, z: np.ndarray) -> float:
@@ -237,30 +324,38 @@ def _fold_codes(fold_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def crossfit_logistic(V: np.ndarray, w: np.ndarray, fold_ids: np.ndarray, spec: LogisticSpec, *,
-                      groups: np.ndarray | None = None, seed: int | None = 0) -> LogisticCrossfit:
+                      groups: np.ndarray | None = None, seed: int | None = 0,
+                      layout: FoldLayout | None = None) -> LogisticCrossfit:
     """Out-of-fold P(W = 1 | V) from a logistic model fitted on the other folds.
 
     Equivalent to fitting ``spec``'s scikit-learn pipeline on each training fold (see the module
     docstring). With ``spec.C`` None the penalty is chosen per training fold by inner CV: folds
     grouped by ``groups`` when given (as :func:`~eocausal.estimators.propensity.crossfit_propensity`
     does), else scikit-learn's ``StratifiedKFold`` without shuffling, as ``LogisticRegressionCV(cv=3)``.
+
+    With a fixed ``C``, the first fold is solved by Newton's method; at its solution the Hessian
+    of every fold's rows is kept, and each later fold starts from the previous solution with
+    the sum of its training folds' Hessians (:func:`chord_logistic`), recomputed only when the
+    steps stop shrinking fast. ``layout``: a :meth:`FoldLayout.by_fold_and_arm` of ``V`` for
+    these folds and treatment, to share with :func:`crossfit_linear`.
     """
     V = np.asarray(V, dtype=float)
     w = np.asarray(w, dtype=float)
     labels, codes = _fold_codes(fold_ids)
     K = len(labels)
-    lay = FoldLayout(V, codes, K)
+    lay = layout if layout is not None else FoldLayout.by_fold_and_arm(V, fold_ids, w)
     ws = w[lay.order]
     e_sorted = np.empty(lay.n)
     Cs = np.empty(K)
+    folds = [lay.span(2 * k, 2 * k + 1) for k in range(K)]
     if spec.C is not None:
-        S1 = np.stack([lay.X[lay.block(k)].sum(axis=0) for k in range(K)])
-        S2 = np.stack([np.einsum("ij,ij->j", lay.X[lay.block(k)], lay.X[lay.block(k)]) for k in range(K)])
-        nk = lay.ends - lay.starts
+        S1 = np.stack([lay.X[sl].sum(axis=0) for sl in folds])
+        S2 = np.stack([np.einsum("ij,ij->j", lay.X[sl], lay.X[sl]) for sl in folds])
+        nk = np.array([sl.stop - sl.start for sl in folds])
         lam = 0.0 if np.isinf(spec.C) else 1.0 / spec.C
-        beta = None
+        beta, Hk = None, None
         for k in range(K):
-            sl = lay.block(k)
+            sl = folds[k]
             n_t = lay.n - nk[k]
             _check_train(ws[: sl.start], ws[sl.stop:], labels[k])
             m = (S1.sum(0) - S1[k]) / n_t
@@ -268,13 +363,20 @@ def crossfit_logistic(V: np.ndarray, w: np.ndarray, fold_ids: np.ndarray, spec: 
             pen = lam * penalty_weights(spec.scaler, spec.n_tabular, var, lay.scale)
             blocks = [lay.X[: sl.start], lay.X[sl.stop:]]
             targets = [ws[: sl.start], ws[sl.stop:]]
-            blocks32 = [lay.X32[: sl.start], lay.X32[sl.stop:]]
-            beta = newton_logistic(blocks, targets, pen, beta, blocks32=blocks32)
+            new = None
+            if Hk is not None:
+                new = chord_logistic(blocks, targets, pen, beta, sum(Hk[j] for j in range(K) if j != k))
+            if new is None:
+                blocks32 = [lay.X32[: sl.start], lay.X32[sl.stop:]]
+                new = newton_logistic(blocks, targets, pen, beta, blocks32=blocks32)
+                if K > 2:  # keep each fold's Hessian at this solution for the next folds
+                    Hk = [_hessian(lay.X32[f], lay.X[f] @ new[1:] + new[0]) for f in folds]
+            beta = new
             e_sorted[sl] = expit(lay.X[sl] @ beta[1:] + beta[0])
             Cs[k] = spec.C
     else:
         for k in range(K):
-            sl = lay.block(k)
+            sl = folds[k]
             _check_train(ws[: sl.start], ws[sl.stop:], labels[k])
             train = np.flatnonzero(codes != k)  # input order, as the pipeline would see them
             C, intercept, slopes = _cv_logistic(V[train], w[train], spec,
@@ -335,7 +437,7 @@ def _cv_logistic(V: np.ndarray, w: np.ndarray, spec: LogisticSpec, groups, seed)
 
 # ----------------------------------------------------------------------------- least squares
 def crossfit_linear(V: np.ndarray, y: np.ndarray, w: np.ndarray, fold_ids: np.ndarray,
-                    spec: LinearSpec) -> tuple[np.ndarray, np.ndarray]:
+                    spec: LinearSpec, *, layout: FoldLayout | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Out-of-fold mu0, mu1: least squares / ridge fitted by arm on the other folds.
 
     Same predictions as fitting ``spec``'s scikit-learn model on the control and on the treated
@@ -346,8 +448,7 @@ def crossfit_linear(V: np.ndarray, y: np.ndarray, w: np.ndarray, fold_ids: np.nd
     w = np.asarray(w, dtype=float)
     labels, codes = _fold_codes(fold_ids)
     K = len(labels)
-    arm = (w == 1).astype(np.intp)
-    lay = FoldLayout(V, codes * 2 + arm, 2 * K)
+    lay = layout if layout is not None else FoldLayout.by_fold_and_arm(V, fold_ids, w)
     ys = y[lay.order]
     p = lay.p
     nb = (lay.ends - lay.starts).astype(float)

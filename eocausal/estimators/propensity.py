@@ -162,7 +162,7 @@ def crossfit_propensity(V: np.ndarray, w: np.ndarray, *, groups: np.ndarray | No
                         folds: int = 5, model="ridge-logit", seed: int | None = 0,
                         fold_ids: np.ndarray | None = None,
                         n_tabular: int | None = None, native: bool = True,
-                        details: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+                        details: dict | None = None, layout=None) -> tuple[np.ndarray, np.ndarray]:
     """Out-of-fold propensities.
 
     Parameters
@@ -182,6 +182,17 @@ def crossfit_propensity(V: np.ndarray, w: np.ndarray, *, groups: np.ndarray | No
     n_tabular : int, optional
         Number of leading tabular columns of ``V``; the remaining columns are an embedding,
         scaled as one block (see :class:`BlockStandardizer`). None scales every column.
+    native : bool
+        Solve logistic models (see :func:`logistic_spec`) with eocausal's fold-sharing Newton
+        solver (:mod:`eocausal.estimators.glm`): the same model, solved to a tighter tolerance
+        than scikit-learn's L-BFGS default and several times faster. False calls the
+        learner's own ``fit`` on each fold, exactly as DoubleML does.
+    details : dict, optional
+        Filled with ``spec`` (the recognised :class:`~eocausal.estimators.glm.LogisticSpec` or
+        None) and ``C`` (the inverse penalty per fold, when solved natively).
+    layout : FoldLayout, optional
+        ``glm.FoldLayout.by_fold_and_arm(V, fold_ids, w)``, built once and shared with
+        :func:`~eocausal.estimators.aipw.crossfit_outcome` (native solvers only).
 
     Returns
     -------
@@ -207,13 +218,20 @@ def crossfit_propensity(V: np.ndarray, w: np.ndarray, *, groups: np.ndarray | No
         if native and spec is not None:
             from eocausal.estimators.glm import crossfit_logistic
 
-            fit = crossfit_logistic(V, w, fold_ids, spec, groups=groups, seed=seed)
+            _check_layout(layout, V, fold_ids, w)
+            fit = crossfit_logistic(V, w, fold_ids, spec, groups=groups, seed=seed, layout=layout)
             e[:] = fit.e
             if details is not None:
                 details["C"] = fit.C
         else:
             _fit_folds(V, w, e, fold_ids, groups, model, seed, n_tabular)
     return e, fold_ids
+
+
+def _check_layout(layout, V, fold_ids, w) -> None:
+    if layout is not None and not layout.matches(V, fold_ids, w):
+        raise InputError("layout: it was built for other data, folds or treatment; build it with "
+                         "FoldLayout.by_fold_and_arm(V, fold_ids, w) for this call, or leave it out")
 
 
 def _fit_folds(V, w, e, fold_ids, groups, model, seed, n_tabular) -> None:
