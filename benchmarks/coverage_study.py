@@ -55,7 +55,7 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing the pack
 TRUE_ATE = 1.0
 Z95 = 1.959963984540054
 METHOD_LABELS = {
-    "ipw-hajek": "Hajek IPW (estimate(): cross-fitted e, IF corrected for the estimated logit)",
+    "ipw-hajek": "Hajek IPW (estimate(): cross-fitted e, ipw_se='auto')",
     "hajek-known-e": "Hajek IPW, same estimate, known-e IF (estimate()'s SE before the correction)",
     "aipw": "AIPW (estimate(): cross-fitted, 5 folds)",
     "hajek-ld": "Hajek IPW, in-sample logit, Lunceford-Davidian IF (ipw_logit_if)",
