@@ -42,6 +42,25 @@ def arm_weights(w: np.ndarray, e: np.ndarray, estimand: str) -> tuple[np.ndarray
     raise InputError(f"estimand={estimand!r}: use 'ATE', 'ATT' or 'ATO'")
 
 
+def stabilized_weights(w: np.ndarray, e: np.ndarray, estimand: str = "ATE") -> tuple[np.ndarray, np.ndarray]:
+    """Stabilised arm weights: :func:`arm_weights` times the arm's marginal share.
+
+    ATE: P(W=1)/e for the treated and P(W=0)/(1-e) for the controls (Robins, Hernan and Brumback
+    2000); ATT and ATO: the arm weights scaled so that each arm's weights average to its share.
+    Each arm's weights then sum to about its size, which keeps weighted counts readable. Hajek
+    estimates and effective sample sizes are unchanged (each arm's weights are rescaled by a
+    constant); Horvitz-Thompson with stabilised weights is not an unbiased estimator of the ATE,
+    so eocausal's HT rows use the unstabilised weights.
+    """
+    w = np.asarray(w, dtype=float)
+    w1, w0 = arm_weights(w, e, estimand)
+    p1 = w.mean()
+    if estimand == "ATE":
+        return p1 * w1, (1 - p1) * w0
+    n = len(w)
+    return w1 * (p1 * n / w1.sum()), w0 * ((1 - p1) * n / w0.sum())
+
+
 def difference_in_means(y: np.ndarray, w: np.ndarray) -> PointEstimate:
     """Unadjusted difference in means, with its influence function."""
     p1 = w.mean()
