@@ -35,7 +35,9 @@ Usage (from the repository root)::
 
 Writes ``results.json``, ``results.md``, the PNG figures and the block between
 ``<!-- results:start -->`` and ``<!-- results:end -->`` in ``README.md`` of ``--out`` (for
-another folder the README is started from this folder's). BLAS runs single-threaded unless
+another folder the README is started from this folder's). ``--out``: by default this folder
+for the full run, and for ``--quick`` a folder outside the repository (``QUICK_OUT``), so that
+a smoke run never overwrites the committed full results. BLAS runs single-threaded unless
 the environment says otherwise, and torch uses ``--threads`` (default 1): on a busy 2-core
 machine multithreaded OpenBLAS made the ridge fits about 7x slower and two torch threads made
 the CNN 4x slower.
@@ -53,6 +55,7 @@ import json  # noqa: E402
 import platform  # noqa: E402
 import re  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -74,6 +77,8 @@ DATA_README = "shared/data/causalimages/README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 NO_TARGET = "no published target; eocausal's estimate reported"
 CLIP = 1e-3
+#: Default ``--out`` of ``--quick``: outside the repository, never the committed full results.
+QUICK_OUT = Path(tempfile.gettempdir()) / "eocausal-replication" / "causalimages_uganda-quick"
 
 FULL = dict(rf_features=256, pcs=32, cnn_folds=5, cnn_epochs=8, cnn_patience=3, cnn_width=8,
             cnn_val_fraction=0.2, salience_k=4, folds=5, bad_control_image=True)
@@ -277,10 +282,13 @@ def salience(cnn, chips, X, e, w, keys, k):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small encoders and CNN (< 60 s)")
-    ap.add_argument("--out", type=Path, default=HERE)
+    ap.add_argument("--out", type=Path, default=None,
+                    help=f"output folder (default: this folder; with --quick {QUICK_OUT})")
     ap.add_argument("--seed", type=int, default=20260101)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (BLAS: set OPENBLAS_NUM_THREADS)")
     a = ap.parse_args(argv)
+    if a.out is None:
+        a.out = QUICK_OUT if a.quick else HERE
     if not DATA.is_file():
         print(f"data file not found: {DATA}", file=sys.stderr)
         return 2
