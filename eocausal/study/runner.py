@@ -117,7 +117,8 @@ def run_study(study: Study | str | Path, out: str | Path, *, progress: bool = Fa
     table = estimate(inputs.units, embeddings=Z, methods=est["methods"], estimand=est["estimand"],
                      adjustments=est["adjustments"], folds=est["folds"], clip=float(est["clip"]), trim=est["trim"],
                      propensity=est["propensity"], seed=study.seed, alpha=est["alpha"], study=study.name,
-                     outcome_model=est["outcome_model"], se=est["se"], n_boot=est["n_boot"], ci=est["ci"])
+                     outcome_model=est["outcome_model"], se=est["se"], n_boot=est["n_boot"], ci=est["ci"],
+                     ipw_se=est["ipw_se"], repeats=est["repeats"], native=est["native"])
     times["estimate"] = time.perf_counter() - t
 
     t = stage("writing tables and report", 4)

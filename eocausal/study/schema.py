@@ -69,10 +69,13 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any, tuple | None]]] = {
         "trim": ((int, float, str), None, None),
         "adjustments": ((list,), None, None),
         "alpha": ((float,), 0.05, None),
-        "outcome_model": ((str,), "ridge", ("ridge", "gbm")),
+        "outcome_model": ((str,), "ridge", ("ridge", "linear", "gbm")),
         "se": ((str,), "if", ("if", "bootstrap")),
         "n_boot": ((int,), 1000, None),
         "ci": ((str,), "normal", ("normal", "percentile")),
+        "ipw_se": ((str,), "auto", ("auto", "corrected", "known-e")),
+        "repeats": ((int,), 1, None),
+        "native": ((bool,), True, None),
     },
     "report": {
         "formats": ((list,), ["html", "md", "tex"], None),
@@ -198,6 +201,7 @@ _RANGES = {  # (section, key): (test, description)
     ("estimate", "clip"): (lambda v: 0 <= v < 0.5, "in [0, 0.5)"),
     ("estimate", "alpha"): (lambda v: 0 < v < 1, "in (0, 1)"),
     ("estimate", "n_boot"): (lambda v: v >= 50, "at least 50"),
+    ("estimate", "repeats"): (lambda v: v >= 1, "at least 1"),
 }
 
 

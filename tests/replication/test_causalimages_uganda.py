@@ -102,6 +102,15 @@ def test_quick_run_writes_tables_readme_block_and_figures(quick_run):
     assert set(res["figures"].values()) >= {"overlap.png", "salience.png", "love.png"}
 
 
+def test_quick_default_output_is_outside_the_repository():
+    assert RUN.parents[2] not in _load().QUICK_OUT.resolve().parents
+
+
+def test_committed_results_are_the_full_run():
+    res = json.loads((RUN.parent / "results.json").read_text())
+    assert res["quick"] is False  # a --quick run must not overwrite the committed results
+
+
 def test_readme_block_is_the_only_part_rewritten():
     mod = _load()
     text = "# Title\n\nProse.\n\n<!-- results:start -->\nold\n<!-- results:end -->\n\nMore prose.\n"

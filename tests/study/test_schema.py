@@ -377,3 +377,18 @@ def test_values_out_of_range_are_refused(tmp_path, section, key, value, what):
 def test_a_folder_is_not_a_study_file(tmp_path):
     with pytest.raises(StudyFileError, match="is a folder"):
         load_study(tmp_path)
+
+
+def test_estimation_options_of_the_notebook_face(tmp_path):
+    """repeats, ipw_se and native reach estimate() from a study file, with typed errors."""
+    text = ('[study]\nname = "t"\n[units]\nformat = "demo"\n[imagery]\nformat = "demo"\n'
+            '[estimate]\nrepeats = 3\nipw_se = "known-e"\nnative = false\n')
+    study = load_study(write(tmp_path, text))
+    est = study["estimate"]
+    assert (est["repeats"], est["ipw_se"], est["native"]) == (3, "known-e", False)
+    defaults = load_study(write(tmp_path, text.split("[estimate]")[0], name="d.toml"))["estimate"]
+    assert (defaults["repeats"], defaults["ipw_se"], defaults["native"]) == (1, "auto", True)
+    for bad, match in (("repeats = 0", "at least 1"), ('ipw_se = "sandwich"', "ipw_se"),
+                       ('native = "yes"', "native")):
+        with pytest.raises(StudyFileError, match=match):
+            load_study(write(tmp_path, text.split("[estimate]")[0] + "[estimate]\n" + bad + "\n", name="b.toml"))
