@@ -82,10 +82,9 @@ def linear_spec(model, n_tabular: int | None = None):
     given.
     """
     from sklearn.linear_model import LinearRegression, Ridge, RidgeCV
-    from sklearn.pipeline import Pipeline
 
     from eocausal.estimators.glm import LinearSpec
-    from eocausal.estimators.propensity import _scaler_kind
+    from eocausal.estimators.propensity import split_scaler
 
     if isinstance(model, str):
         if model == "ridge":
@@ -94,20 +93,10 @@ def linear_spec(model, n_tabular: int | None = None):
         if model == "linear":
             return LinearSpec(alpha=0.0)
         return None
-    scaler, est = "none", model
-    if isinstance(model, Pipeline):
-        steps = [s for _, s in model.steps if s is not None and s != "passthrough"]
-        if len(steps) == 2:
-            scaler, est = _scaler_kind(steps[0]), steps[1]
-        elif len(steps) == 1:
-            est = steps[0]
-        else:
-            return None
-        if scaler is None:
-            return None
-    n_tab = 0
-    if isinstance(scaler, tuple):
-        scaler, n_tab = scaler
+    parts = split_scaler(model)
+    if parts is None:
+        return None
+    scaler, n_tab, est = parts
     prm = est.get_params() if hasattr(est, "get_params") else {}
     if not prm.get("fit_intercept", False) or prm.get("positive", False):
         return None

@@ -111,8 +111,6 @@ def logistic_spec(model, n_tabular: int | None = None):
     penalises the intercept), alone or after a ``StandardScaler`` or :class:`BlockStandardizer`
     in a ``Pipeline``. Anything else (gradient boosting, other classifiers) is fitted as given.
     """
-    from sklearn.pipeline import Pipeline
-
     from eocausal.estimators.glm import LogisticSpec
 
     block = n_tabular is not None
@@ -123,18 +121,10 @@ def logistic_spec(model, n_tabular: int | None = None):
         if model == "logit":
             return LogisticSpec(C=1e6, scaler="standard")
         return None
-    scaler, est = "none", model
-    if isinstance(model, Pipeline):
-        steps = [s for _, s in model.steps if s is not None and s != "passthrough"]
-        if len(steps) == 2:
-            scaler = _scaler_kind(steps[0])
-            est = steps[1]
-        elif len(steps) == 1:
-            est = steps[0]
-        else:
-            return None
-        if scaler is None:
-            return None
+    parts = split_scaler(model)
+    if parts is None:
+        return None
+    scaler, n_tab, est = parts
     if type(est) is not LogisticRegression:
         return None
     prm = est.get_params()
@@ -143,10 +133,31 @@ def logistic_spec(model, n_tabular: int | None = None):
             or prm.get("dual")):
         return None
     C = np.inf if prm.get("penalty") is None else float(prm["C"])
-    n_tab = 0
-    if isinstance(scaler, tuple):
-        scaler, n_tab = scaler
     return LogisticSpec(C=C, scaler=scaler, n_tabular=n_tab)
+
+
+def split_scaler(model):
+    """(scaler kind, n_tabular, final estimator) of a learner, or None when eocausal cannot map it.
+
+    A bare estimator has scaler 'none'; a ``Pipeline`` of a ``StandardScaler`` (or
+    :class:`BlockStandardizer`) and an estimator gives 'standard' (or 'block' with its
+    ``n_tabular``); any other pipeline gives None.
+    """
+    from sklearn.pipeline import Pipeline
+
+    if not isinstance(model, Pipeline):
+        return "none", 0, model
+    steps = [s for _, s in model.steps if s is not None and s != "passthrough"]
+    if len(steps) == 1:
+        return "none", 0, steps[0]
+    if len(steps) != 2:
+        return None
+    kind = _scaler_kind(steps[0])
+    if kind is None:
+        return None
+    if isinstance(kind, tuple):
+        return kind[0], kind[1], steps[1]
+    return kind, 0, steps[1]
 
 
 def _scaler_kind(step):
