@@ -471,6 +471,7 @@ def _estimate_trial(ctx: _Context, name: str, y, w, X, Z, g, coords=None,
         psis: dict[str, np.ndarray] = {}
         units_or_clusters = n if g is None else int(len(np.unique(g)))
         adjust_se = (ctx.se == "if" and ctx.trim is None and det.get("spec") is not None
+                     and (det.get("C") is not None or det["spec"].C is not None)
                      and V.shape[1] > 0 and bool(weighting_methods) and ctx.ipw_se != "known-e"
                      and (ctx.ipw_se == "corrected"
                           or units_or_clusters >= CORRECTION_CLUSTERS_PER_COEF * (V.shape[1] + 1)))

@@ -138,17 +138,29 @@ class FoldLayout:
         return float(beta[0] - self.mean @ slopes), slopes
 
 
-def penalty_weights(scaler: str, n_tabular: int, var: np.ndarray, scale: np.ndarray) -> np.ndarray:
+def penalty_weights(scaler: str, n_tabular: int, var: np.ndarray, scale: np.ndarray,
+                    mean: np.ndarray | None = None) -> np.ndarray:
     """Diagonal penalty weights d_j in layout coordinates for a learner's scaler.
 
-    ``var``: the training rows' variances (ddof 0) in layout coordinates; ``scale``: the layout's
-    column scales. A learner penalising ||b||^2 on its own scaled features penalises
-    sum_j d_j g_j^2 on the layout coordinates' coefficients g, with d_j = (its scale_j / scale_j)^2.
+    ``var``, ``mean``: the training rows' variances (ddof 0) and means in layout coordinates;
+    ``scale``: the layout's column scales. A learner penalising ||b||^2 on its own scaled features
+    penalises sum_j d_j g_j^2 on the layout coordinates' coefficients g, with
+    d_j = (its scale_j / scale_j)^2.
+
+    A column constant on the training rows is scaled by 1, as scikit-learn's scalers do. Training
+    variances come from sums of squares by subtraction, which leave rounding noise of order
+    1e-16 (var + mean^2) where the true variance is 0 (e.g. a dummy that is 0 for every control
+    of the training folds); a variance below 1e-10 (1 + mean^2) in layout coordinates (where the
+    whole sample's variance is 1) counts as constant. Without that tolerance such a column would
+    be left almost unpenalised and fitted to rounding noise.
     """
     if scaler == "none":
         return 1.0 / scale**2
-    raw = np.maximum(var, 0.0) * scale**2
-    s2 = np.where(raw > 0, raw, 1.0)  # scikit-learn scales a constant column by 1
+    var = np.maximum(var, 0.0)
+    m2 = 0.0 if mean is None else np.asarray(mean) ** 2
+    const = var <= 1e-10 * (1.0 + m2)
+    raw = np.where(const, 0.0, var) * scale**2
+    s2 = np.where(const, 1.0, raw)  # scikit-learn scales a constant column by 1
     if scaler == "block" and n_tabular < len(var):
         pooled = raw[n_tabular:].mean()
         s2[n_tabular:] = pooled if pooled > 0 else 1.0
@@ -360,7 +372,7 @@ def crossfit_logistic(V: np.ndarray, w: np.ndarray, fold_ids: np.ndarray, spec: 
             _check_train(ws[: sl.start], ws[sl.stop:], labels[k])
             m = (S1.sum(0) - S1[k]) / n_t
             var = (S2.sum(0) - S2[k]) / n_t - m**2
-            pen = lam * penalty_weights(spec.scaler, spec.n_tabular, var, lay.scale)
+            pen = lam * penalty_weights(spec.scaler, spec.n_tabular, var, lay.scale, m)
             blocks = [lay.X[: sl.start], lay.X[sl.stop:]]
             targets = [ws[: sl.start], ws[sl.stop:]]
             new = None
@@ -417,7 +429,7 @@ def _cv_logistic(V: np.ndarray, w: np.ndarray, spec: LogisticSpec, groups, seed)
     lay = FoldLayout(V, inner, J)
     ws = w[lay.order]
     var = lay.X.var(axis=0)  # the pipeline's scaler is fitted on all of V
-    d = penalty_weights(spec.scaler, spec.n_tabular, var, lay.scale)
+    d = penalty_weights(spec.scaler, spec.n_tabular, var, lay.scale, lay.X.mean(axis=0))
     Cs = np.asarray(spec.Cs, dtype=float)
     scores = np.zeros(len(Cs))
     for j in range(J):
@@ -479,29 +491,47 @@ def crossfit_linear(V: np.ndarray, y: np.ndarray, w: np.ndarray, fold_ids: np.nd
             Gc = G[tb].sum(0) - n_t * np.outer(m, m)
             c = Xy[tb].sum(0) - n_t * m * ybar
             var = np.diag(Gc) / n_t
-            d = penalty_weights(spec.scaler, spec.n_tabular, var, lay.scale)
-            if spec.alpha is None:
-                blocks = [(lay.X[lay.block(b)], ys[lay.block(b)]) for b in tb]
-                gamma = _ridge_loo(blocks, Gc, c, m, ybar, n_t, d, np.asarray(spec.alphas, float))
-            else:
-                gamma = _ridge_solve(Gc, c, spec.alpha * d)
+            d = penalty_weights(spec.scaler, spec.n_tabular, var, lay.scale, m)
+            # a column constant on these training rows has no fitted effect (scikit-learn's solvers
+            # give it 0); its cross-products hold only rounding noise, so it is left out
+            keep = var > 1e-10 * (1.0 + m**2)
+            gamma = np.zeros(p)
+            if keep.any():
+                k_ = np.flatnonzero(keep)
+                sub = np.ix_(k_, k_)
+                if spec.alpha is None:
+                    blocks = [(lay.X[lay.block(b)] if keep.all() else lay.X[lay.block(b)][:, k_], ys[lay.block(b)])
+                              for b in tb]
+                    gamma[k_] = _ridge_loo(blocks, Gc[sub], c[k_], m[k_], ybar, n_t, d[k_],
+                                           np.asarray(spec.alphas, float))
+                else:
+                    gamma[k_] = _ridge_solve(Gc[sub], c[k_], spec.alpha, d[k_])
             mu[a, test] = ybar + (Xt - m) @ gamma
     out = np.empty((2, lay.n))
     out[:, lay.order] = mu
     return out[0], out[1]
 
 
-def _ridge_solve(Gc: np.ndarray, c: np.ndarray, pen: np.ndarray) -> np.ndarray:
-    A = Gc + np.diag(pen)
-    if np.all(pen > 0):
+def _ridge_solve(Gc: np.ndarray, c: np.ndarray, alpha: float, d: np.ndarray) -> np.ndarray:
+    """Slopes g minimising ||y - X g||^2 + alpha sum_j d_j g_j^2 (centred X: Gc = X'X, c = X'y).
+
+    With alpha = 0 (least squares) and collinear columns the minimiser is not unique; as
+    scikit-learn's ``LinearRegression`` (scipy's ``lstsq``) returns the minimum-norm solution in
+    the learner's own coordinates, this returns the minimiser of sum_j d_j g_j^2 (d_j: the metric
+    of those coordinates, :func:`penalty_weights`), which gives the same predictions off the
+    training rows too.
+    """
+    if alpha > 0 and np.all(d > 0):
         try:
-            return linalg.solve(A, c, assume_a="pos", check_finite=False)
+            return linalg.solve(Gc + alpha * np.diag(d), c, assume_a="pos", check_finite=False)
         except (linalg.LinAlgError, ValueError):
             pass
-    # least squares (or a singular system): the minimum-norm solution, as scipy's lstsq gives
-    vals, vecs = np.linalg.eigh(A)
+    r = 1.0 / np.sqrt(d)
+    M = (Gc * r[:, None]) * r[None, :]
+    M[np.diag_indices_from(M)] += alpha
+    vals, vecs = np.linalg.eigh(M)
     keep = vals > vals.max() * len(vals) * np.finfo(float).eps
-    return vecs[:, keep] @ ((vecs[:, keep].T @ c) / vals[keep])
+    return r * (vecs[:, keep] @ ((vecs[:, keep].T @ (r * c)) / vals[keep]))
 
 
 def _ridge_loo(blocks, Gc, c, m, ybar, n_t, d, alphas) -> np.ndarray:

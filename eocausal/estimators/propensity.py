@@ -235,7 +235,9 @@ def crossfit_propensity(V: np.ndarray, w: np.ndarray, *, groups: np.ndarray | No
             if details is not None:
                 details["C"] = fit.C
         else:
-            _fit_folds(V, w, e, fold_ids, groups, model, seed, n_tabular)
+            Cs = _fit_folds(V, w, e, fold_ids, groups, model, seed, n_tabular)
+            if details is not None and spec is not None and all(c is not None for c in Cs):
+                details["C"] = np.array(Cs, dtype=float)
     return e, fold_ids
 
 
@@ -245,7 +247,9 @@ def _check_layout(layout, V, fold_ids, w) -> None:
                          "FoldLayout.by_fold_and_arm(V, fold_ids, w) for this call, or leave it out")
 
 
-def _fit_folds(V, w, e, fold_ids, groups, model, seed, n_tabular) -> None:
+def _fit_folds(V, w, e, fold_ids, groups, model, seed, n_tabular) -> list:
+    """Fit the learner on each training fold; returns the inverse penalty per fold (None if unknown)."""
+    Cs = []
     for f in np.unique(fold_ids):
         test = fold_ids == f
         train = ~test
@@ -257,6 +261,7 @@ def _fit_folds(V, w, e, fold_ids, groups, model, seed, n_tabular) -> None:
             )
         if V.shape[1] == 0:
             e[test] = wt.mean()
+            Cs.append(None)
             continue
         inner = None
         if isinstance(model, str) and model == "ridge-logit" and groups is not None:
@@ -267,3 +272,7 @@ def _fit_folds(V, w, e, fold_ids, groups, model, seed, n_tabular) -> None:
             warnings.simplefilter("ignore", ConvergenceWarning)
             clf.fit(V[train], wt)
         e[test] = clf.predict_proba(V[test])[:, 1]
+        final = clf.steps[-1][1] if hasattr(clf, "steps") else clf
+        C = getattr(final, "C_", getattr(final, "C", None))
+        Cs.append(None if C is None else float(np.ravel(C)[0]))
+    return Cs

@@ -311,3 +311,48 @@ def test_logit_adjusted_psi_with_ridge_penalty_matches_monte_carlo_sd():
     ratio = se_corr.mean() / sd
     assert abs(ratio - 1) < 0.15, (ratio, se_known.mean() / sd)
     assert se_known.mean() / sd > 1.15, se_known.mean() / sd
+
+
+# ----------------------------------------------------------------------------- degenerate columns
+def _degenerate_design(seed=0, n=900):
+    """Columns that are constant, or exactly collinear, within one arm's training rows.
+
+    ``w * x1`` is 0 for every control and equals x1 for every treated unit; ``d * w`` is a dummy
+    that is 0 for every control. Found on the causalimages data (an imputation dummy that is 0
+    in one fold's treated rows): cross-products leave rounding noise where such a column's
+    training variance is 0, and a solver that trusts it fits noise (predictions off by 30 there).
+    """
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 4)) * [1, 5, 0.1, 2] + [0, 10, 3, 0]
+    w = (rng.uniform(size=n) < expit(X[:, 0])).astype(float)
+    d = (rng.uniform(size=n) < 0.1).astype(float)
+    V = np.column_stack([X, w * X[:, 1], d * w])
+    y = X @ np.array([1, 0.2, 1, 0.5]) + w + rng.normal(size=n)
+    return V, y, w, grouped_folds(n, None, 5, 0, stratify=w)
+
+
+@pytest.mark.parametrize("model", ["ridge", "linear", LinearRegression(), Ridge(2.0),
+                                   make_pipeline(StandardScaler(), Ridge(5.0)),
+                                   RidgeCV(alphas=np.logspace(-2, 3, 6)),
+                                   make_pipeline(StandardScaler(), LinearRegression())],
+                         ids=["ridge", "linear", "LinearRegression", "Ridge", "scaled Ridge", "RidgeCV",
+                              "scaled LinearRegression"])
+def test_outcome_columns_constant_or_collinear_within_an_arm(model):
+    V, y, w, fold = _degenerate_design()
+    a = crossfit_outcome(V, y, w, fold, model, native=False)
+    b = crossfit_outcome(V, y, w, fold, model, native=True)
+    # least squares with collinear columns: the minimum-norm solution in the learner's coordinates,
+    # as scipy's lstsq, so even the predictions off the training rows agree
+    for arm in (0, 1):
+        np.testing.assert_allclose(b[arm], a[arm], atol=1e-8 * np.std(y))
+
+
+@pytest.mark.parametrize("model", [make_pipeline(StandardScaler(), LogisticRegression(C=0.5, solver="newton-cholesky", tol=1e-12, max_iter=1000)),
+                                   LogisticRegression(C=0.5, solver="newton-cholesky", tol=1e-12, max_iter=1000)], ids=["scaled", "raw"])
+def test_logistic_column_constant_in_a_training_fold(model):
+    V, _, w, fold = _degenerate_design(seed=1)
+    V = V.copy()
+    V[:, 5] = np.where(fold == 2, 1.0, 0.0) * (V[:, 0] > 0)  # nonzero only in fold 2: constant elsewhere
+    a, _ = crossfit_propensity(V, w, model=model, fold_ids=fold, native=False)
+    b, _ = crossfit_propensity(V, w, model=model, fold_ids=fold, native=True)
+    np.testing.assert_allclose(b, a, atol=1e-7)
