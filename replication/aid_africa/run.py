@@ -105,7 +105,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small simulated study (6 trials), < 60 s")
-    p.add_argument("--out", type=Path, default=None, help="output folder (default: this folder)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder (default: this folder; with --quick a folder in the system's temp directory)")
     p.add_argument("--projects", nargs="+", type=Path, help="AidData-style projects CSV(s), one per release")
     p.add_argument("--locations", nargs="+", type=Path, help="locations CSV(s), paired with --projects")
     p.add_argument("--funder", nargs="+", help="funder of each projects CSV without a funder column")
@@ -137,7 +138,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--projects and --locations: give one locations file per projects file")
     if a.funder and len(a.funder) != len(a.projects or []):
         p.error("--funder: one funder per projects file")
-    a.out = a.out if a.out is not None else HERE
+    if a.out is None:  # --quick never overwrites the committed full results
+        a.out = (Path(tempfile.gettempdir()) / "eocausal-replication" / "aid_africa-quick") if a.quick else HERE
     a.bootstrap = a.bootstrap or (50 if a.quick else 200)
     return a
 

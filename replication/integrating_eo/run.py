@@ -61,6 +61,7 @@ import json  # noqa: E402
 import platform  # noqa: E402
 import re  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -446,7 +447,8 @@ def render_settings(summary: dict, labels: dict, penalties: dict, r2: dict) -> s
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="400 chips, 10 replications (< 60 s)")
-    ap.add_argument("--out", type=Path, default=HERE)
+    ap.add_argument("--out", type=Path, default=None,
+                    help="output folder (default: this folder; with --quick a folder in the system's temp directory)")
     ap.add_argument("--seed", type=int, default=20260101)
     ap.add_argument("--reps", type=int, default=None, help="replications per setting")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
@@ -461,7 +463,9 @@ def main(argv=None) -> int:
     if a.reps is not None:
         cfg["reps"] = a.reps
     R = cfg["reps"]
-    out = a.out
+    out = a.out  # --quick never overwrites the committed full results
+    if out is None:
+        out = Path(tempfile.gettempdir()) / "eocausal-replication" / "integrating_eo-quick" if a.quick else HERE
     out.mkdir(parents=True, exist_ok=True)
     t0, c0 = time.perf_counter(), time.process_time()
     times = {}
