@@ -105,6 +105,8 @@ def estimate(
     native: bool = True,
     ipw_se: str = "auto",
     repeats: int = 1,
+    propensity_scores=None,
+    fold_ids=None,
     study: str = "",
 ) -> EffectTable:
     """Estimate average effects with several methods and adjustment sets side by side.
@@ -192,6 +194,17 @@ def estimate(
         the SE median_r sqrt(se_r^2 + (estimate_r - median)^2) (Chernozhukov et al. 2018,
         eq. 3.8), with a normal interval. Propensities and balance tables are those of the
         first split.
+    propensity_scores : array (n,) or dict of name -> array (n,), optional
+        Out-of-fold propensities computed elsewhere, e.g. ``PropensityCNN(...).fit_oof(...)
+        .oof_propensity_`` (an image-trained CNN, as causalimages does). Each gives its own rows,
+        with the adjustment named by its key ('given' for a bare array), next to the
+        ``adjustments`` eocausal fits (pass ``adjustments=[]`` for only these). They are clipped
+        and checked like fitted ones; their IPW SEs treat them as known (conservative), and
+        AIPW's outcome models use every confounder and embedding column.
+    fold_ids : array (n,), optional
+        Cross-fitting fold of each unit (e.g. ``PropensityCNN``'s ``fold_ids_``, so that the
+        outcome models of AIPW use the folds the given propensities were fitted on). Folds must
+        keep clusters whole. Replaces ``folds``/``seed`` for the fold assignment.
     study : str
         Study name for the table header.
 
@@ -223,6 +236,8 @@ def estimate(
         raise InputError("repeats: repeated cross-fitting needs a seed (splits use seed, seed + 1, ...)")
     if ipw_se not in IPW_SE:
         raise InputError(f"ipw_se={ipw_se!r}: use one of {list(IPW_SE)}")
+    if fold_ids is not None and repeats > 1:
+        raise InputError("repeats: repeated cross-fitting draws its own folds; drop fold_ids= or use repeats=1")
     if se not in ("if", "bootstrap"):
         raise InputError(f"se={se!r}: use 'if' (influence function) or 'bootstrap'")
     if ci not in ("normal", "percentile"):
@@ -238,6 +253,10 @@ def estimate(
     cluster_name = clusters if isinstance(clusters, str) else (units.cluster or units.image_key)
     adjustments = _adjustment_sets(adjustments, X, Z)
     trial_list = _trials(units, trials, trial)
+    given = _given_scores(propensity_scores, n)
+    folds_given = _given_folds(fold_ids, n, g)
+    if given and "aipw" not in methods and not any(m.startswith("ipw") for m in methods):
+        raise InputError("propensity_scores: they are used by the weighting methods and AIPW; add one to methods=")
 
     ctx = _Context(methods=methods, estimand=estimand, adjustments=adjustments, folds=folds,
                    clip=clip, propensity=propensity, seed=seed, z=stats.norm.ppf(1 - alpha / 2),
@@ -253,7 +272,8 @@ def estimate(
         sub_g = None if g is None else g[mask]
         try:
             args = (name, y[mask], w_t, X[mask], None if Z is None else Z[mask], sub_g,
-                    None if coords is None else coords[mask], None if pcs is None else (pcs[0][mask], pcs[1]))
+                    None if coords is None else coords[mask], None if pcs is None else (pcs[0][mask], pcs[1]),
+                    {k: v[mask] for k, v in given.items()}, None if folds_given is None else folds_given[mask])
             t_rows, t_fits, t_bal = _estimate_trial(ctx, *args)
             if repeats > 1:
                 from dataclasses import replace as _replace
@@ -286,22 +306,32 @@ def estimate(
     if fits:
         model_txt = ("ridge-logistic (tabular columns standardised, embeddings scaled as one block), "
                      "penalty chosen by grouped 3-fold CV inside each training fold"
-                     if propensity == "ridge-logit" else str(next(iter(fits.values())).model))
-        notes.append(f"Propensity: {model_txt}; out-of-fold predictions from {folds} cross-fitting folds"
-                     + (f" grouped by {cluster_name}." if g is not None else "."))
+                     if propensity == "ridge-logit" else
+                     propensity if isinstance(propensity, str) else type(propensity).__name__)
+        n_folds = folds if folds_given is None else int(folds_given.max()) + 1
+        if adjustments:
+            notes.append(f"Propensity: {model_txt}; out-of-fold predictions from {n_folds} cross-fitting folds"
+                         + (" (the fold_ids given)" if folds_given is not None else "")
+                         + (f" grouped by {cluster_name}." if g is not None else "."))
+        if given:
+            notes.append(f"Propensity scores given ({', '.join(given)}): used as passed (then clipped); their IPW "
+                         "standard errors treat them as known, which is conservative for the ATE when they were "
+                         "estimated; AIPW's outcome models use every confounder and embedding column on "
+                         + ("the fold_ids given." if folds_given is not None else f"{n_folds} folds."))
         clipped = ", ".join(f"{a}: {f.n_clipped}" for a, f in fits.items())
         notes.append(f"Propensities clipped to [{clip:g}, {1 - clip:g}] (units clipped: {clipped}); "
                      "clipping keeps every unit, unlike trimming.")
         from eocausal.estimators.propensity import logistic_spec
 
         if any(m.startswith("ipw") for m in methods):
-            types = {r.se_type for r in rows if r.method.startswith("ipw") and np.isfinite(r.estimate)}
+            types = {r.se_type for r in rows if r.method.startswith("ipw") and np.isfinite(r.estimate)
+                     and r.adjustment in adjustments}
             if any("logit-corrected" in t for t in types):
                 notes.append("IPW rows with se_type 'IF (logit-corrected)' account for the estimated logistic "
                              "propensity: the influence function is corrected by its projection on the "
                              "logistic score (Lunceford and Davidian 2004), with the ridge penalty in the "
                              "information.")
-            if any("logit-corrected" not in t for t in types):
+            if any("logit-corrected" not in t for t in types) and adjustments:
                 why = ("" if se != "if" else
                        " (trimming)" if trim is not None else
                        " (not a logistic model)" if logistic_spec(propensity, 0) is None else
@@ -390,7 +420,7 @@ def _logit_design(V: np.ndarray, spec, C: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 def _estimate_trial(ctx: _Context, name: str, y, w, X, Z, g, coords=None,
-                    pcs=None) -> tuple[list[EffectRow], dict, dict]:
+                    pcs=None, scores=None, folds=None) -> tuple[list[EffectRow], dict, dict]:
     """Every requested (method, adjustment) for one trial's units."""
     n, n1 = len(w), int(w.sum())
     if min(n1, n - n1) < ctx.min_arm:
@@ -437,18 +467,26 @@ def _estimate_trial(ctx: _Context, name: str, y, w, X, Z, g, coords=None,
     weighting_methods = [m for m in ctx.methods if m in ("ipw-ht", "ipw-hajek")]
     if not weighting_methods and "aipw" not in ctx.methods:
         return rows, fits, balance
-    fold_ids = grouped_folds(n, g, ctx.folds, ctx.seed, stratify=w)
-    for adj in ctx.adjustments:
-        V = {"tabular": X, "image": Z, "tabular+image": np.hstack([X, Z]) if Z is not None else X}[adj]
-        n_tab = {"tabular": None, "image": 0, "tabular+image": X.shape[1]}[adj]
+    fold_ids = grouped_folds(n, g, ctx.folds, ctx.seed, stratify=w) if folds is None else folds
+    runs = [(adj, None) for adj in ctx.adjustments] + list((scores or {}).items())
+    for adj, given in runs:
+        if given is None:
+            V = {"tabular": X, "image": Z, "tabular+image": np.hstack([X, Z]) if Z is not None else X}[adj]
+            n_tab = {"tabular": None, "image": 0, "tabular+image": X.shape[1]}[adj]
+        else:  # given propensities: the outcome models of AIPW use every confounder there is
+            V = np.hstack([X, Z]) if Z is not None else X
+            n_tab = X.shape[1] if Z is not None else None
         det: dict = {}
         layout = None
         if ctx.native and V.shape[1]:  # centred, scaled and sorted once for the propensity and outcome fits
             from eocausal.estimators.glm import FoldLayout
 
             layout = FoldLayout.by_fold_and_arm(V, fold_ids, w)
-        e_raw, _ = crossfit_propensity(V, w, groups=g, model=ctx.propensity, seed=ctx.seed, fold_ids=fold_ids,
-                                       n_tabular=n_tab, native=ctx.native, details=det, layout=layout)
+        if given is None:
+            e_raw, _ = crossfit_propensity(V, w, groups=g, model=ctx.propensity, seed=ctx.seed, fold_ids=fold_ids,
+                                           n_tabular=n_tab, native=ctx.native, details=det, layout=layout)
+        else:
+            e_raw = given
         e = np.clip(e_raw, ctx.clip, 1 - ctx.clip)
         n_clipped = int(np.sum(e != e_raw))
         _check_overlap(e_raw, w, ctx.clip, adj if name == "all" else f"{name}: {adj}", ctx.estimand)
@@ -502,8 +540,9 @@ def _estimate_trial(ctx: _Context, name: str, y, w, X, Z, g, coords=None,
             rows.append(row("aipw", adj, pe, ctx.estimand, boot, gk, clip=ctx.clip, n_clipped=n_clipped, **ess))
             psis["aipw"] = pe.psi
         fits[adj] = PropensityFit(adjustment=adj, e_raw=e_raw, e=e, w=w, clip=ctx.clip,
-                                  n_clipped=n_clipped, folds=ctx.folds,
-                                  model=ctx.propensity if isinstance(ctx.propensity, str)
+                                  n_clipped=n_clipped, folds=int(len(np.unique(fold_ids))),
+                                  model="given" if given is not None else
+                                  ctx.propensity if isinstance(ctx.propensity, str)
                                   else type(ctx.propensity).__name__, y=y, mu0=mu0, mu1=mu1, psi=psis)
         with small_problem_threads(V):
             balance[adj] = balance_table(X if X.shape[1] else None, w, w1 + w0,
@@ -511,6 +550,49 @@ def _estimate_trial(ctx: _Context, name: str, y, w, X, Z, g, coords=None,
                                          embeddings=Z if pcs is None else None, pcs=pcs, coords=coords,
                                          warn=False)
     return rows, fits, balance
+
+
+def _given_scores(scores, n: int) -> dict[str, np.ndarray]:
+    """Validated ``propensity_scores``: name -> array (n,) strictly inside (0, 1)."""
+    if scores is None:
+        return {}
+    items = scores.items() if isinstance(scores, dict) else [("given", scores)]
+    out = {}
+    for key, arr in items:
+        if not isinstance(key, str) or not key or key in ADJUSTMENTS:
+            raise InputError(f"propensity_scores: name {key!r} must be a non-empty string other than "
+                             f"{list(ADJUSTMENTS)}")
+        a = np.asarray(arr, dtype=float)
+        if a.shape != (n,):
+            raise InputError(f"propensity_scores[{key!r}]: expected shape ({n},), got {a.shape}")
+        bad = ~np.isfinite(a) | (a <= 0) | (a >= 1)
+        if bad.any():
+            raise InputError(f"propensity_scores[{key!r}]: {int(bad.sum())} values are not strictly inside (0, 1) "
+                             f"(first at rows {np.flatnonzero(bad)[:5].tolist()}); pass probabilities, unclipped or "
+                             "clipped away from 0 and 1")
+        out[key] = a
+    return out
+
+
+def _given_folds(fold_ids, n: int, g) -> np.ndarray | None:
+    """Validated ``fold_ids``: n labels, at least 2 folds, clusters never split."""
+    if fold_ids is None:
+        return None
+    f = np.asarray(fold_ids)
+    if f.shape != (n,):
+        raise InputError(f"fold_ids: expected shape ({n},), got {f.shape}")
+    if pd.isna(f).any() if f.dtype == object else (np.issubdtype(f.dtype, np.floating) and np.isnan(f).any()):
+        raise InputError("fold_ids: missing values; give every unit a fold")
+    codes = pd.factorize(f, sort=True)[0]
+    if codes.max() < 1:
+        raise InputError("fold_ids: need at least 2 folds for cross-fitting")
+    if g is not None:
+        per = pd.Series(codes).groupby(np.asarray(g)).nunique()
+        split = per[per > 1]
+        if len(split):
+            raise InputError(f"fold_ids: {len(split)} clusters straddle folds (e.g. cluster codes "
+                             f"{split.index[:5].tolist()}); cross-fitting folds must keep clusters whole")
+    return codes
 
 
 def _combine_splits(splits: list[list[EffectRow]], z: float) -> list[EffectRow]:

@@ -228,29 +228,24 @@ def fit_cnn(data, chips, X, cfg, seed):
 
 
 def cnn_own_propensity(data, cnn, X, seed):
-    """Hajek IPW and AIPW with the CNN's own out-of-fold propensity (clipped at CLIP)."""
-    from eocausal._types import PropensityFit
-    from eocausal.diagnostics.overlap import check_overlap
-    from eocausal.estimators.aipw import aipw, crossfit_outcome
-    from eocausal.estimators.weighting import hajek, se_from_psi
+    """Hajek IPW and AIPW with the CNN's own out-of-fold propensity (clipped at CLIP).
 
+    ``estimate(propensity_scores=..., fold_ids=...)``: the CNN's propensities and its folds, so the
+    AIPW outcome models (ridge on X and the CNN's out-of-fold embedding) use the same folds.
+    """
     u = data.units
-    y, w, g = u.y(), u.w(), u.groups()
-    e_raw = cnn.oof_propensity_
-    e = np.clip(e_raw, CLIP, 1 - CLIP)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        check_overlap(e_raw, w, clip=CLIP)
-    V = np.hstack([X, cnn.oof_embedding_])
-    mu0, mu1 = crossfit_outcome(V, y, w, cnn.fold_ids_, "ridge", n_tabular=X.shape[1], seed=seed)
+        table = eocausal.estimate(u,
+                                  embeddings=cnn.oof_embedding_.astype(float), methods=["ipw-hajek", "aipw"],
+                                  adjustments=[], propensity_scores={"CNN propensity": cnn.oof_propensity_},
+                                  fold_ids=cnn.fold_ids_, clip=CLIP, seed=seed)
     rows = {}
-    for name, pe in (("ipw-hajek", hajek(y, w, e)), ("aipw", aipw(y, w, e, mu0, mu1))):
-        se, ncl = se_from_psi(pe.psi, g)
-        rows[name] = dict(method=name, adjustment="CNN propensity", estimand="ATE", estimate=float(pe.estimate),
-                          std_error=se, ci=[pe.estimate - 1.959964 * se, pe.estimate + 1.959964 * se],
-                          n=len(y), n_treated=int(w.sum()), n_clusters=ncl, n_clipped=int(np.sum(e != e_raw)))
-    fit = PropensityFit(adjustment="CNN propensity", e_raw=e_raw, e=e, w=w, clip=CLIP,
-                        n_clipped=int(np.sum(e != e_raw)), folds=int(cnn.fold_ids_.max() + 1), model="PropensityCNN")
+    for r in table.rows:
+        rows[r.method] = dict(method=r.method, adjustment=r.adjustment, estimand=r.estimand,
+                              estimate=float(r.estimate), std_error=float(r.std_error), ci=[r.ci_low, r.ci_high],
+                              n=r.n, n_treated=r.n_treated, n_clusters=r.n_clusters, n_clipped=r.n_clipped)
+    fit = table.propensities["CNN propensity"]
     warns = [dict(type=c.category.__name__, message=str(c.message)) for c in caught]
     return rows, fit, warns
 
