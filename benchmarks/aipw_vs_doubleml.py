@@ -25,7 +25,6 @@ import json
 import os
 import platform
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,21 +32,14 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.append(str(ROOT / "benchmarks"))  # _machine.py (appended: never shadows a package)
 RESULTS = ROOT / "benchmarks" / "results" / "aipw_vs_doubleml.md"
 CLIP = 0.01
 if str(ROOT) not in sys.path:  # run from a checkout without installing the package
     sys.path.insert(0, str(ROOT))
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
+from _machine import machine_line, run_json_worker  # noqa: E402
 
 def mem_available_gb() -> float:
     for line in Path("/proc/meminfo").read_text().splitlines():
@@ -139,19 +131,9 @@ def worker(kind: str, n: int, d: int, folds: int, B: int, seed: int) -> dict:
 
 
 def run_worker(kind, args, n):
-    cmd = [sys.executable, __file__, "--worker", kind, "--n", str(n), "--dims", str(args.dims),
-           "--folds", str(args.folds), "--boot", str(args.boot), "--seed", str(args.seed)]
-    env = dict(os.environ)
-    if args.threads:
-        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-            env[var] = str(args.threads)
-    t0 = time.perf_counter()
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
-    if res.returncode != 0:
-        raise RuntimeError(f"worker {kind} n={n} failed:\n{res.stderr[-3000:]}")
-    out = json.loads(res.stdout.strip().splitlines()[-1])
-    out["wall_s"] = time.perf_counter() - t0
-    return out
+    return run_json_worker(__file__, ["--worker", kind, "--n", str(n), "--dims", str(args.dims), "--folds",
+                                      str(args.folds), "--boot", str(args.boot), "--seed", str(args.seed)],
+                           threads=args.threads, cwd=ROOT)
 
 
 def fmt(x, nd=2):
@@ -180,7 +162,7 @@ def main(argv=None):
     import sklearn
 
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    machine = f"{cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
+    machine = machine_line()
     command = "python benchmarks/aipw_vs_doubleml.py " + " ".join(sys.argv[1:] if argv is None else argv)
     versions = (f"python {platform.python_version()}, numpy {np.__version__}, scikit-learn {sklearn.__version__}, "
                 f"DoubleML {doubleml.__version__}")

@@ -48,6 +48,7 @@ import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.append(str(ROOT / "benchmarks"))  # _machine.py (appended: never shadows a package)
 RESULTS = ROOT / "benchmarks" / "results" / "coverage.md"
 if str(ROOT) not in sys.path:  # run from a checkout without installing the package
     sys.path.insert(0, str(ROOT))
@@ -107,6 +108,8 @@ class Pool:
     share_sd: float
     seconds: float
 
+
+from _machine import machine_line  # noqa: E402
 
 def make_pool(n_pool: int = 4000, px: int = 16, n_features: int = 64, seed: int = 20260101) -> Pool:
     """Simulate ``n_pool`` chips and embed them once with MOSAIKS random features."""
@@ -343,16 +346,6 @@ def summary_table(df: pd.DataFrame) -> list[str]:
     return lines
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=None, help="replications per design (default 500; 100 with --quick)")
@@ -375,7 +368,7 @@ def main(argv=None) -> int:
 
     command = "python benchmarks/coverage_study.py " + " ".join(sys.argv[1:] if argv is None else argv)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    machine = f"{cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
+    machine = machine_line()
     versions = f"python {platform.python_version()}, numpy {np.__version__}, scikit-learn {sklearn.__version__}"
     load0 = os.getloadavg()
     pool = make_pool(n_pool)

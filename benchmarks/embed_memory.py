@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.append(str(ROOT / "benchmarks"))  # _machine.py (appended: never shadows a package)
 RESULTS = ROOT / "benchmarks" / "results" / "embed_memory.md"
 PX, BANDS, DIM = 16, 3, 256
 if str(ROOT) not in sys.path:  # run from a checkout without installing the package
@@ -61,6 +62,8 @@ class LazySource:
     def fingerprint(self) -> dict:
         return {"kind": "synthetic-benchmark", "n": self.n, "px": PX, "bands": BANDS}
 
+
+from _machine import machine_line  # noqa: E402
 
 def rss_mb() -> float:
     with open("/proc/self/statm") as fh:
@@ -91,16 +94,6 @@ def child(n: int, mode: str, cache_dir: str) -> dict:
             "computed": stats["computed"], "n_shards": stats["n_shards"]}
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
@@ -129,7 +122,7 @@ def main() -> None:
                   f"{r['seconds']:.1f} s, {r['computed']} shards", flush=True)
 
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    machine = f"{cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
+    machine = machine_line()
     load = f"{os.getloadavg()[0]:.2f}"
     versions = f"python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__}, eocausal {eocausal.__version__}"
     command = "python benchmarks/embed_memory.py " + " ".join(sys.argv[1:])

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.append(str(ROOT / "benchmarks"))  # _machine.py (appended: never shadows a package)
 LANDSAT = ROOT.parent / "shared" / "data" / "landsat" / "landsat.tif"
 RESULTS = ROOT / "benchmarks" / "results" / "raster_chips.md"
 SIZE_M, PX = 1000.0, 33
@@ -30,15 +31,7 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing the pack
     sys.path.insert(0, str(ROOT))
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
+from _machine import machine_line  # noqa: E402
 
 def random_points(n: int, seed: int):
     """Points inside landsat.tif, at least 0.01 degree (> 1 km chip half-width) from its edges."""
@@ -87,7 +80,7 @@ def main() -> None:
     from eocausal.data.raster import RasterSource
 
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    machine = f"{cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
+    machine = machine_line()
     versions = f"python {platform.python_version()}, rasterio {rasterio.__version__}, GDAL {rasterio.__gdal_version__}"
     load = os.getloadavg()[0]  # other work on the machine slows both loops
     print(f"date: {when}\nmachine: {machine}\n{versions}\nload average (1 min): {load:.2f}")

@@ -45,17 +45,9 @@ RESULTS = ROOT / "benchmarks" / "results" / "rate_cate.md"
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+sys.path.append(str(ROOT / "benchmarks"))  # _machine.py (appended: never shadows a package)
 
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
+from _machine import machine_line  # noqa: E402
 
 def timed(f, repeats: int) -> float:
     out = []
@@ -200,7 +192,7 @@ def main() -> None:
     from threadpoolctl import threadpool_limits
 
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    machine = f"{cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
+    machine = machine_line()
     import econml
     import sklearn
 

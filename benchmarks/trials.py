@@ -34,7 +34,6 @@ import datetime as dt
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -42,12 +41,15 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.append(str(ROOT / "benchmarks"))  # _machine.py (appended: never shadows a package)
 RESULTS = ROOT / "benchmarks" / "results" / "trials.md"
 CLIP = 1e-3
 FOLDS = 5
 if str(ROOT) not in sys.path:  # run from a checkout without installing the package
     sys.path.insert(0, str(ROOT))
 
+
+from _machine import machine_line, run_json_worker  # noqa: E402
 
 def make_data(n: int = 68_619, n_trials: int = 34, p: int = 25, d: int = 64, seed: int = 0):
     """(frame with x00..x24, y, t00..t33; embedding Z (n, d); true effects (n_trials,))."""
@@ -222,30 +224,10 @@ def worker(kind: str, args) -> dict:
 
 
 def run_worker(kind: str, args) -> dict:
-    cmd = [sys.executable, __file__, "--worker", kind, "--n", str(args.n), "--trials", str(args.trials),
-           "--seed", str(args.seed)]
-    env = dict(os.environ)
-    if args.threads:
-        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-            env[var] = str(args.threads)
-    t0 = time.perf_counter()
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
-    if res.returncode != 0:
-        raise RuntimeError(f"worker {kind} failed:\n{res.stderr[-3000:]}")
-    out = json.loads(res.stdout.strip().splitlines()[-1])
-    out["wall_s"] = time.perf_counter() - t0
+    out = run_json_worker(__file__, ["--worker", kind, "--n", str(args.n), "--trials", str(args.trials),
+                                     "--seed", str(args.seed)], threads=args.threads, cwd=ROOT)
     print(f"{kind}: {out['seconds']:.1f} s (load {out['load_before']:.2f} -> {out['load_after']:.2f})", flush=True)
     return out
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main(argv=None) -> int:
@@ -269,7 +251,7 @@ def main(argv=None) -> int:
     import sklearn
 
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    machine = f"{cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
+    machine = machine_line()
     command = "python benchmarks/trials.py " + " ".join(sys.argv[1:] if argv is None else argv)
     versions = (f"python {platform.python_version()}, numpy {np.__version__}, scikit-learn {sklearn.__version__}, "
                 f"DoubleML {doubleml.__version__}")
