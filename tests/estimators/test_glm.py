@@ -356,3 +356,16 @@ def test_logistic_column_constant_in_a_training_fold(model):
     a, _ = crossfit_propensity(V, w, model=model, fold_ids=fold, native=False)
     b, _ = crossfit_propensity(V, w, model=model, fold_ids=fold, native=True)
     np.testing.assert_allclose(b, a, atol=1e-7)
+
+
+def test_unpenalised_fit_with_an_extreme_covariate_value_is_not_separation():
+    """A finite MLE with one huge fitted log-odds (an outlying x) is returned and equals scikit-learn's."""
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(2000, 2))
+    X[0, 0] = 60.0
+    w = (rng.uniform(size=2000) < expit(X[:, 0])).astype(float)
+    w[0] = 1.0
+    b = newton_logistic([X], [w], np.zeros(2))
+    assert np.abs(X @ b[1:] + b[0]).max() > 30  # the case the separation check must not catch
+    ref = LogisticRegression(C=np.inf, solver="newton-cholesky", tol=1e-12, max_iter=1000).fit(X, w)
+    np.testing.assert_allclose(b, np.r_[ref.intercept_, ref.coef_[0]], rtol=1e-7, atol=1e-9)
