@@ -12,7 +12,7 @@ A third subprocess times eocausal's other bootstraps on the same fit: normal mul
 exactly as N(0, sum psi^2)/n ('exact'), Rademacher and Mammen multipliers, and the nonparametric
 (multinomial counts) bootstrap of the AIPW scores with the nuisances fixed.
 
-Usage: python benchmarks/aipw_vs_doubleml.py [--n 100000 1000000] [--dims 64] [--folds 5]
+Usage: python -m benchmarks.aipw_vs_doubleml [--n 100000 1000000] [--dims 64] [--folds 5]
        [--boot 1000] [--seed 0] [--repeat R] [--no-doubleml-above N] [--threads T] [--no-write]
 Appends the figures to benchmarks/results/aipw_vs_doubleml.md (written atomically).
 """
@@ -20,10 +20,8 @@ Appends the figures to benchmarks/results/aipw_vs_doubleml.md (written atomicall
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
 import resource
 import sys
 import time
@@ -31,15 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.append(str(ROOT / "benchmarks"))  # _machine.py (appended: never shadows a package)
-RESULTS = ROOT / "benchmarks" / "results" / "aipw_vs_doubleml.md"
+from benchmarks._machine import (RESULTS_DIR, append_block, command, machine_line, run_json_worker, utc_stamp,
+                                 versions)
+
+RESULTS = RESULTS_DIR / "aipw_vs_doubleml.md"
 CLIP = 0.01
-if str(ROOT) not in sys.path:  # run from a checkout without installing the package
-    sys.path.insert(0, str(ROOT))
 
-
-from _machine import machine_line, run_json_worker  # noqa: E402
 
 def mem_available_gb() -> float:
     for line in Path("/proc/meminfo").read_text().splitlines():
@@ -101,7 +96,7 @@ def worker(kind: str, n: int, d: int, folds: int, B: int, seed: int) -> dict:
         from eocausal.estimators.aipw import crossfit_aipw
 
         t0 = time.perf_counter()
-        fit = crossfit_aipw(V, y, w, fold, propensity=ml_m, outcome=ml_g, clip=CLIP)
+        fit = crossfit_aipw(V, y, w, fold, propensity=ml_m, outcome_model=ml_g, clip=CLIP)
         t1 = time.perf_counter()
         psi = fit.psi[0]
         boot = I.multiplier_bootstrap(psi, fit.estimate, n_boot=B, weights="normal", seed=seed)
@@ -131,9 +126,9 @@ def worker(kind: str, n: int, d: int, folds: int, B: int, seed: int) -> dict:
 
 
 def run_worker(kind, args, n):
-    return run_json_worker(__file__, ["--worker", kind, "--n", str(n), "--dims", str(args.dims), "--folds",
+    return run_json_worker("benchmarks.aipw_vs_doubleml", ["--worker", kind, "--n", str(n), "--dims", str(args.dims), "--folds",
                                       str(args.folds), "--boot", str(args.boot), "--seed", str(args.seed)],
-                           threads=args.threads, cwd=ROOT)
+                           threads=args.threads)
 
 
 def fmt(x, nd=2):
@@ -158,14 +153,8 @@ def main(argv=None):
         print(json.dumps(worker(args.worker, args.n[0], args.dims, args.folds, args.boot, args.seed)))
         return 0
 
-    import doubleml
-    import sklearn
-
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    machine = machine_line()
-    command = "python benchmarks/aipw_vs_doubleml.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    versions = (f"python {platform.python_version()}, numpy {np.__version__}, scikit-learn {sklearn.__version__}, "
-                f"DoubleML {doubleml.__version__}")
+    stamp, machine = utc_stamp(), machine_line()
+    cmd, vers = command("aipw_vs_doubleml", argv), versions("numpy", "sklearn", "doubleml")
     rows, var_rows, notes = [], [], []
     for n, r in ((n, r) for n in args.n for r in range(args.repeat)):
         load = os.getloadavg()[0]
@@ -209,8 +198,7 @@ def main(argv=None):
     header = ["# Cross-fitted AIPW + 1,000 bootstrap replications: eocausal vs DoubleML IRM", "",
               __doc__.split("\n\n")[1].replace("\n", " "), "",
               "## Runs", ""]
-    text = RESULTS.read_text() if RESULTS.exists() else "\n".join(header) + "\n"
-    block = [f"### {stamp}", "", f"- machine: {machine}", f"- versions: {versions}", f"- command: `{command}`",
+    block = [f"### {stamp}", "", f"- machine: {machine}", f"- versions: {vers}", f"- command: `{cmd}`",
              f"- BLAS/OpenMP threads: {args.threads or 'library default'}", "",
              "Times in seconds as fit (nuisances + estimate + SE) + bootstrap = total; ratio = eocausal / DoubleML; "
              "estimates and SEs as eocausal / DoubleML (abs. difference); boot SE = SD of the bootstrap draws; "
@@ -223,11 +211,7 @@ def main(argv=None):
              "| --- | --- | --- | --- | --- | --- | --- |", *var_rows, ""]
     if notes:
         block += ["Notes:", *[f"- {x}" for x in notes], ""]
-    out = text.rstrip("\n") + "\n\n" + "\n".join(block)
-    if not args.no_write:
-        tmp = RESULTS.with_suffix(".md.tmp")
-        tmp.write_text(out)
-        tmp.replace(RESULTS)
+    append_block(RESULTS, "\n".join(header) + "\n", block, write=not args.no_write)
     print("\n".join(block))
     return 0
 

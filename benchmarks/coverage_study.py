@@ -20,7 +20,7 @@ replication samples its images from the pool with replacement, so images are i.i
 pool's distribution, on which the truth is defined. Everything else (x_img, x1, units per image,
 treatment, shocks, noise, folds) is drawn fresh in every replication.
 
-Usage: python benchmarks/coverage_study.py [--reps 500] [--designs main oracle ...] [--jobs 2] [--quick]
+Usage: python -m benchmarks.coverage_study [--reps 500] [--designs main oracle ...] [--jobs 2] [--quick]
        [--pool 4000] [--seed 0] [--no-write]
 Appends a run block to benchmarks/results/coverage.md (written atomically).
 """
@@ -34,8 +34,6 @@ if __name__ == "__main__":  # one BLAS thread per process (the cores are shared)
         os.environ.setdefault(_var, "1")
 
 import argparse
-import datetime as dt
-import platform
 import sys
 import time
 import warnings
@@ -47,11 +45,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.append(str(ROOT / "benchmarks"))  # _machine.py (appended: never shadows a package)
-RESULTS = ROOT / "benchmarks" / "results" / "coverage.md"
-if str(ROOT) not in sys.path:  # run from a checkout without installing the package
-    sys.path.insert(0, str(ROOT))
+from benchmarks._machine import RESULTS_DIR, append_block, command, machine_line, utc_stamp, versions
+
+RESULTS = RESULTS_DIR / "coverage.md"
 
 TRUE_ATE = 1.0
 Z95 = 1.959963984540054
@@ -109,8 +105,6 @@ class Pool:
     seconds: float
 
 
-from _machine import machine_line  # noqa: E402
-
 def make_pool(n_pool: int = 4000, px: int = 16, n_features: int = 64, seed: int = 20260101) -> Pool:
     """Simulate ``n_pool`` chips and embed them once with MOSAIKS random features."""
     import torch
@@ -164,7 +158,7 @@ def _models(design: Design):
     from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
     from sklearn.pipeline import make_pipeline
 
-    from eocausal.estimators.propensity import BlockStandardizer
+    from eocausal.estimators.learners import BlockStandardizer
 
     if design.propensity == "logit":
         prop = "logit"
@@ -229,7 +223,7 @@ def replicate(pool: Pool, design: Design, seed: int, refit: bool = True) -> dict
     if design.refit_boot and refit:
         # the same cross-fitted Hajek estimator (same folds, same standardisation; Newton with penalty 1/C
         # instead of lbfgs), its SE from B cluster-bootstrap draws that refit the propensity in every fold
-        from eocausal.estimators.crossfit import grouped_folds
+        from eocausal.data.folds import grouped_folds
         from eocausal.estimators.inference import refit_bootstrap_ipw
 
         w = frame["W"].to_numpy(dtype=float)
@@ -257,7 +251,7 @@ def choose_penalties(pool: Pool, design: Design, n_pilot: int = 5) -> Design:
     from sklearn.pipeline import make_pipeline
 
     from eocausal.estimators.inference import choose_ridge_penalty
-    from eocausal.estimators.propensity import BlockStandardizer
+    from eocausal.estimators.learners import BlockStandardizer
 
     Cs, alphas = [], []
     for k in range(n_pilot):
@@ -364,16 +358,12 @@ def main(argv=None) -> int:
     designs = args.designs or (["main"] if args.quick else list(DESIGNS))
     n_pool = args.pool or (1000 if args.quick else 4000)
 
-    import sklearn
-
-    command = "python benchmarks/coverage_study.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    machine = machine_line()
-    versions = f"python {platform.python_version()}, numpy {np.__version__}, scikit-learn {sklearn.__version__}"
+    cmd, stamp, machine = command("coverage_study", argv), utc_stamp(), machine_line()
+    vers = versions("numpy", "sklearn")
     load0 = os.getloadavg()
     pool = make_pool(n_pool)
     print(f"pool: {n_pool} chips embedded in {pool.seconds:.1f} s (load {os.getloadavg()[0]:.2f})", flush=True)
-    block = [f"### {stamp}", "", f"- machine: {machine}", f"- versions: {versions}", f"- command: `{command}`",
+    block = [f"### {stamp}", "", f"- machine: {machine}", f"- versions: {vers}", f"- command: `{cmd}`",
              f"- processes: {args.jobs}, one BLAS thread each; load average at start (1/5/15 min): "
              f"{load0[0]:.2f} / {load0[1]:.2f} / {load0[2]:.2f}",
              f"- image pool: {n_pool} simulated 16x16 RGB chips, RandomFeatures(n_features=64, kernel=3, seed=0) "
@@ -420,12 +410,7 @@ def main(argv=None) -> int:
     header = ["# Coverage of 95% intervals: Hajek IPW and AIPW with clustered and unclustered SEs", "",
               "Design (benchmarks/coverage_study.py):", "", "```text", *__doc__.split("\n\n", 1)[1].split("\n\n")[0:3],
               "```", "", "## Runs", ""]
-    text = RESULTS.read_text() if RESULTS.exists() else "\n".join(header) + "\n"
-    out = text.rstrip("\n") + "\n\n" + "\n".join(block) + "\n"
-    if not args.no_write:
-        tmp = RESULTS.with_suffix(".md.tmp")
-        tmp.write_text(out)
-        tmp.replace(RESULTS)
+    append_block(RESULTS, "\n".join(header) + "\n", block, write=not args.no_write)
     return 0
 
 

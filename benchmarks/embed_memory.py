@@ -17,13 +17,12 @@ Two modes are measured:
 Prints machine information and a Markdown table, and appends a row per size to
 benchmarks/results/embed_memory.md.
 
-Usage: python benchmarks/embed_memory.py [--sizes 10000 100000] [--modes cache frame]
+Usage: python -m benchmarks.embed_memory [--sizes 10000 100000] [--modes cache frame]
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import platform
@@ -32,16 +31,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.append(str(ROOT / "benchmarks"))  # _machine.py (appended: never shadows a package)
-RESULTS = ROOT / "benchmarks" / "results" / "embed_memory.md"
+from benchmarks._machine import RESULTS_DIR, ROOT, command, machine_line, utc_stamp
+
+RESULTS = RESULTS_DIR / "embed_memory.md"
 PX, BANDS, DIM = 16, 3, 256
-if str(ROOT) not in sys.path:  # run from a checkout without installing the package
-    sys.path.insert(0, str(ROOT))
 
 
 class LazySource:
@@ -62,8 +58,6 @@ class LazySource:
     def fingerprint(self) -> dict:
         return {"kind": "synthetic-benchmark", "n": self.n, "px": PX, "bands": BANDS}
 
-
-from _machine import machine_line  # noqa: E402
 
 def rss_mb() -> float:
     with open("/proc/self/statm") as fh:
@@ -114,18 +108,18 @@ def main() -> None:
     for mode in args.modes:
         for n in args.sizes:
             with tempfile.TemporaryDirectory(prefix="eocausal-bench-") as tmp:
-                res = subprocess.run([sys.executable, __file__, "--child", str(n), "--mode", mode,
-                                      "--cache", tmp], capture_output=True, text=True, check=True)
+                res = subprocess.run([sys.executable, "-m", "benchmarks.embed_memory", "--child", str(n), "--mode",
+                                      mode, "--cache", tmp], capture_output=True, text=True, check=True, cwd=ROOT)
             rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
             r = rows[-1]
             print(f"{mode:5s} n={n:>7,}: peak {r['peak_mb']:.0f} MB (before embed {r['before_embed_mb']:.0f} MB), "
                   f"{r['seconds']:.1f} s, {r['computed']} shards", flush=True)
 
-    when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    when = utc_stamp()
     machine = machine_line()
     load = f"{os.getloadavg()[0]:.2f}"
     versions = f"python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__}, eocausal {eocausal.__version__}"
-    command = "python benchmarks/embed_memory.py " + " ".join(sys.argv[1:])
+    cmd = command("embed_memory")
     lines = []
     for mode in args.modes:
         sel = [r for r in rows if r["mode"] == mode]
@@ -138,7 +132,7 @@ def main() -> None:
     header = ("| date | machine | load (1 min) | mode | chips | peak RSS MB | RSS before embed MB | "
               "peak - before MB | peak / first size | seconds | versions |\n"
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
-    print(f"\n{command}\n{machine}\n\n{header}" + "\n".join(lines))
+    print(f"\n{cmd}\n{machine}\n\n{header}" + "\n".join(lines))
     if not RESULTS.exists():
         RESULTS.write_text("# eocausal.embed peak memory, 10,000 vs 100,000 chips\n\n" + header)
     with RESULTS.open("a") as fh:

@@ -10,5 +10,5 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$RES
 python3 -m pytest -q -m gpu -p no:cacheprovider \
   tests/encoders/test_random_features.py tests/encoders/test_pretrained.py \
   tests/encoders/test_propensity_cnn.py tests/encoders/test_salience.py 2>&1 | tee "$RES/gpu_tests.log"
-python3 benchmarks/random_features.py --device cuda --n 64 --reps 5 --out "$RES/random_features.md"
-python3 benchmarks/gpu_encoders.py --out "$RES/gpu_encoders.md"
+python3 -m benchmarks.random_features --device cuda --n 64 --reps 5 --out "$RES/random_features.md"
+python3 -m benchmarks.gpu_encoders --out "$RES/gpu_encoders.md"

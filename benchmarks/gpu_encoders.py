@@ -1,6 +1,6 @@
 """GPU encoder throughput: ResNet-50 at 224 px in bf16 and RandomFeatures at 256 px.
 
-Usage (on a CUDA machine): python benchmarks/gpu_encoders.py --out benchmarks/results/gpu_encoders.md
+Usage (on a CUDA machine): python -m benchmarks.gpu_encoders --out benchmarks/results/gpu_encoders.md
 Goals on one H100: ResNet-50 >= 2,500 chips/s; RandomFeatures (1,024 features) >= 2,000 chips/s.
 Two figures per encoder: "model" = chips already on the GPU (the encoder's torch forward under
 inference mode, channels-last and bf16 autocast where the encoder uses them), "end to end" =
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,12 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _machine import machine  # noqa: E402
+from benchmarks._machine import machine
 
-from eocausal.encoders import Pretrained, RandomFeatures  # noqa: E402
-from eocausal.encoders.backbones import build_backbone  # noqa: E402
+from eocausal.encoders import Pretrained, RandomFeatures
+from eocausal.encoders.backbones import build_backbone
 
 
 def sync():

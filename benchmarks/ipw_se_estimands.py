@@ -10,7 +10,7 @@ ipw_se=mode)`` for mode in ('corrected', 'known-e'); 3 coefficients per n units 
 Reported per (estimand, method, IF): mean bias, mean SE / SD of the estimates, and coverage of the
 95% interval (MC SE about 0.013 at 300 replications).
 
-Usage: python benchmarks/ipw_se_estimands.py [--reps 300] [--n 3000] [--no-write]
+Usage: python -m benchmarks.ipw_se_estimands [--reps 300] [--n 3000] [--no-write]
 Appends a run block to benchmarks/results/ipw_se_estimands.md (written atomically).
 """
 
@@ -20,17 +20,14 @@ import argparse
 import sys
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy.special import expit
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results" / "ipw_se_estimands.md"
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from benchmarks._machine import RESULTS_DIR, append_block, command, machine, utc_stamp, versions
+
+RESULTS = RESULTS_DIR / "ipw_se_estimands.md"
 
 BETA_E = np.array([0.8, -0.6, 0.3])
 BETA_Y = np.array([2.0, 1.5, -1.0])
@@ -82,11 +79,6 @@ def run(reps: int, n: int) -> pd.DataFrame:
 
 
 def main(argv=None) -> int:
-    import datetime as dt
-
-    import sklearn
-    from _machine import machine  # benchmarks/_machine.py
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=300)
     ap.add_argument("--n", type=int, default=3000)
@@ -100,21 +92,14 @@ def main(argv=None) -> int:
     for r in table.itertuples():
         lines.append(f"| {r.estimand} | {r.method} | {r.influence_function} | {r.truth:.4f} | {r.bias:+.4f} "
                      f"| {r.mean_se:.4f} | {r.sd:.4f} | {r.se_over_sd:.2f} | {r.coverage:.3f} ({r.mc_se_coverage:.3f}) |")
-    command = "python benchmarks/ipw_se_estimands.py " + " ".join(sys.argv[1:] if argv is None else argv)
     m = machine()
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    block = "\n".join([f"### {stamp}", "", f"- machine: {m['cpu']}, {m['cores']} cores, load {m.get('load_avg_1min')}",
-                       f"- versions: python {m['python']}, numpy {np.__version__}, scikit-learn {sklearn.__version__}",
-                       f"- command: `{command.strip()}`",
-                       f"- replications: {a.reps} of n = {a.n}; {secs:.0f} s", "", *lines, ""])
-    print(block)
-    if not a.no_write:
-        from eocausal._atomic import atomic_write_text
-
-        head = ("# Logit-corrected IPW standard errors for the ATE, ATT and ATO\n\n"
-                + __doc__.split("\n\n")[1].replace("\n", " ") + "\n\n## Runs\n")
-        text = RESULTS.read_text() if RESULTS.exists() else head
-        atomic_write_text(RESULTS, text.rstrip("\n") + "\n\n" + block)
+    block = [f"### {utc_stamp()}", "", f"- machine: {m['cpu']}, {m['cores']} cores, load {m.get('load_avg_1min')}",
+             f"- versions: {versions('numpy', 'sklearn')}", f"- command: `{command('ipw_se_estimands', argv)}`",
+             f"- replications: {a.reps} of n = {a.n}; {secs:.0f} s", "", *lines, ""]
+    print("\n".join(block))
+    head = ("# Logit-corrected IPW standard errors for the ATE, ATT and ATO\n\n"
+            + __doc__.split("\n\n")[1].replace("\n", " ") + "\n\n## Runs\n")
+    append_block(RESULTS, head, block, write=not a.no_write)
     return 0
 
 

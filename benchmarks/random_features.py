@@ -1,7 +1,7 @@
 """RandomFeatures throughput: eocausal vs a naive full-activation-map implementation, next to
 the machine's measured float32 matmul throughput.
 
-Usage: python benchmarks/random_features.py [--n 16] [--px 256] [--features 1024] [--device cpu]
+Usage: python -m benchmarks.random_features [--n 16] [--px 256] [--features 1024] [--device cpu]
 Appends a row to benchmarks/results/random_features.md.
 
 FLOPs per chip: 2 * (px - k + 1)^2 * (features / 2) * C * k^2 (the convolution; pooling is
@@ -12,7 +12,6 @@ not counted). The naive version is conv2d over all filters, then ReLU and mean o
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -20,10 +19,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import machine  # noqa: E402
+from benchmarks._machine import machine
 
-from eocausal.encoders import RandomFeatures  # noqa: E402
+from eocausal.encoders import RandomFeatures
 
 
 def matmul_gflops(device: str, size: int = 2048, reps: int = 10) -> float:
@@ -93,7 +91,7 @@ def main() -> None:
     if not out.exists():
         out.write_text(
             "# RandomFeatures throughput\n\n"
-            "Command: `python benchmarks/random_features.py --device DEVICE` (chips of 3 bands, "
+            "Command: `python -m benchmarks.random_features --device DEVICE` (chips of 3 bands, "
             "kernel 3). `matmul` is the measured float32 2048x2048 GEMM throughput of the same "
             "device in the same run; `% peak` = convolution FLOPs per second / matmul FLOPs per "
             "second. `max diff` = largest absolute difference between eocausal and the naive "

@@ -7,31 +7,25 @@ a naive loop that, per point, builds the same UTM square, transforms its bounds 
 chips (checked). Prints machine information and the figures, and appends them to
 benchmarks/results/raster_chips.md.
 
-Usage: python benchmarks/raster_chips.py [--n 10000] [--seed 0] [--naive-n N]
+Usage: python -m benchmarks.raster_chips [--n 10000] [--seed 0] [--naive-n N]
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 import platform
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.append(str(ROOT / "benchmarks"))  # _machine.py (appended: never shadows a package)
+from benchmarks._machine import RESULTS_DIR, ROOT, append_text, machine_line, utc_stamp
+
 LANDSAT = ROOT.parent / "shared" / "data" / "landsat" / "landsat.tif"
-RESULTS = ROOT / "benchmarks" / "results" / "raster_chips.md"
+RESULTS = RESULTS_DIR / "raster_chips.md"
 SIZE_M, PX = 1000.0, 33
-if str(ROOT) not in sys.path:  # run from a checkout without installing the package
-    sys.path.insert(0, str(ROOT))
 
-
-from _machine import machine_line  # noqa: E402
 
 def random_points(n: int, seed: int):
     """Points inside landsat.tif, at least 0.01 degree (> 1 km chip half-width) from its edges."""
@@ -79,8 +73,7 @@ def main() -> None:
 
     from eocausal.data.raster import RasterSource
 
-    when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    machine = machine_line()
+    when, machine = utc_stamp(), machine_line()
     versions = f"python {platform.python_version()}, rasterio {rasterio.__version__}, GDAL {rasterio.__gdal_version__}"
     load = os.getloadavg()[0]  # other work on the machine slows both loops
     print(f"date: {when}\nmachine: {machine}\n{versions}\nload average (1 min): {load:.2f}")
@@ -103,19 +96,15 @@ def main() -> None:
     print(f"speed-up: {rate_ours / rate_naive:.1f}x; same output: max |diff| = {diff.max():.3g}, "
           f"identical chips {np.mean((diff == 0).all(axis=(1, 2, 3))):.1%}")
 
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
     header = ("# RasterSource.chips vs naive open-per-point loop\n\n"
               "1 km chips, px=33, average, 7 bands of landsat.tif (EPSG:4326), random points "
-              "inside the scene; `python benchmarks/raster_chips.py`.\n\n"
+              "inside the scene; `python -m benchmarks.raster_chips`.\n\n"
               "| date | machine | load (1 min) | n | RasterSource chips/s | naive chips/s (n) | speed-up "
               "| max abs diff | versions |\n"
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
-    old = RESULTS.read_text() if RESULTS.exists() else header
     row = (f"| {when} | {machine} | {load:.2f} | {args.n} | {rate_ours:,.0f} | {rate_naive:,.0f} ({m}) | "
            f"{rate_ours / rate_naive:.1f}x | {diff.max():.3g} | {versions} |\n")
-    tmp = RESULTS.with_suffix(".md.tmp")
-    tmp.write_text(old + row)
-    os.replace(tmp, RESULTS)
+    append_text(RESULTS, header, row)
     print(f"appended to {RESULTS}")
 
 

@@ -1,10 +1,10 @@
 """RATE half-sample bootstrap cost, and eocausal.cate's overhead over calling EconML directly.
 
-1. RATE at n = 100,000: ``rate(priority, scores, B=200)`` (200 half-sample draws, vectorised)
-   against 20 single RATE computations ``rate(..., B=0)`` (each sorts, handles ties and computes
+1. RATE at n = 100,000: ``rate(priority, scores, n_boot=200)`` (200 half-sample draws, vectorised)
+   against 20 single RATE computations ``rate(..., n_boot=0)`` (each sorts, handles ties and computes
    the TOC), and against 20 minimal numpy singles (sort, tie average, cumulative sum). Goal:
    ratio <= 1. Also with 20,000 clusters of 5, with tied priorities (100 levels),
-   and a naive bootstrap that calls ``rate(B=0)`` on each half-sample (the loop the
+   and a naive bootstrap that calls ``rate(n_boot=0)`` on each half-sample (the loop the
    vectorisation replaces), on 20 draws, scaled to 200.
 2. CATE: CausalForestDML with fixed settings, cross-fitted in K = 5 grouped folds plus a
    final fit on all units, through ``eocausal.cate`` and through the same EconML calls written
@@ -22,32 +22,22 @@ threads): on a shared machine the wall time of a 20 s run varies by +-30% with o
 load, the CPU time much less, so the CPU overhead is the figure to read. Appends a row per part to
 benchmarks/results/rate_cate.md.
 
-Usage: python benchmarks/rate_cate.py [--n-rate 100000] [--n-cate 3000] [--trees 100]
+Usage: python -m benchmarks.rate_cate [--n-rate 100000] [--n-cate 3000] [--trees 100]
        [--repeats 3] [--threads 1] [--skip-cate] [--skip-rate] [--no-save]
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
-import platform
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results" / "rate_cate.md"
-# Python puts this script's folder first on sys.path; benchmarks/coverage_study.py would then shadow
-# the ``coverage`` package that numba (imported by EconML via ``sparse``) probes for.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-sys.path.append(str(ROOT / "benchmarks"))  # _machine.py (appended: never shadows a package)
+from benchmarks._machine import RESULTS_DIR, append_text, command, machine_line, utc_stamp, versions
 
-from _machine import machine_line  # noqa: E402
+RESULTS = RESULTS_DIR / "rate_cate.md"
+
 
 def timed(f, repeats: int) -> float:
     out = []
@@ -75,7 +65,7 @@ def _bare_autoc(priority, scores):
 
 
 def bench_rate(n: int, repeats: int) -> list[dict]:
-    from eocausal.diagnostics.rate import half_sample_masks, rate
+    from eocausal.diagnostics.rank_average import half_sample_masks, rate
 
     rng = np.random.default_rng(0)
     x = rng.uniform(size=n)
@@ -87,15 +77,15 @@ def bench_rate(n: int, repeats: int) -> list[dict]:
     for label, p, cl in (("continuous priority", priority, None),
                          (f"{n // 5:,} clusters of 5", priority, clusters),
                          ("tied priority (~100 levels)", tied, None)):
-        rate(p, scores, B=5, clusters=cl)  # warm up
-        t_single20 = timed(lambda: [rate(p, scores, B=0, clusters=cl) for _ in range(20)], repeats)
+        rate(p, scores, n_boot=5, clusters=cl)  # warm up
+        t_single20 = timed(lambda: [rate(p, scores, n_boot=0, clusters=cl) for _ in range(20)], repeats)
         t_bare20 = timed(lambda: [_bare_autoc(p, scores) for _ in range(20)], repeats)
-        t_boot = timed(lambda: rate(p, scores, B=200, clusters=cl), repeats)
+        t_boot = timed(lambda: rate(p, scores, n_boot=200, clusters=cl), repeats)
         rows.append({"case": label, "n": n, "t_boot": t_boot, "t_single20": t_single20,
                      "ratio": t_boot / t_single20, "t_bare20": t_bare20, "ratio_bare": t_boot / t_bare20})
     # the loop the vectorisation replaces: recompute RATE on each half-sample (20 draws, x10)
     masks = half_sample_masks(n, 20, seed=0)
-    t_loop = timed(lambda: [rate(priority[m], scores[m], B=0) for m in masks], 1) * 10
+    t_loop = timed(lambda: [rate(priority[m], scores[m], n_boot=0) for m in masks], 1) * 10
     rows[0]["t_naive_loop"] = t_loop
     return rows
 
@@ -109,7 +99,7 @@ def bench_cate(n: int, trees: int, repeats: int, seed: int = 0) -> list[dict]:
 
     from econml.dml import CausalForestDML
     from eocausal.estimators.cate import KnownPropensity, cate
-    from eocausal.estimators.crossfit import grouped_folds
+    from eocausal.data.folds import grouped_folds
 
     rng = np.random.default_rng(seed)
     p = 10
@@ -136,11 +126,11 @@ def bench_cate(n: int, trees: int, repeats: int, seed: int = 0) -> list[dict]:
             if case == "rct":
                 kw = {k: v for k, v in settings(None).items() if k not in ("model_t", "discrete_treatment",
                                                                               "random_state")}
-                return cate(y, w, X, learner="causal_forest", e=0.5, groups=groups, folds=folds, seed=seed,
-                            **kw).tau_hat
+                return cate(y, w, X, learner="causal_forest", propensity_scores=0.5, clusters=groups, folds=folds,
+                            seed=seed, **kw).tau_hat
             kw = {k: v for k, v in settings(LogisticRegression()).items()
                   if k not in ("discrete_treatment", "random_state")}
-            return cate(y, w, X, learner="causal_forest", groups=groups, folds=folds, seed=seed, **kw).tau_hat
+            return cate(y, w, X, learner="causal_forest", clusters=groups, folds=folds, seed=seed, **kw).tau_hat
 
         def via_econml():
             fold_ids = grouped_folds(n, groups, folds, seed, stratify=w)
@@ -191,15 +181,9 @@ def main() -> None:
     args = ap.parse_args()
     from threadpoolctl import threadpool_limits
 
-    when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    machine = machine_line()
-    import econml
-    import sklearn
-
-    versions = (f"python {platform.python_version()}, numpy {np.__version__}, scikit-learn {sklearn.__version__}, "
-                f"econml {econml.__version__}")
-    command = "python benchmarks/rate_cate.py " + " ".join(sys.argv[1:])
-    print(f"date: {when}\nmachine: {machine}\n{versions}\ncommand: {command}")
+    when, machine = utc_stamp(), machine_line()
+    vers, cmd = versions("numpy", "sklearn", "econml"), command("rate_cate")
+    print(f"date: {when}\nmachine: {machine}\n{vers}\ncommand: {cmd}")
     with threadpool_limits(limits=args.threads, user_api="blas"):
         load0 = os.getloadavg()[0]
         rate_rows = [] if args.skip_rate else bench_rate(args.n_rate, args.repeats)
@@ -219,7 +203,7 @@ def main() -> None:
               f"one EconML fit on all units {r['t_single_fit']:.2f} s")
 
     header = ("# RATE bootstrap cost and eocausal.cate overhead over EconML\n\n"
-              "`python benchmarks/rate_cate.py` (see its docstring). RATE: AUTOC with B = 200 half-sample "
+              "`python -m benchmarks.rate_cate` (see its docstring). RATE: AUTOC with B = 200 half-sample "
               "draws against 20 single computations (B = 0) at the same n (goal: ratio <= 1). CATE: "
               "CausalForestDML (100 trees, model_y = random forest of 50 trees), 5 grouped folds + a final "
               "fit, through eocausal.cate and through the same EconML calls by hand (goal: overhead < 10%). "
@@ -229,25 +213,21 @@ def main() -> None:
               "| date | machine | load | command | part | case | n | eocausal / ours (s) | reference (s) "
               "| ratio or overhead | notes | versions |\n"
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
-    old = RESULTS.read_text() if RESULTS.exists() else header
     new = ""
     for r in rate_rows:
         note = f"vs 20 bare numpy singles ({r['t_bare20']:.3f} s): {r['ratio_bare']:.2f}"
         if "t_naive_loop" in r:
             note += f"; naive loop of 200 recomputations: {r['t_naive_loop']:.2f} s"
-        new += (f"| {when} | {machine} | {load} | `{command}` | RATE B=200 vs 20 singles | {r['case']} | {r['n']} | "
-                f"{r['t_boot']:.3f} | {r['t_single20']:.3f} | {r['ratio']:.2f} | {note} | {versions} |\n")
+        new += (f"| {when} | {machine} | {load} | `{cmd}` | RATE B=200 vs 20 singles | {r['case']} | {r['n']} | "
+                f"{r['t_boot']:.3f} | {r['t_single20']:.3f} | {r['ratio']:.2f} | {note} | {vers} |\n")
     for r in cate_rows:
-        new += (f"| {when} | {machine} | {load} | `{command}` | CATE eocausal vs EconML | {r['case']} | {r['n']} | "
+        new += (f"| {when} | {machine} | {load} | `{cmd}` | CATE eocausal vs EconML | {r['case']} | {r['n']} | "
                 f"{r['t_eocausal']:.2f} | {r['t_econml']:.2f} | wall {r['overhead']:+.1%}, CPU {r['overhead_cpu']:+.1%} "
                 f"| CPU time {r['cpu_eocausal']:.2f} vs {r['cpu_econml']:.2f} s; identical "
-                f"predictions: {r['identical']}; one EconML fit on all units {r['t_single_fit']:.2f} s | {versions} |\n")
+                f"predictions: {r['identical']}; one EconML fit on all units {r['t_single_fit']:.2f} s | {vers} |\n")
     if args.no_save:
         return
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS.with_suffix(".md.tmp")
-    tmp.write_text(old + new)
-    os.replace(tmp, RESULTS)
+    append_text(RESULTS, header, new)
     print(f"appended to {RESULTS}")
 
 

@@ -15,14 +15,14 @@ max_iter=1000)) (fixed penalty). DoubleML: for each trial, ``DoubleMLIRM(DoubleM
 ps_processor_config=PSProcessorConfig(clipping_threshold=1e-3))`` with the sample splitting set to
 eocausal's fold assignment (``grouped_folds(n_trial, None, 5, seed=0, stratify=w)``, computed
 before the timer starts), so that both fit the same models on the same rows. eocausal solves
-them with its native fold-sharing solvers (``native=True``, the default: Newton for the
+them with its native fold-sharing solvers (``solver="native"``, the default: Newton for the
 logistic model, cross-products for least squares), DoubleML with scikit-learn's L-BFGS at its
 default tolerance (1e-4), so the estimates agree to that tolerance, not to the last digit
-(``native=False`` reproduces DoubleML exactly: runs before 2026-11-27 04:00 UTC). Each side runs in a fresh subprocess (one BLAS thread by default); only the
+(``solver="sklearn"`` reproduces DoubleML exactly: runs before 2026-11-27 04:00 UTC). Each side runs in a fresh subprocess (one BLAS thread by default); only the
 estimation is timed (data simulation is not). A third subprocess profiles the eocausal call with
 cProfile.
 
-Usage: python benchmarks/trials.py [--n 68619] [--trials 34] [--repeat 1] [--threads 1]
+Usage: python -m benchmarks.trials [--n 68619] [--trials 34] [--repeat 1] [--threads 1]
        [--default-adjustments] [--no-profile] [--no-write]
 Appends a run block to benchmarks/results/trials.md (written atomically).
 """
@@ -30,26 +30,21 @@ Appends a run block to benchmarks/results/trials.md (written atomically).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.append(str(ROOT / "benchmarks"))  # _machine.py (appended: never shadows a package)
-RESULTS = ROOT / "benchmarks" / "results" / "trials.md"
+from benchmarks._machine import (RESULTS_DIR, append_block, command, machine_line, run_json_worker, utc_stamp,
+                                 versions)
+
+RESULTS = RESULTS_DIR / "trials.md"
 CLIP = 1e-3
 FOLDS = 5
-if str(ROOT) not in sys.path:  # run from a checkout without installing the package
-    sys.path.insert(0, str(ROOT))
 
-
-from _machine import machine_line, run_json_worker  # noqa: E402
 
 def make_data(n: int = 68_619, n_trials: int = 34, p: int = 25, d: int = 64, seed: int = 0):
     """(frame with x00..x24, y, t00..t33; embedding Z (n, d); true effects (n_trials,))."""
@@ -113,7 +108,7 @@ def _categories(stats) -> dict:
         "- fold layouts (glm.FoldLayout: centre, scale, sort)": ("eocausal/estimators/glm.py", "__init__"),
         "- native least squares (glm.crossfit_linear)": ("eocausal/estimators/glm.py", "crossfit_linear"),
         "eocausal crossfit_outcome": ("eocausal/estimators/aipw.py", "crossfit_outcome"),
-        "eocausal grouped_folds": ("eocausal/estimators/crossfit.py", "grouped_folds"),
+        "eocausal grouped_folds": ("eocausal/data/folds.py", "grouped_folds"),
         "eocausal balance_table": ("eocausal/diagnostics/balance.py", "balance_table"),
         "eocausal _check_overlap": ("eocausal/analysis.py", "_check_overlap"),
         "eocausal aipw (score)": ("eocausal/estimators/aipw.py", "aipw"),
@@ -141,7 +136,7 @@ def _doubleml_loop(df, Z):
     from doubleml.utils import PSProcessorConfig
     from sklearn.base import clone
 
-    from eocausal.estimators.crossfit import grouped_folds
+    from eocausal.data.folds import grouped_folds
 
     xcols, tcols = _names(df)
     X = df[xcols].to_numpy()
@@ -224,8 +219,8 @@ def worker(kind: str, args) -> dict:
 
 
 def run_worker(kind: str, args) -> dict:
-    out = run_json_worker(__file__, ["--worker", kind, "--n", str(args.n), "--trials", str(args.trials),
-                                     "--seed", str(args.seed)], threads=args.threads, cwd=ROOT)
+    out = run_json_worker("benchmarks.trials", ["--worker", kind, "--n", str(args.n), "--trials", str(args.trials),
+                                                "--seed", str(args.seed)], threads=args.threads)
     print(f"{kind}: {out['seconds']:.1f} s (load {out['load_before']:.2f} -> {out['load_after']:.2f})", flush=True)
     return out
 
@@ -247,14 +242,8 @@ def main(argv=None) -> int:
         print(json.dumps(worker(args.worker, args)))
         return 0
 
-    import doubleml
-    import sklearn
-
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    machine = machine_line()
-    command = "python benchmarks/trials.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    versions = (f"python {platform.python_version()}, numpy {np.__version__}, scikit-learn {sklearn.__version__}, "
-                f"DoubleML {doubleml.__version__}")
+    stamp, machine = utc_stamp(), machine_line()
+    cmd, vers = command("trials", argv), versions("numpy", "sklearn", "doubleml")
     rows, diffs, last = [], [], {}
     for r in range(args.repeat):
         order = ("eocausal", "doubleml") if r % 2 == 0 else ("doubleml", "eocausal")
@@ -277,7 +266,7 @@ def main(argv=None) -> int:
         trial_rows.append(f"| {t} | {n:,} | {n1:,} | {eo['taus'][i]:+.3f} | {e:+.6f} | {de:+.6f} | {abs(e - de):.1e} "
                           f"| {s:.6f} | {ds:.6f} |")
     n_trial_units = sum(v["tabular+image"][2] for v in dm["estimates"].values())
-    block = [f"### {stamp}", "", f"- machine: {machine}", f"- versions: {versions}", f"- command: `{command}`",
+    block = [f"### {stamp}", "", f"- machine: {machine}", f"- versions: {vers}", f"- command: `{cmd}`",
              f"- BLAS/OpenMP threads per worker: {args.threads or 'library default'}",
              f"- data: n = {args.n:,} units, 25 tabular covariates + 64-dim embedding, {args.trials} trials, "
              f"{n_trial_units:,} unit-trial rows in all", "",
@@ -313,12 +302,7 @@ def main(argv=None) -> int:
     header = ["# 34 trials on 68,619 units: one eocausal.estimate call vs a loop of DoubleML IRM", "",
               __doc__.split("\n\n")[1].replace("\n", " "), "", __doc__.split("\n\n")[2].replace("\n", " "), "",
               "## Runs", ""]
-    text = RESULTS.read_text() if RESULTS.exists() else "\n".join(header) + "\n"
-    out = text.rstrip("\n") + "\n\n" + "\n".join(block) + "\n"
-    if not args.no_write:
-        tmp = RESULTS.with_suffix(".md.tmp")
-        tmp.write_text(out)
-        tmp.replace(RESULTS)
+    append_block(RESULTS, "\n".join(header) + "\n", block, write=not args.no_write)
     print("\n".join(block))
     return 0
 

@@ -1,7 +1,7 @@
 """Tweedie scores at map scale, and many trials against one map in one call.
 
-Usage: python benchmarks/tweedie.py [--n 1000000] [--n-cal 2000] [--reference-n 100000]
-       [--map 68619] [--trials 34] [--bootstrap 200] [--loop-trials 4]
+Usage: python -m benchmarks.tweedie [--n 1000000] [--n-cal 2000] [--reference-n 100000]
+       [--map 68619] [--trials 34] [--n-boot 200] [--loop-trials 4]
 Appends a section to benchmarks/results/tweedie.md.
 
 Part 1 (scores). A wealth-index-like map (IWI scale 0-100: a two-component Gaussian mixture,
@@ -17,7 +17,7 @@ the corrected values Y~ = P - sigma^2 s(P) on the reference points.
 
 Part 2 (one map, many trials). ``--map`` units in 700 clusters, ``--trials`` trials each over
 every map unit with its own treated set and known propensities, a separate calibration set;
-``debiased_effects`` with naive, LCC and Tweedie, ``--bootstrap`` joint cluster-bootstrap draws,
+``debiased_effects`` with naive, LCC and Tweedie, ``--n-boot`` joint cluster-bootstrap draws,
 in one call. For comparison, ``--loop-trials`` trials are run as separate calls (each refits
 the calibration resamples) and the time is scaled to all trials.
 """
@@ -26,18 +26,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _machine import machine  # noqa: E402
+from benchmarks._machine import append_text, command, machine
 
-from eocausal.debias import Tweedie, debiased_effects  # noqa: E402
+from eocausal import debiased_effects
+from eocausal.debias import Tweedie
 
 
 def iwi_map(n: int, rng: np.random.Generator):
@@ -104,7 +102,7 @@ def part_trials(a, rng) -> dict:
                                   "propensity": e}))
     trials = pd.concat(recs, ignore_index=True)
     kw = dict(calibration=(p_cal, y_cal), calibration_ids=np.arange(n, n + 2000), clusters=clusters,
-              debiasers=("naive", "lcc", "tweedie"), bootstrap=a.bootstrap, seed=0)
+              debiasers=("naive", "lcc", "tweedie"), n_boot=a.n_boot, seed=0)
     t = time.perf_counter()
     tab = debiased_effects(pd.Series(p_map, index=ids), trials=trials, **kw)
     one_s = time.perf_counter() - t
@@ -113,7 +111,7 @@ def part_trials(a, rng) -> dict:
     for nm in names:
         debiased_effects(pd.Series(p_map, index=ids), trials=trials[trials.trial == nm], **kw)
     loop_s = (time.perf_counter() - t) * a.trials / len(names)
-    return dict(map=n, trials=a.trials, rows=len(tab), bootstrap=a.bootstrap, one_call_s=one_s,
+    return dict(map=n, trials=a.trials, rows=len(tab), bootstrap=a.n_boot, one_call_s=one_s,
                 loop_s=loop_s, loop_trials=len(names))
 
 
@@ -124,7 +122,7 @@ def main() -> None:
     ap.add_argument("--reference-n", type=int, default=100_000)
     ap.add_argument("--map", type=int, default=68_619)
     ap.add_argument("--trials", type=int, default=34)
-    ap.add_argument("--bootstrap", type=int, default=200)
+    ap.add_argument("--n-boot", type=int, default=200)
     ap.add_argument("--loop-trials", type=int, default=4)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "tweedie.md"))
     a = ap.parse_args()
@@ -135,7 +133,7 @@ def main() -> None:
     m = machine()
     load1 = os.getloadavg()[0]
     busy = max(load0, load1) > (m["cores"] or 1)
-    cmd = "python benchmarks/tweedie.py " + " ".join(sys.argv[1:])
+    cmd = command("tweedie")
     text = f"""
 ## {m['date']}: {m['cpu']}, {m['cores']} cores, python {m['python']}
 
@@ -167,11 +165,8 @@ Richardson-extrapolated difference to 1e-6 relative in `tests/debias/test_tweedi
 | one call per trial (timed for {tr['loop_trials']}, scaled to {tr['trials']}) | {tr['loop_s']:.1f} s |
 """
     out = Path(a.out)
-    head = "# Tweedie scores and many-trials debiasing: benchmarks\n\nEach run appends a section (`benchmarks/tweedie.py`).\n"
-    old = out.read_text() if out.exists() else head
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(old + text)
-    os.replace(tmp, out)
+    head = "# Tweedie scores and many-trials debiasing: benchmarks\n\nEach run appends a section (`python -m benchmarks.tweedie`).\n"
+    append_text(out, head, text)
     print(text)
 
 

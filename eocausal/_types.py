@@ -7,6 +7,13 @@ from dataclasses import asdict, dataclass, field, fields
 
 ADJUSTMENTS = ("none", "tabular", "image", "tabular+image")
 ESTIMANDS = ("ATE", "ATT", "ATO")
+#: the average-effect estimators of estimate(): difference in means, HT and Hajek IPW, AIPW
+METHODS = ("dim", "ipw-ht", "ipw-hajek", "aipw")
+#: named propensity and outcome models (eocausal.estimators.learners builds them)
+PROPENSITY_MODELS = ("ridge-logit", "logit", "gbm")
+OUTCOME_MODELS = ("ridge", "linear", "gbm", "forest")
+#: how nuisances are fitted: eocausal's fold-sharing solvers, or each learner's own fit
+SOLVERS = ("native", "sklearn")
 
 @dataclass(frozen=True)
 class EffectRow:
@@ -36,6 +43,10 @@ class EffectRow:
     ess_control: float = math.nan
     p_holm: float = math.nan
     p_bh: float = math.nan
+    #: facts of how the row was computed, from which the table's notes are written
+    folds: int | None = None
+    propensity: str = ""
+    outcome_model: str = ""
     note: str = ""
 
     def as_dict(self) -> dict:
@@ -48,7 +59,12 @@ TIDY_COLUMNS = tuple(f.name for f in fields(EffectRow))
 
 @dataclass(frozen=True)
 class PropensityFit:
-    """Out-of-fold propensities and how they were obtained (for diagnostics and reports)."""
+    """Out-of-fold propensities and how they were obtained (for diagnostics and reports).
+
+    An output folder keeps every field (``eocausal.report.outputs``): so each field is a numpy
+    array of numbers, booleans or text, a dict of such arrays, or a value made of None, bool,
+    int, float, str, lists, tuples and dicts; a field of another kind is refused when saved.
+    """
 
     adjustment: str
     e_raw: object  # np.ndarray, before clipping
@@ -65,3 +81,5 @@ class PropensityFit:
     #: method -> influence-function values behind that row's SE (units kept after trimming), e.g.
     #: for another clustering: ``se_from_psi(fit.psi["ipw-hajek"], other_clusters)``
     psi: dict = field(default_factory=dict)
+    #: the cross-fitting fold of each unit (np.ndarray), shared by the propensity and outcome fits
+    fold_ids: object = None

@@ -1,35 +1,43 @@
-"""The notebook face: ``eocausal.estimate`` and its formula form ``"y ~ w | x1 + x2"``.
+"""The per-trial core behind ``eocausal.estimate`` and ``eocausal.debiased_effects``.
 
-This module wires the estimators (layer 4) into an :class:`~eocausal.results.EffectTable`
-(layer 6). It sees only arrays and frames: embeddings are just more confounder columns.
+One trial's units go through one pipeline (:func:`estimate_trial`): folds, propensity fits,
+weights, the difference-in-means, IPW and AIPW rows for each outcome (the observed one, or the
+corrected outcomes of a debiaser), and the facts of how each row was computed (folds used,
+propensity model, SE type). :func:`run_trials` runs it over trials, combines repeated splits and
+adjusts p-values across trials; :func:`table_notes` writes the table's notes from the rows' own
+facts, never from the arguments. The settings are one :class:`~eocausal.options.EstimateOptions`.
+
+This module sees only arrays and frames: embeddings are just more confounder columns.
 """
 
 from __future__ import annotations
 
 import re
 import warnings
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from eocausal._types import ADJUSTMENTS, ESTIMANDS, EffectRow, PropensityFit
+from eocausal._types import ADJUSTMENTS, EffectRow, PropensityFit
+from eocausal._validation import check_clusters
+from eocausal.data.folds import grouped_folds
 from eocausal.data.units import Units
-from eocausal.errors import (InputError, NotEstimableError, OverlapError, OverlapWarning,
-                             SeparationError)
 from eocausal.diagnostics.balance import balance_table
 from eocausal.diagnostics.overlap import check_overlap
+from eocausal.errors import (DataQualityWarning, FewClustersWarning, InputError, NotEstimableError, OverlapError,
+                             SeparationError)
 from eocausal.estimators import weighting
 from eocausal.estimators.aipw import aipw, crossfit_outcome
-from eocausal.estimators.trimming import trim as trim_units
-from eocausal.estimators.crossfit import grouped_folds
 from eocausal.estimators.propensity import crossfit_propensity, small_problem_threads
+from eocausal.estimators.trimming import trim as trim_units
+from eocausal.options import EstimateOptions
 from eocausal.results import EffectTable
 
-METHODS = ("dim", "ipw-ht", "ipw-hajek", "aipw")
-IPW_SE = ("auto", "corrected", "known-e")
+__all__ = ["estimate", "Formula", "EstimateOptions", "CORRECTION_CLUSTERS_PER_COEF"]
+
 #: ``ipw_se='auto'`` corrects the IPW influence function for the estimated logistic propensity
 #: only with at least this many clusters (or units) per propensity coefficient. Evidence
 #: (benchmarks/results/coverage.md, 500 replications per design, cross-fitted Hajek): with 75 and
@@ -38,7 +46,20 @@ IPW_SE = ("auto", "corrected", "known-e")
 #: with 2.3 (64 embedding dimensions, 150 clusters) 0.70. 50 lies between; it is an empirical
 #: threshold, not a theorem, and below it the conservative known-e IF is used.
 CORRECTION_CLUSTERS_PER_COEF = 50
+#: Cluster-robust SEs and normal intervals undercover with fewer clusters than this, or with fewer
+#: treated or control clusters than FEW_ARM_CLUSTERS (Cameron, Gelbach and Miller 2008; MacKinnon and
+#: Webb 2018): estimate() warns, naming the counts.
+FEW_CLUSTERS = 30
+FEW_ARM_CLUSTERS = 10
 _NAME = r"[A-Za-z_][A-Za-z0-9_.]*"
+#: why an IPW row's influence function treats the propensities as known (its se_type says which)
+_KNOWN_E_WHY = {
+    "trimming": "trimming",
+    "model": "not a logistic model",
+    "asked": "ipw_se='known-e'",
+    "given": "propensities given",
+    "few": f"fewer than {CORRECTION_CLUSTERS_PER_COEF} clusters per propensity coefficient",
+}
 
 
 @dataclass(frozen=True)
@@ -76,6 +97,55 @@ class Formula:
         return cls(text=text, outcome=lhs, treatment=treat, confounders=confs)
 
 
+@dataclass(frozen=True)
+class TrialData:
+    """One trial's units, as arrays: what :func:`estimate_trial` needs.
+
+    ``outcomes`` maps an outcome type to the outcome vector the rows are estimated on:
+    ``{'observed': y}`` for :func:`estimate`; the corrected outcomes of the debiasers
+    (``'predicted'``, ``'predicted+lcc'``, ...) for :func:`eocausal.debiased_effects`.
+    """
+
+    name: str
+    w: np.ndarray
+    outcomes: Mapping[str, np.ndarray]
+    X: np.ndarray
+    Z: np.ndarray | None = None
+    clusters: np.ndarray | None = None  # integer codes
+    coords: np.ndarray | None = None
+    pcs: tuple | None = None
+    scores: Mapping[str, np.ndarray] = field(default_factory=dict)  # given propensities
+    fold_ids: np.ndarray | None = None
+    conf_names: tuple[str, ...] = ()
+    #: integer codes of the unit ids in sorted order: folds are dealt by these when there are no
+    #: clusters, so the assignment depends on the ids and the seed, never on the row order
+    id_codes: np.ndarray | None = None
+
+    @property
+    def n(self) -> int:
+        return len(self.w)
+
+    def subset(self, name: str, mask: np.ndarray, w: np.ndarray) -> "TrialData":
+        """The units of ``mask`` (with treatment ``w``) as a trial of their own."""
+        def take(a):
+            return None if a is None else a[mask]
+
+        return TrialData(name=name, w=w, outcomes={k: v[mask] for k, v in self.outcomes.items()},
+                         X=self.X[mask], Z=take(self.Z), clusters=take(self.clusters), coords=take(self.coords),
+                         pcs=None if self.pcs is None else (self.pcs[0][mask], self.pcs[1]),
+                         scores={k: v[mask] for k, v in self.scores.items()}, fold_ids=take(self.fold_ids),
+                         conf_names=self.conf_names, id_codes=take(self.id_codes))
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """Rows of one trial, with the propensity fits and balance tables behind them."""
+
+    rows: list
+    fits: dict = field(default_factory=dict)
+    balance: dict = field(default_factory=dict)
+
+
 def estimate(
     data,
     formula_data=None,
@@ -85,29 +155,14 @@ def estimate(
     outcome: str | None = None,
     confounders: Sequence[str] | None = None,
     embeddings=None,
-    methods: Sequence[str] = METHODS,
-    estimand: str = "ATE",
-    adjustments: Sequence[str] | None = None,
     clusters: str | np.ndarray | None = None,
-    folds: int = 5,
-    clip: float = 1e-3,
-    trim: float | str | None = None,
-    propensity="ridge-logit",
-    seed: int | None = 0,
-    alpha: float = 0.05,
-    trial: str = "all",
     trials: str | Sequence[str] | None = None,
-    min_arm: int = 10,
-    outcome_model="ridge",
-    se: str = "if",
-    n_boot: int = 1000,
-    ci: str = "normal",
-    native: bool = True,
-    ipw_se: str = "auto",
-    repeats: int = 1,
+    trial: str = "all",
     propensity_scores=None,
     fold_ids=None,
     study: str = "",
+    options: EstimateOptions | None = None,
+    **settings,
 ) -> EffectTable:
     """Estimate average effects with several methods and adjustment sets side by side.
 
@@ -115,7 +170,7 @@ def estimate(
 
         estimate(units, embeddings=Z)
         estimate(df, treatment="w", outcome="y", confounders=["x1"], embeddings=Z)
-        estimate("y ~ w | x1 + x2", df, embeddings=Z, clusters="village")
+        estimate("y ~ w | x1 + x2", df, embeddings=Z, clusters="village", methods=["ipw-hajek"])
 
     Parameters
     ----------
@@ -125,242 +180,384 @@ def estimate(
         Column roles for a DataFrame (taken from ``Units`` otherwise).
     embeddings : array (n, d) or DataFrame indexed by unit id, optional
         Image embeddings, used as confounders in the ``image`` adjustments.
-    methods : sequence of {'dim', 'ipw-ht', 'ipw-hajek', 'aipw'}
-        Difference in means, Horvitz-Thompson IPW, Hajek IPW, and cross-fitted AIPW (DML)
-        with outcome regressions fitted separately by arm on the same folds.
-    estimand : {'ATE', 'ATT', 'ATO'}
-        For the weighting methods (the difference in means always estimates the ATE under
-        randomisation).
-    adjustments : sequence of {'tabular', 'image', 'tabular+image'}, optional
-        Confounder sets for the weighting methods; by default every set the inputs allow.
     clusters : str or array, optional
         Cluster column (or labels): folds keep clusters whole and SEs are cluster-robust.
         Defaults to the units' cluster (or image key) column.
-    folds : int
-        Cross-fitting folds for the propensity model.
-    clip : float
-        Propensities are clipped to [clip, 1 - clip] (causalimages uses 1e-3); the number of
-        clipped units is reported in each row.
-    trim : float, 'optimal' or 'rule-of-thumb', optional
-        Trimming, distinct from clipping: drop units whose propensity lies outside
-        [a, 1 - a], with a given or from Crump et al. (2009) ('optimal' solves their condition,
-        'rule-of-thumb' is 0.1). The estimand becomes the effect in the overlap population;
-        each row counts the dropped units (``n_trimmed``) and says so in ``note``.
-    propensity : str or scikit-learn classifier
-        'ridge-logit' (penalty by grouped CV), 'logit', 'gbm', or any classifier.
-    seed : int or None
-        Seeds the fold assignment and any randomised model.
-    alpha : float
-        1 - confidence level of the intervals.
-    trial : str
-        Name of the single trial in the table (when ``trials`` is None).
     trials : str or list of str, optional
         Many trials in one call: the name of a trial column (each unit belongs to the trial
-        its label names; treatment as usual), or a list of treatment columns, one per trial,
-        holding 1 (treated), 0 (control) or missing (not in that trial), as in funder x
-        sector designs. Embeddings and folds are shared; each trial gets its own propensity
-        model; p-values are adjusted across trials (``p_holm``, ``p_bh``).
-    min_arm : int
-        A trial with fewer treated or control units is reported as not estimable (a row with
-        the reason in ``note``), not dropped.
-    outcome_model : str or scikit-learn regressor
-        Outcome regression for AIPW: 'ridge' (penalty by CV), 'gbm', or any regressor.
-    se : {'if', 'bootstrap'}
-        Influence-function SEs (clustered when clusters are known), or a nonparametric
-        bootstrap (cluster bootstrap with clusters) with the cross-fitted nuisances held fixed,
-        vectorised over draws.
-    n_boot : int
-        Bootstrap draws.
-    ci : {'normal', 'percentile'}
-        Interval type for the bootstrap.
-    native : bool
-        Solve logistic propensity models ('ridge-logit', 'logit', scikit-learn's
-        ``LogisticRegression``, optionally after a ``StandardScaler``) and least-squares outcome
-        models ('ridge', 'linear', ``LinearRegression``, ``Ridge``, ``RidgeCV``) with eocausal's
-        fold-sharing solvers (:mod:`eocausal.estimators.glm`): the same models, solved to a
-        tighter tolerance and several times faster. False calls each learner's own ``fit`` per
-        fold, exactly as DoubleML does.
-    ipw_se : {'auto', 'corrected', 'known-e'}
-        Influence function of the IPW rows (with ``se='if'``). 'corrected': the IF corrected for
-        the estimated logistic propensity (Lunceford and Davidian 2004; the projection on the
-        logistic score, with the ridge penalty in the information). 'known-e': the IF treating the
-        cross-fitted propensities as known, conservative for the ATE. 'auto' corrects when the
-        propensity model is logistic and has at most one coefficient per
-        :data:`CORRECTION_CLUSTERS_PER_COEF` clusters (units without clusters); otherwise the
-        conservative IF is kept. Each row's ``se_type`` says which was used.
-    repeats : int
-        Repeated cross-fitting: the whole estimation is run on ``repeats`` fold assignments
-        (seeds ``seed, seed + 1, ...``); each row reports the median estimate over the splits and
-        the SE median_r sqrt(se_r^2 + (estimate_r - median)^2) (Chernozhukov et al. 2018,
-        eq. 3.8), with a normal interval. Propensities and balance tables are those of the
-        first split.
+        its label names), or a list of treatment columns, one per trial, holding 1 (treated),
+        0 (control) or missing (not in that trial), as in funder x sector designs. Embeddings
+        and folds are shared; each trial gets its own propensity model; p-values are adjusted
+        across trials (``p_holm``, ``p_bh``).
+    trial : str
+        Name of the single trial in the table (when ``trials`` is None).
     propensity_scores : array (n,) or dict of name -> array (n,), optional
         Out-of-fold propensities computed elsewhere, e.g. ``PropensityCNN(...).fit_oof(...)
-        .oof_propensity_`` (an image-trained CNN, as causalimages does). Each gives its own rows,
-        with the adjustment named by its key ('given' for a bare array), next to the
-        ``adjustments`` eocausal fits (pass ``adjustments=[]`` for only these). They are clipped
-        and checked like fitted ones; their IPW SEs treat them as known (conservative), and
-        AIPW's outcome models use every confounder and embedding column.
+        .oof_propensity_``. Each gives its own rows, with the adjustment named by its key
+        ('given' for a bare array), next to the ``adjustments`` eocausal fits (pass
+        ``adjustments=[]`` for only these). They are clipped and checked like fitted ones; their
+        IPW SEs treat them as known (conservative), and AIPW's outcome models use every
+        confounder and embedding column.
     fold_ids : array (n,), optional
-        Cross-fitting fold of each unit (e.g. ``PropensityCNN``'s ``fold_ids_``, so that the
-        outcome models of AIPW use the folds the given propensities were fitted on). Folds must
-        keep clusters whole. Replaces ``folds``/``seed`` for the fold assignment.
+        Cross-fitting fold of each unit (e.g. ``PropensityCNN``'s ``fold_ids_``). Folds must keep
+        clusters whole. Replaces ``folds``/``seed`` for the fold assignment.
     study : str
         Study name for the table header.
+    options : EstimateOptions, optional
+        The settings as one object (e.g. shared by several calls); keywords in ``settings``
+        replace its fields.
+    **settings
+        Any field of :class:`~eocausal.options.EstimateOptions`: ``methods``, ``estimand``,
+        ``adjustments``, ``folds``, ``clip``, ``trim``, ``propensity``, ``outcome_model``,
+        ``seed``, ``alpha``, ``se``, ``n_boot``, ``ci``, ``ipw_se``, ``solver``, ``repeats``,
+        ``min_arm`` (documented there). An unknown name is an error.
 
     Returns
     -------
     EffectTable
     """
+    opts = EstimateOptions.build(options, **settings)
     multi = isinstance(trials, (list, tuple))
     units, conf_names = _as_units(data, formula_data, treatment, outcome, confounders, clusters,
                                   need_treatment=not multi)
-    methods = tuple(methods)
-    bad = [m for m in methods if m not in METHODS]
-    if bad:
-        raise InputError(f"methods: unknown {bad}; choose from {list(METHODS)}")
-    if estimand not in ESTIMANDS:
-        raise InputError(f"estimand={estimand!r}: use one of {list(ESTIMANDS)}")
-    if not 0 <= clip < 0.5:
-        raise InputError(f"clip={clip}: must lie in [0, 0.5)")
-    if not 0 < alpha < 1:
-        raise InputError(f"alpha={alpha}: must lie in (0, 1)")
-    if min_arm < 1:
-        raise InputError(f"min_arm={min_arm}: must be at least 1")
-    if "aipw" in methods and estimand == "ATO":
-        raise InputError("methods: 'aipw' estimates the ATE or the ATT; use estimand='ATE' or 'ATT', "
-                         "or drop 'aipw' for the ATO")
-    if not isinstance(repeats, (int, np.integer)) or repeats < 1:
-        raise InputError(f"repeats={repeats!r}: the number of cross-fitting splits must be a positive integer")
-    if repeats > 1 and seed is None:
-        raise InputError("repeats: repeated cross-fitting needs a seed (splits use seed, seed + 1, ...)")
-    if ipw_se not in IPW_SE:
-        raise InputError(f"ipw_se={ipw_se!r}: use one of {list(IPW_SE)}")
-    if fold_ids is not None and repeats > 1:
-        raise InputError("repeats: repeated cross-fitting draws its own folds; drop fold_ids= or use repeats=1")
-    if se not in ("if", "bootstrap"):
-        raise InputError(f"se={se!r}: use 'if' (influence function) or 'bootstrap'")
-    if ci not in ("normal", "percentile"):
-        raise InputError(f"ci={ci!r}: use 'normal' or 'percentile'")
-    if se == "bootstrap" and n_boot < 50:
-        raise InputError(f"n_boot={n_boot}: use at least 50 bootstrap draws (1000 for percentile intervals)")
-
+    units, embeddings, dropped = _drop_units_without_embedding(units, embeddings)
+    keep = None if dropped is None else dropped[1]
     y = units.y()
     n = len(y)
     X = units.frame[list(conf_names)].to_numpy(dtype=float) if conf_names else np.empty((n, 0))
     Z = _align_embeddings(embeddings, units)
-    g = _cluster_codes(clusters, units)
+    g = _cluster_codes(_per_unit(clusters, units, "clusters", keep) if not isinstance(clusters, str) else clusters,
+                       units)
     cluster_name = clusters if isinstance(clusters, str) else (units.cluster or units.image_key)
-    adjustments = _adjustment_sets(adjustments, X, Z)
+    if clusters is not None and not isinstance(clusters, str):
+        cluster_name = "clusters"
+    shared = None
+    if g is None and Z is not None:
+        g, shared = _shared_embedding_clusters(Z)
+        if g is not None:
+            cluster_name = "shared embedding"
+    adjustments = _adjustment_sets(opts.adjustments, X, Z)
+    opts = replace(opts, adjustments=adjustments)
     trial_list = _trials(units, trials, trial)
-    given = _given_scores(propensity_scores, n)
-    folds_given = _given_folds(fold_ids, n, g)
-    if given and "aipw" not in methods and not any(m.startswith("ipw") for m in methods):
+    given = _given_scores(propensity_scores, units, keep)
+    folds_given = _given_folds(_per_unit(fold_ids, units, "fold_ids", keep), n, g)
+    if opts.repeats > 1 and folds_given is not None:
+        raise InputError("repeats: repeated cross-fitting draws its own folds; drop fold_ids= or use repeats=1")
+    weighting_asked = any(m != "dim" for m in opts.methods)
+    if given and not weighting_asked:
         raise InputError("propensity_scores: they are used by the weighting methods and AIPW; add one to methods=")
+    base = TrialData(name=trial, w=np.zeros(n), outcomes={"observed": y}, X=X, Z=Z, clusters=g,
+                     coords=_coordinates(units), pcs=_embedding_pcs(Z), scores=given, fold_ids=folds_given,
+                     conf_names=tuple(conf_names), id_codes=_id_codes(units.ids))
+    trial_data = [base.subset(name, mask, w_t) for name, mask, w_t in trial_list]
+    result = run_trials(opts, trial_data, cluster_name=cluster_name, raise_single=trials is None)
+    rows = result.rows
+    _warn_few_clusters(rows, trial_data, cluster_name)
+    w_all = units.w() if units.treatment is not None else None
+    facts = dict(cluster_name=cluster_name, n_clusters=None if g is None else int(len(np.unique(g))),
+                 folds_given=folds_given is not None, n_trials=len(trial_list),
+                 weighting_without_confounders=weighting_asked and not adjustments and not given)
+    notes = table_notes(rows, result.fits, result.balance, opts, **facts)
+    if shared is not None:
+        notes.insert(0, shared)
+    if dropped is not None:
+        notes.insert(0, dropped[0])
+    design = dict(study=study, n=n, n_treated=None if w_all is None else int(w_all.sum()),
+                  n_clusters=facts["n_clusters"], outcome=units.outcome, treatment=units.treatment,
+                  estimand=opts.estimand, trials=len(trial_list), propensity=_propensity_header(rows),
+                  confounders=list(conf_names), embedding_dim=None if Z is None else int(Z.shape[1]),
+                  outcome_sd=float(np.std(y, ddof=1)),
+                  n_dropped=0 if dropped is None else int((~dropped[1]).sum()))
+    return EffectTable(rows=tuple(rows), notes=tuple(notes), design=design, propensities=result.fits,
+                       balance=result.balance)
 
-    ctx = _Context(methods=methods, estimand=estimand, adjustments=adjustments, folds=folds,
-                   clip=clip, propensity=propensity, seed=seed, z=stats.norm.ppf(1 - alpha / 2),
-                   cluster_name=cluster_name, min_arm=min_arm, conf_names=tuple(conf_names),
-                   outcome_model=outcome_model, se=se, n_boot=n_boot, ci=ci, alpha=alpha, trim=trim,
-                   native=native, ipw_se=ipw_se)
-    coords = _coordinates(units)
-    pcs = _embedding_pcs(Z)
+
+def run_trials(opts: EstimateOptions, trials: Sequence[TrialData], *, cluster_name: str | None = None,
+               raise_single: bool = True,
+               trial_hook: Callable[[EstimateOptions, TrialData, TrialResult], TrialResult] | None = None
+               ) -> TrialResult:
+    """:func:`estimate_trial` on every trial; repeated splits combined; p-values adjusted across trials.
+
+    A trial that cannot be estimated (too few units in an arm, no overlap) gives rows marked not
+    estimable, with the reason; with a single trial and ``raise_single`` the error is raised.
+    ``trial_hook(opts, trial, result)`` may replace a trial's result (the debiased effects use it to
+    replace SEs with their joint bootstrap); it sees the first split's propensities.
+    """
     rows: list[EffectRow] = []
     fits: dict[str, PropensityFit] = {}
     balance: dict[str, pd.DataFrame] = {}
-    for name, mask, w_t in trial_list:
-        sub_g = None if g is None else g[mask]
+    for t in trials:
         try:
-            args = (name, y[mask], w_t, X[mask], None if Z is None else Z[mask], sub_g,
-                    None if coords is None else coords[mask], None if pcs is None else (pcs[0][mask], pcs[1]),
-                    {k: v[mask] for k, v in given.items()}, None if folds_given is None else folds_given[mask])
-            t_rows, t_fits, t_bal = _estimate_trial(ctx, *args)
-            if repeats > 1:
-                from dataclasses import replace as _replace
-
-                splits = [t_rows] + [_estimate_trial(_replace(ctx, seed=seed + r), *args)[0]
-                                     for r in range(1, repeats)]
-                t_rows = _combine_splits(splits, ctx.z)
+            res = estimate_trial(opts, t, cluster_name)
+            if opts.repeats > 1:
+                splits = [res.rows] + [estimate_trial(replace(opts, seed=opts.seed + r), t, cluster_name).rows
+                                       for r in range(1, opts.repeats)]
+                res = replace(res, rows=_combine_splits(splits, _z(opts)))
+            if trial_hook is not None:
+                res = trial_hook(opts, t, res)
         except (NotEstimableError, OverlapError) as exc:
-            if trials is None:  # a single trial: the error is the answer
+            if raise_single and len(trials) == 1:
                 raise
-            t_rows, t_fits, t_bal = _not_estimable_rows(ctx, name, w_t, sub_g, str(exc)), {}, {}
-        rows += t_rows
-        key = (lambda a: a) if len(trial_list) == 1 else (lambda a, nm=name: f"{nm}: {a}")
-        fits.update({key(a): f for a, f in t_fits.items()})
-        balance.update({key(a): b for a, b in t_bal.items()})
-    if len(trial_list) > 1:
-        rows = _adjust_pvalues(rows)
+            res = TrialResult(_not_estimable_rows(opts, t, str(exc)))
+        rows += res.rows
+        key = (lambda a: a) if len(trials) == 1 else (lambda a, nm=t.name: f"{nm}: {a}")
+        fits.update({key(a): f for a, f in res.fits.items()})
+        balance.update({key(a): b for a, b in res.balance.items()})
+    if len(trials) > 1:
+        rows = adjust_pvalues(rows)
+    return TrialResult(rows, fits, balance)
 
-    w_all = units.w() if units.treatment is not None else None
+
+def _z(opts: EstimateOptions) -> float:
+    return float(stats.norm.ppf(1 - opts.alpha / 2))
+
+
+def estimate_trial(opts: EstimateOptions, t: TrialData, cluster_name: str | None = None) -> TrialResult:
+    """Every requested (method, adjustment, outcome) for one trial's units.
+
+    For each adjustment set (and each set of given propensities): one fold assignment, one
+    propensity fit, then the IPW and AIPW rows of every outcome in ``t.outcomes``. Each row
+    records the facts it was computed with (``folds``, ``propensity``, ``outcome_model``,
+    ``se_type``), from which :func:`table_notes` writes the notes.
+    """
+    first, y_obs = next(iter(t.outcomes.items()))  # the fits keep the first outcome's IF and regressions
+    w, g, n = t.w, t.clusters, t.n
+    n1 = int(w.sum())
+    if min(n1, n - n1) < opts.min_arm:
+        raise NotEstimableError(
+            f"not estimable: {n1} treated and {n - n1} control units (minimum {opts.min_arm} per arm)")
+    z = _z(opts)
     n_clusters = int(len(np.unique(g))) if g is not None else None
-    level = int(round(100 * (1 - alpha)))
-    if se == "bootstrap":
-        notes = [f"Standard errors from {n_boot} {'cluster ' if g is not None else ''}bootstrap draws"
-                 + (f" of {cluster_name} ({n_clusters} clusters)" if g is not None else "")
-                 + f" with the cross-fitted nuisances held fixed; {level}% {ci} intervals."]
+    if opts.se == "bootstrap":
+        se_type = (f"bootstrap (B={opts.n_boot}, {opts.ci}" + (f", clusters {cluster_name})" if g is not None else ")"))
     else:
-        notes = [f"Standard errors from the influence function"
-                 + (f", clustered by {cluster_name} ({n_clusters} clusters)." if g is not None else " (iid).")
-                 + f" {level}% normal intervals."]
-    if fits:
-        model_txt = ("ridge-logistic (tabular columns standardised, embeddings scaled as one block), "
-                     "penalty chosen by grouped 3-fold CV inside each training fold"
-                     if propensity == "ridge-logit" else
-                     propensity if isinstance(propensity, str) else type(propensity).__name__)
-        n_folds = folds if folds_given is None else int(folds_given.max()) + 1
-        if adjustments:
-            notes.append(f"Propensity: {model_txt}; out-of-fold predictions from {n_folds} cross-fitting folds"
-                         + (" (the fold_ids given)" if folds_given is not None else "")
-                         + (f" grouped by {cluster_name}." if g is not None else "."))
-        if given:
-            notes.append(f"Propensity scores given ({', '.join(given)}): used as passed (then clipped); their IPW "
-                         "standard errors treat them as known, which is conservative for the ATE when they were "
-                         "estimated; AIPW's outcome models use every confounder and embedding column on "
-                         + ("the fold_ids given." if folds_given is not None else f"{n_folds} folds."))
-        clipped = ", ".join(f"{a}: {f.n_clipped}" for a, f in fits.items())
-        notes.append(f"Propensities clipped to [{clip:g}, {1 - clip:g}] (units clipped: {clipped}); "
-                     "clipping keeps every unit, unlike trimming.")
-        from eocausal.estimators.propensity import logistic_spec
+        se_type = f"IF, clustered by {cluster_name}" if g is not None else "IF (iid)"
+    base = dict(trial=t.name, n=n, n_treated=n1, n_clusters=n_clusters, se_type=se_type)
 
-        if any(m.startswith("ipw") for m in methods):
-            types = {r.se_type for r in rows if r.method.startswith("ipw") and np.isfinite(r.estimate)
-                     and r.adjustment in adjustments}
-            if any("logit-corrected" in t for t in types):
-                notes.append("IPW rows with se_type 'IF (logit-corrected)' account for the estimated logistic "
-                             "propensity: the influence function is corrected by its projection on the "
-                             "logistic score (Lunceford and Davidian 2004), with the ridge penalty in the "
-                             "information.")
-            if any("logit-corrected" not in t for t in types) and adjustments:
-                why = ("" if se != "if" else
-                       " (trimming)" if trim is not None else
-                       " (not a logistic model)" if logistic_spec(propensity, 0) is None else
-                       " (ipw_se='known-e')" if ipw_se == "known-e" else
-                       f" (fewer than {CORRECTION_CLUSTERS_PER_COEF} clusters per propensity coefficient, "
-                       "where the correction overfits)")
-                notes.append("Other IPW standard errors treat the cross-fitted propensities as known"
-                             + why + ", which is conservative for the ATE (Lunceford and Davidian 2004).")
-    if "aipw" in methods:
-        om = outcome_model if isinstance(outcome_model, str) else type(outcome_model).__name__
-        notes.append(f"AIPW: outcome regressions ({om}) fitted by arm on the same {folds} folds; "
+    def row(method, adjustment, est, estimand, outcome_type, boot=None, gg=g, se_note="", **extra):
+        if boot is None:
+            se, _ = weighting.se_from_psi(est.psi, gg)
+            lo, hi = est.estimate - z * se, est.estimate + z * se
+        else:
+            b = boot(clusters=gg, n_boot=opts.n_boot, seed=opts.seed)
+            se = b.std_error
+            lo, hi = b.confint(opts.alpha, kind=opts.ci)
+        stat = est.estimate / se if se > 0 else np.nan
+        fields_ = {**base, **extra}
+        if se_note:
+            fields_["se_type"] = fields_["se_type"].replace("IF", f"IF ({se_note})", 1)
+        return EffectRow(estimand=estimand, method=method, adjustment=adjustment, outcome_type=outcome_type,
+                         estimate=float(est.estimate), std_error=float(se), ci_low=float(lo), ci_high=float(hi),
+                         p_value=float(2 * stats.norm.sf(abs(stat))), **fields_)
+
+    def boot_for(kind, **kw):
+        if opts.se != "bootstrap":
+            return None
+        from eocausal.estimators import inference
+
+        return lambda **b: getattr(inference, kind)(**kw, **b)
+
+    rows: list[EffectRow] = []
+    fits: dict[str, PropensityFit] = {}
+    balance: dict[str, pd.DataFrame] = {}
+    if "dim" in opts.methods:
+        for ot, y in t.outcomes.items():
+            dm = weighting.difference_in_means(y, w)
+            rows.append(row("dim", "none", dm, "ATE", ot,
+                            boot_for("bootstrap_ipw", y=y, w=w, e=np.full(n, n1 / n), estimator="hajek",
+                                     estimand="ATE")))
+    weighting_methods = [m for m in opts.methods if m in ("ipw-ht", "ipw-hajek")]
+    if not weighting_methods and "aipw" not in opts.methods:
+        return TrialResult(_constant_outcomes(rows, t), fits, balance)
+    fold_key = g if g is not None else t.id_codes  # folds follow the clusters, else the unit ids
+    fold_ids = (grouped_folds(n, fold_key, opts.folds, opts.seed, stratify=w) if t.fold_ids is None else t.fold_ids)
+    n_folds = int(len(np.unique(fold_ids)))
+    X, Z = t.X, t.Z
+    runs = [(adj, None) for adj in (opts.adjustments or ())] + list(t.scores.items())
+    for adj, given in runs:
+        if given is None:
+            V = {"tabular": X, "image": Z, "tabular+image": np.hstack([X, Z]) if Z is not None else X}[adj]
+            n_tab = {"tabular": None, "image": 0, "tabular+image": X.shape[1]}[adj]
+        else:  # given propensities: the outcome models of AIPW use every confounder there is
+            V = np.hstack([X, Z]) if Z is not None else X
+            n_tab = X.shape[1] if Z is not None else None
+        det: dict = {}
+        layout = None
+        if opts.solver == "native" and V.shape[1]:  # centred, scaled and sorted once for both nuisances
+            from eocausal.estimators.glm import FoldLayout
+
+            layout = FoldLayout.by_fold_and_arm(V, fold_ids, w)
+        if given is None:
+            e_raw, _ = crossfit_propensity(V, w, clusters=fold_key, propensity=opts.propensity, seed=opts.seed,
+                                           fold_ids=fold_ids, n_tabular=n_tab, solver=opts.solver, details=det,
+                                           layout=layout)
+        else:
+            e_raw = given
+        e = np.clip(e_raw, opts.clip, 1 - opts.clip)
+        n_clipped = int(np.sum(e != e_raw))
+        _check_overlap(e_raw, w, opts.clip, adj if t.name == "all" else f"{t.name}: {adj}", opts.estimand)
+        w1, w0 = weighting.arm_weights(w, e, opts.estimand)
+        # trimming (distinct from clipping): drop units outside [a, 1 - a]; the estimand becomes
+        # the effect in the overlap population, and the rows say so
+        keep, extra = np.ones(n, bool), {}
+        if opts.trim is not None:
+            tr = trim_units(e_raw, opts.trim, w)
+            keep = tr.keep
+            extra = dict(n_trimmed=tr.n_trimmed, n=int(keep.sum()), n_treated=int(w[keep].sum()),
+                         n_clusters=None if g is None else int(len(np.unique(g[keep]))),
+                         note=f"trimmed to {tr.threshold:.3g} <= e <= {1 - tr.threshold:.3g}: "
+                              "effect in the overlap population")
+        wk, ek, gk = w[keep], e[keep], None if g is None else g[keep]
+        w1k, w0k = weighting.arm_weights(wk, ek, opts.estimand)
+        extra.update(ess_treated=weighting.effective_sample_size(w1k[wk == 1]),
+                     ess_control=weighting.effective_sample_size(w0k[wk == 0]), clip=opts.clip,
+                     n_clipped=n_clipped, folds=n_folds,
+                     propensity="given" if given is not None else opts.propensity_name)
+        why = _known_e_reason(opts, det, given, V, n if g is None else int(len(np.unique(g))))
+        correct = why is None and opts.se == "if"
+        if correct:
+            C = det["C"] if det.get("C") is not None else np.full(1, det["spec"].C)
+            Xd, pen = _logit_design(V, det["spec"], C)
+        psis: dict[str, np.ndarray] = {}
+        for ot, y in t.outcomes.items():
+            yk = y[keep]
+            for m in weighting_methods:
+                fn = weighting.horvitz_thompson if m == "ipw-ht" else weighting.hajek
+                kind = "ht" if m == "ipw-ht" else "hajek"
+                boot = boot_for("bootstrap_ipw", y=yk, w=wk, e=ek, estimator=kind, estimand=opts.estimand)
+                pe = fn(yk, wk, ek, opts.estimand)
+                if correct:
+                    from eocausal.estimators.inference import logit_adjusted_psi
+
+                    pe = replace(pe, psi=logit_adjusted_psi(pe, y, w, e_raw, Xd, estimator=kind,
+                                                            estimand=opts.estimand, penalty=pen, clip=opts.clip))
+                note = "" if opts.se != "if" else "logit-corrected" if correct else f"known e: {_KNOWN_E_WHY[why]}"
+                rows.append(row(m, adj, pe, opts.estimand, ot, boot, gk, se_note=note, **extra))
+                if ot == first:
+                    psis[m] = pe.psi
+            if "aipw" in opts.methods:
+                mu0, mu1 = crossfit_outcome(V, y, w, fold_ids, opts.outcome_model, n_tabular=n_tab, seed=opts.seed,
+                                            solver=opts.solver, layout=layout)
+                boot = boot_for("bootstrap_aipw", y=yk, w=wk, e=ek, mu0=mu0[keep], mu1=mu1[keep],
+                                estimand=opts.estimand)
+                pe = aipw(yk, wk, ek, mu0[keep], mu1[keep], opts.estimand)
+                rows.append(row("aipw", adj, pe, opts.estimand, ot, boot, gk, outcome_model=opts.outcome_model_name,
+                                **extra))
+                if ot == first:
+                    psis["aipw"] = pe.psi
+                    mu = (mu0, mu1)
+        mu0, mu1 = mu if "aipw" in opts.methods else (None, None)
+        fits[adj] = PropensityFit(adjustment=adj, e_raw=e_raw, e=e, w=w, clip=opts.clip, n_clipped=n_clipped,
+                                  folds=n_folds, model="given" if given is not None else opts.propensity_name,
+                                  y=y_obs, mu0=mu0, mu1=mu1, psi=psis, fold_ids=fold_ids)
+        if not X.shape[1] and Z is None and t.coords is None:
+            continue  # nothing to balance (given propensities, no confounders)
+        with small_problem_threads(V):
+            balance[adj] = balance_table(X if X.shape[1] else None, w, w1 + w0,
+                                         names=list(t.conf_names) or None,
+                                         embeddings=Z if t.pcs is None else None, pcs=t.pcs, coords=t.coords,
+                                         warn=False)
+    return TrialResult(_constant_outcomes(rows, t), fits, balance)
+
+
+def _constant_outcomes(rows: list[EffectRow], t: TrialData) -> list[EffectRow]:
+    """Rows of an outcome that is constant in the trial: not estimable (estimate and SE are 0 by
+    construction, which would read as p = 0)."""
+    const = {ot: y[0] for ot, y in t.outcomes.items() if len(y) and np.ptp(y) == 0}
+    if not const:
+        return rows
+    nan = float("nan")
+    return [replace(r, estimate=nan, std_error=nan, ci_low=nan, ci_high=nan, p_value=nan,
+                    note=f"not estimable: the outcome is constant in this trial (every unit has {const[r.outcome_type]:g})")
+            if r.outcome_type in const else r for r in rows]
+
+
+def _known_e_reason(opts: EstimateOptions, det: dict, given, V: np.ndarray, units_or_clusters: int) -> str | None:
+    """Why the IPW influence function treats e as known (a key of _KNOWN_E_WHY), or None to correct it."""
+    if given is not None:
+        return "given"
+    if opts.trim is not None:
+        return "trimming"
+    spec = det.get("spec")
+    if spec is None or (det.get("C") is None and spec.C is None) or V.shape[1] == 0:
+        return "model"
+    if opts.ipw_se == "known-e":
+        return "asked"
+    if opts.ipw_se == "auto" and units_or_clusters < CORRECTION_CLUSTERS_PER_COEF * (V.shape[1] + 1):
+        return "few"
+    return None
+
+
+def table_notes(rows: Sequence[EffectRow], fits: Mapping[str, PropensityFit], balance: Mapping[str, pd.DataFrame],
+                opts: EstimateOptions, *, cluster_name: str | None, n_clusters: int | None, folds_given: bool = False,
+                n_trials: int = 1, weighting_without_confounders: bool = False, se_notes: bool = True) -> list[str]:
+    """The numbered notes of a table, written from what the rows say was done.
+
+    ``se_notes=False`` leaves the standard-error notes to the caller (the debiased effects write
+    their own, for their joint bootstrap).
+    """
+    done = [r for r in rows if np.isfinite(r.estimate)]
+    level = int(round(100 * (1 - opts.alpha)))
+    notes: list[str] = []
+    grouped = f" of {cluster_name} ({n_clusters} clusters)" if n_clusters is not None else ""
+    if se_notes and any(r.se_type.startswith("bootstrap") for r in done):
+        notes.append(f"Standard errors from {opts.n_boot} {'cluster ' if n_clusters is not None else ''}bootstrap "
+                     f"draws{grouped} with the cross-fitted nuisances held fixed; {level}% {opts.ci} intervals.")
+    if se_notes and any(r.se_type.startswith("IF") for r in done):
+        notes.append("Standard errors from the influence function"
+                     + (f", clustered by {cluster_name} ({n_clusters} clusters)." if n_clusters is not None else " (iid).")
+                     + f" {level}% normal intervals.")
+    fitted = [r for r in done if r.propensity not in ("", "given")]
+    folds_used = sorted({r.folds for r in done if r.folds is not None})
+    folds_txt = " or ".join(str(k) for k in folds_used)
+    if fitted:
+        model = fitted[0].propensity
+        model_txt = ("ridge-logistic (tabular columns standardised, embeddings scaled as one block), "
+                     "penalty chosen by grouped 3-fold CV inside each training fold" if model == "ridge-logit" else model)
+        notes.append(f"Propensity: {model_txt}; out-of-fold predictions from {folds_txt} cross-fitting folds"
+                     + (" (the fold_ids given)" if folds_given else "")
+                     + (f" grouped by {cluster_name}." if n_clusters is not None else "."))
+    given = sorted({r.adjustment for r in done if r.propensity == "given"})
+    if given:
+        notes.append(f"Propensity scores given ({', '.join(given)}): used as passed (then clipped); their IPW "
+                     "standard errors treat them as known, which is conservative for the ATE when they were "
+                     "estimated.")
+    if fits:
+        clipped = ", ".join(f"{a}: {f.n_clipped}" for a, f in fits.items())
+        notes.append(f"Propensities clipped to [{opts.clip:g}, {1 - opts.clip:g}] (units clipped: {clipped}); "
+                     "clipping keeps every unit, unlike trimming.")
+    types = {r.se_type for r in done if r.method.startswith("ipw")}
+    if any("logit-corrected" in s for s in types):
+        notes.append("IPW rows with se_type 'IF (logit-corrected)' account for the estimated logistic propensity: "
+                     "the influence function is corrected by its projection on the logistic score (Lunceford and "
+                     "Davidian 2004), with the ridge penalty in the information.")
+    reasons = [why for why in _KNOWN_E_WHY.values() if any(f"known e: {why}" in s for s in types)]
+    if reasons:
+        notes.append("IPW rows with se_type 'IF (known e: ...)' treat the propensities as known ("
+                     + "; ".join(reasons) + "), which is conservative for the ATE (Lunceford and Davidian 2004).")
+    aipw_rows = [r for r in done if r.method == "aipw"]
+    if aipw_rows:
+        om = ", ".join(sorted({r.outcome_model for r in aipw_rows if r.outcome_model}))
+        notes.append(f"AIPW: outcome regressions ({om}) fitted by arm on the same {folds_txt} folds; "
                      "doubly robust score of Robins, Rotnitzky and Zhao (1994) as DoubleML's IRM.")
-    if len(trial_list) > 1:
-        notes.append(f"{len(trial_list)} trials; p_holm and p_bh adjust p-values across trials within "
-                     "each (estimand, method, adjustment) by Holm's step-down and Benjamini-Hochberg. "
-                     f"Trials with fewer than {min_arm} treated or control units are reported as not estimable.")
-    design = dict(study=study, n=n, n_treated=None if w_all is None else int(w_all.sum()),
-                  n_clusters=n_clusters, outcome=units.outcome, treatment=units.treatment,
-                  estimand=estimand, trials=len(trial_list),
-                  propensity=propensity if isinstance(propensity, str) else type(propensity).__name__,
-                  confounders=list(conf_names), embedding_dim=None if Z is None else int(Z.shape[1]))
+    if weighting_without_confounders:
+        notes.append("No confounders, embeddings or propensity scores were given, so only the difference in "
+                     "means was estimated; pass confounders= or embeddings= for IPW and AIPW.")
+    if n_trials > 1:
+        notes.append(f"{n_trials} trials; p_holm and p_bh adjust p-values across trials within each (estimand, "
+                     "method, adjustment, outcome) by Holm's step-down and Benjamini-Hochberg. Trials with fewer "
+                     f"than {opts.min_arm} treated or control units are reported as not estimable.")
     worst = {a: int(b["imbalanced"].sum()) for a, b in balance.items() if b["imbalanced"].any()}
     if worst:
         notes.append("Balance: rows with |SMD| > 0.1 after weighting, by adjustment: "
                      + ", ".join(f"{a}: {k}" for a, k in worst.items())
                      + " (table.balance[adjustment] has the details).")
-    design["outcome_sd"] = float(np.std(y, ddof=1))
-    return EffectTable(rows=tuple(rows), notes=tuple(notes), design=design, propensities=fits,
-                       balance=balance)
+    return notes
+
+
+def _propensity_header(rows: Sequence[EffectRow]) -> str:
+    """The propensity models the rows used, for the table header ('' when none)."""
+    return ", ".join(dict.fromkeys(r.propensity for r in rows if r.propensity and np.isfinite(r.estimate)))
 
 
 def _coordinates(units: Units) -> np.ndarray | None:
@@ -372,29 +569,6 @@ def _coordinates(units: Units) -> np.ndarray | None:
         geom = geom.to_crs("EPSG:4326")
     pts = geom.representative_point() if not (geom.geom_type == "Point").all() else geom
     return np.column_stack([pts.x.to_numpy(), pts.y.to_numpy()])
-
-
-@dataclass(frozen=True)
-class _Context:
-    methods: tuple[str, ...]
-    estimand: str
-    adjustments: tuple[str, ...]
-    folds: int
-    clip: float
-    propensity: object
-    seed: int | None
-    z: float
-    cluster_name: str | None
-    min_arm: int
-    conf_names: tuple[str, ...] = ()
-    outcome_model: object = "ridge"
-    se: str = "if"
-    n_boot: int = 1000
-    ci: str = "normal"
-    alpha: float = 0.05
-    trim: object = None
-    native: bool = True
-    ipw_se: str = "auto"
 
 
 def _embedding_pcs(Z: np.ndarray | None, k: int = 5):
@@ -419,144 +593,13 @@ def _logit_design(V: np.ndarray, spec, C: np.ndarray) -> tuple[np.ndarray, np.nd
     return Xd, pen
 
 
-def _estimate_trial(ctx: _Context, name: str, y, w, X, Z, g, coords=None,
-                    pcs=None, scores=None, folds=None) -> tuple[list[EffectRow], dict, dict]:
-    """Every requested (method, adjustment) for one trial's units."""
-    n, n1 = len(w), int(w.sum())
-    if min(n1, n - n1) < ctx.min_arm:
-        raise NotEstimableError(
-            f"not estimable: {n1} treated and {n - n1} control units (minimum {ctx.min_arm} per arm)")
-    n_clusters = int(len(np.unique(g))) if g is not None else None
-    if ctx.se == "bootstrap":
-        se_type = (f"bootstrap (B={ctx.n_boot}, {ctx.ci}"
-                   + (f", clusters {ctx.cluster_name})" if g is not None else ")"))
-    else:
-        se_type = f"IF, clustered by {ctx.cluster_name}" if g is not None else "IF (iid)"
-    base = dict(trial=name, n=n, n_treated=n1, n_clusters=n_clusters, se_type=se_type)
-
-    def row(method, adjustment, est, est_name, boot=None, gg=g, se_note="", **extra):
-        if boot is None:
-            se, _ = weighting.se_from_psi(est.psi, gg)
-            lo, hi = est.estimate - ctx.z * se, est.estimate + ctx.z * se
-        else:
-            b = boot(clusters=gg, n_boot=ctx.n_boot, seed=ctx.seed)
-            se = b.std_error
-            lo, hi = b.confint(ctx.alpha, kind=ctx.ci)
-        stat = est.estimate / se if se > 0 else np.nan
-        fields = {**base, **extra}
-        if se_note:
-            fields["se_type"] = fields["se_type"].replace("IF", f"IF ({se_note})", 1)
-        return EffectRow(estimand=est_name, method=method, adjustment=adjustment,
-                         estimate=float(est.estimate), std_error=float(se), ci_low=float(lo), ci_high=float(hi),
-                         p_value=float(2 * stats.norm.sf(abs(stat))), **fields)
-
-    def boot_for(kind, **kw):
-        if ctx.se != "bootstrap":
-            return None
-        from eocausal.estimators import inference
-
-        return lambda **b: getattr(inference, kind)(**kw, **b)
-
-    rows: list[EffectRow] = []
-    fits: dict[str, PropensityFit] = {}
-    balance: dict[str, pd.DataFrame] = {}
-    if "dim" in ctx.methods:
-        dm = weighting.difference_in_means(y, w)
-        rows.append(row("dim", "none", dm, "ATE", boot_for("bootstrap_ipw", y=y, w=w, e=np.full(n, n1 / n),
-                                                         estimator="hajek", estimand="ATE")))
-    weighting_methods = [m for m in ctx.methods if m in ("ipw-ht", "ipw-hajek")]
-    if not weighting_methods and "aipw" not in ctx.methods:
-        return rows, fits, balance
-    fold_ids = grouped_folds(n, g, ctx.folds, ctx.seed, stratify=w) if folds is None else folds
-    runs = [(adj, None) for adj in ctx.adjustments] + list((scores or {}).items())
-    for adj, given in runs:
-        if given is None:
-            V = {"tabular": X, "image": Z, "tabular+image": np.hstack([X, Z]) if Z is not None else X}[adj]
-            n_tab = {"tabular": None, "image": 0, "tabular+image": X.shape[1]}[adj]
-        else:  # given propensities: the outcome models of AIPW use every confounder there is
-            V = np.hstack([X, Z]) if Z is not None else X
-            n_tab = X.shape[1] if Z is not None else None
-        det: dict = {}
-        layout = None
-        if ctx.native and V.shape[1]:  # centred, scaled and sorted once for the propensity and outcome fits
-            from eocausal.estimators.glm import FoldLayout
-
-            layout = FoldLayout.by_fold_and_arm(V, fold_ids, w)
-        if given is None:
-            e_raw, _ = crossfit_propensity(V, w, groups=g, model=ctx.propensity, seed=ctx.seed, fold_ids=fold_ids,
-                                           n_tabular=n_tab, native=ctx.native, details=det, layout=layout)
-        else:
-            e_raw = given
-        e = np.clip(e_raw, ctx.clip, 1 - ctx.clip)
-        n_clipped = int(np.sum(e != e_raw))
-        _check_overlap(e_raw, w, ctx.clip, adj if name == "all" else f"{name}: {adj}", ctx.estimand)
-        mu0 = mu1 = None
-        w1, w0 = weighting.arm_weights(w, e, ctx.estimand)
-        # trimming (distinct from clipping): drop units outside [a, 1 - a]; the estimand becomes
-        # the effect in the overlap population, and the rows say so
-        keep, trim_extra = np.ones(n, bool), {}
-        if ctx.trim is not None:
-            tr = trim_units(e_raw, ctx.trim, w)
-            keep = tr.keep
-            trim_extra = dict(n_trimmed=tr.n_trimmed, n=int(keep.sum()), n_treated=int(w[keep].sum()),
-                              n_clusters=None if g is None else int(len(np.unique(g[keep]))),
-                              note=f"trimmed to {tr.threshold:.3g} <= e <= {1 - tr.threshold:.3g}: "
-                                   "effect in the overlap population")
-        yk, wk, ek, gk = y[keep], w[keep], e[keep], None if g is None else g[keep]
-        w1k, w0k = weighting.arm_weights(wk, ek, ctx.estimand)
-        ess = dict(ess_treated=weighting.effective_sample_size(w1k[wk == 1]),
-                   ess_control=weighting.effective_sample_size(w0k[wk == 0]), **trim_extra)
-        psis: dict[str, np.ndarray] = {}
-        units_or_clusters = n if g is None else int(len(np.unique(g)))
-        adjust_se = (ctx.se == "if" and ctx.trim is None and det.get("spec") is not None
-                     and (det.get("C") is not None or det["spec"].C is not None)
-                     and V.shape[1] > 0 and bool(weighting_methods) and ctx.ipw_se != "known-e"
-                     and (ctx.ipw_se == "corrected"
-                          or units_or_clusters >= CORRECTION_CLUSTERS_PER_COEF * (V.shape[1] + 1)))
-        if adjust_se:
-            C = det["C"] if det.get("C") is not None else np.full(1, det["spec"].C)
-            Xd, pen = _logit_design(V, det["spec"], C)
-        for m in weighting_methods:
-            fn = weighting.horvitz_thompson if m == "ipw-ht" else weighting.hajek
-            kind = "ht" if m == "ipw-ht" else "hajek"
-            boot = boot_for("bootstrap_ipw", y=yk, w=wk, e=ek, estimator=kind, estimand=ctx.estimand)
-            pe = fn(yk, wk, ek, ctx.estimand)
-            if adjust_se:
-                from dataclasses import replace as _replace
-
-                from eocausal.estimators.inference import logit_adjusted_psi
-
-                pe = _replace(pe, psi=logit_adjusted_psi(pe, y, w, e_raw, Xd, estimator=kind,
-                                                         estimand=ctx.estimand, penalty=pen, clip=ctx.clip))
-            rows.append(row(m, adj, pe, ctx.estimand, boot, gk, clip=ctx.clip, n_clipped=n_clipped,
-                            se_note="logit-corrected" if adjust_se else ("known e" if ctx.se == "if" else ""),
-                            **ess))
-            psis[m] = pe.psi
-        if "aipw" in ctx.methods:
-            mu0, mu1 = crossfit_outcome(V, y, w, fold_ids, ctx.outcome_model, n_tabular=n_tab, seed=ctx.seed,
-                                        native=ctx.native, layout=layout)
-            boot = boot_for("bootstrap_aipw", y=yk, w=wk, e=ek, mu0=mu0[keep], mu1=mu1[keep], estimand=ctx.estimand)
-            pe = aipw(yk, wk, ek, mu0[keep], mu1[keep], ctx.estimand)
-            rows.append(row("aipw", adj, pe, ctx.estimand, boot, gk, clip=ctx.clip, n_clipped=n_clipped, **ess))
-            psis["aipw"] = pe.psi
-        fits[adj] = PropensityFit(adjustment=adj, e_raw=e_raw, e=e, w=w, clip=ctx.clip,
-                                  n_clipped=n_clipped, folds=int(len(np.unique(fold_ids))),
-                                  model="given" if given is not None else
-                                  ctx.propensity if isinstance(ctx.propensity, str)
-                                  else type(ctx.propensity).__name__, y=y, mu0=mu0, mu1=mu1, psi=psis)
-        with small_problem_threads(V):
-            balance[adj] = balance_table(X if X.shape[1] else None, w, w1 + w0,
-                                         names=list(ctx.conf_names) or None,
-                                         embeddings=Z if pcs is None else None, pcs=pcs, coords=coords,
-                                         warn=False)
-    return rows, fits, balance
-
-
-def _given_scores(scores, n: int) -> dict[str, np.ndarray]:
-    """Validated ``propensity_scores``: name -> array (n,) strictly inside (0, 1)."""
+def _given_scores(scores, units: Units, keep: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Validated ``propensity_scores``: name -> array (n,) strictly inside (0, 1), aligned on the unit ids."""
     if scores is None:
         return {}
+    n = units.n
     items = scores.items() if isinstance(scores, dict) else [("given", scores)]
+    items = [(k, _per_unit(v, units, f"propensity_scores[{k!r}]", keep)) for k, v in items]
     out = {}
     for key, arr in items:
         if not isinstance(key, str) or not key or key in ADJUSTMENTS:
@@ -597,8 +640,6 @@ def _given_folds(fold_ids, n: int, g) -> np.ndarray | None:
 
 def _combine_splits(splits: list[list[EffectRow]], z: float) -> list[EffectRow]:
     """Median estimate and Chernozhukov et al. (2018, eq. 3.8) SE over repeated cross-fitting splits."""
-    from dataclasses import replace
-
     from eocausal.estimators.aipw import combine_repeated
 
     out = []
@@ -613,27 +654,26 @@ def _combine_splits(splits: list[list[EffectRow]], z: float) -> list[EffectRow]:
     return out
 
 
-def _not_estimable_rows(ctx: _Context, name: str, w, g, why: str) -> list[EffectRow]:
+def _not_estimable_rows(opts: EstimateOptions, t: TrialData, why: str) -> list[EffectRow]:
     nan = float("nan")
-    cells = ([("dim", "none", "ATE")] if "dim" in ctx.methods else []) + [
-        (m, a, ctx.estimand) for a in ctx.adjustments for m in ctx.methods if m != "dim"]
-    return [EffectRow(trial=name, estimand=est, method=m, adjustment=a, estimate=nan, std_error=nan,
-                      ci_low=nan, ci_high=nan, p_value=nan, n=len(w), n_treated=int(w.sum()),
+    g = t.clusters
+    cells = ([("dim", "none", "ATE")] if "dim" in opts.methods else []) + [
+        (m, a, opts.estimand) for a in [*(opts.adjustments or ()), *t.scores] for m in opts.methods if m != "dim"]
+    return [EffectRow(trial=t.name, estimand=est, method=m, adjustment=a, outcome_type=ot, estimate=nan,
+                      std_error=nan, ci_low=nan, ci_high=nan, p_value=nan, n=t.n, n_treated=int(t.w.sum()),
                       n_clusters=None if g is None else int(len(np.unique(g))), note=why)
-            for m, a, est in cells]
+            for ot in t.outcomes for m, a, est in cells]
 
 
-def _adjust_pvalues(rows: list[EffectRow]) -> list[EffectRow]:
-    """Holm and Benjamini-Hochberg across trials, within each (estimand, method, adjustment)."""
-    from dataclasses import replace
-
+def adjust_pvalues(rows: Sequence[EffectRow]) -> list[EffectRow]:
+    """Holm and Benjamini-Hochberg across trials, within each (estimand, method, adjustment, outcome_type)."""
     from statsmodels.stats.multitest import multipletests
 
     out = list(rows)
     families: dict[tuple, list[int]] = {}
     for i, r in enumerate(rows):
         if np.isfinite(r.p_value):
-            families.setdefault((r.estimand, r.method, r.adjustment), []).append(i)
+            families.setdefault((r.estimand, r.method, r.adjustment, r.outcome_type), []).append(i)
     for idx in families.values():
         p = np.array([rows[i].p_value for i in idx])
         holm = multipletests(p, method="holm")[1]
@@ -653,8 +693,6 @@ def _adjustment_sets(adjustments, X, Z) -> tuple[str, ...]:
         possible.append("tabular+image")
     chosen = tuple(possible) if adjustments is None else tuple(adjustments)
     for a in chosen:
-        if a not in ADJUSTMENTS or a == "none":
-            raise InputError(f"adjustments: {a!r} is not one of {list(ADJUSTMENTS[1:])}")
         if a not in possible:
             need = {"tabular": "confounders", "image": "embeddings", "tabular+image": "confounders and embeddings"}[a]
             raise InputError(f"adjustments: {a!r} needs {need}, which were not given")
@@ -724,19 +762,88 @@ def _as_units(data, formula_data, treatment, outcome, confounders, clusters, nee
     raise InputError(f"data: expected Units, a DataFrame or a formula string, got {type(data).__name__}")
 
 
+def _per_unit(value, units: Units, name: str, keep: np.ndarray | None = None):
+    """The one alignment rule for per-unit inputs.
+
+    A pandas Series or DataFrame is aligned on the unit ids: its index must hold exactly the units'
+    ids (in any order); anything else is an error, as is a default RangeIndex that is not the ids in
+    row order (a frame that lost its ids would otherwise be matched by accident). An array is
+    positional and must have one entry per unit (per unit before ``keep`` dropped some).
+    """
+    if value is None or isinstance(value, str):
+        return value
+    ids = pd.Index(units.ids)
+    if isinstance(value, (pd.Series, pd.DataFrame)):
+        idx = value.index
+        if isinstance(idx, pd.RangeIndex) and idx.name is None and not idx.equals(ids):
+            raise InputError(
+                f"{name}: a {type(value).__name__} with a default RangeIndex, while the unit ids are "
+                f"{ids[:5].tolist()}...; pandas inputs are matched to units by their index: set it to the "
+                f"unit ids ({name}.index = units.ids), or pass {name}.to_numpy() to match by position")
+        if _id_kind(idx) != _id_kind(ids):
+            raise InputError(f"{name}: its index holds {idx.dtype} ids but the units' ids are {ids.dtype}; "
+                             f"convert one of them (e.g. {name}.index = {name}.index.astype({str(ids.dtype)!r}))")
+        if not idx.is_unique:
+            raise InputError(f"{name}: duplicate ids in its index, e.g. {idx[idx.duplicated()][:5].tolist()}")
+        missing, extra = ids.difference(idx), idx.difference(ids)
+        if len(missing) or len(extra):
+            raise InputError(f"{name}: its index must hold exactly the unit ids; "
+                             + (f"no entry for {missing[:8].tolist()} ({len(missing)} in all)" if len(missing) else "")
+                             + ("; " if len(missing) and len(extra) else "")
+                             + (f"{len(extra)} ids that are not units, e.g. {extra[:5].tolist()}" if len(extra) else ""))
+        return value.loc[ids].to_numpy()
+    arr = np.asarray(value)
+    if keep is not None and arr.ndim >= 1 and arr.shape[0] == len(keep) and len(keep) != units.n:
+        arr = arr[keep]
+    if arr.ndim == 0 or arr.shape[0] != units.n:
+        raise InputError(f"{name}: {0 if arr.ndim == 0 else arr.shape[0]} entries for {units.n} units; an array "
+                         "is matched by position and needs one entry per unit (or pass a Series indexed by unit id)")
+    return arr
+
+
+def _id_kind(index: pd.Index) -> str:
+    """'integer', 'string', 'float' or the dtype's name: ids of different kinds never match."""
+    if pd.api.types.is_integer_dtype(index.dtype):
+        return "integer"
+    if pd.api.types.is_float_dtype(index.dtype):
+        return "float"
+    if pd.api.types.is_string_dtype(index.dtype) or index.dtype == object:
+        return "string"
+    return str(index.dtype)
+
+
+def _drop_units_without_embedding(units: Units, embeddings):
+    """Units whose chips the embedding step dropped (``Z.attrs['dropped_ids']``) leave the study.
+
+    Returns (units, embeddings, None) when nothing is dropped, else (kept units, embeddings,
+    (note, keep mask over the original units)). Units missing from the embeddings without being
+    listed as dropped are an error (see :func:`_per_unit`).
+    """
+    if not isinstance(embeddings, pd.DataFrame):
+        return units, embeddings, None
+    dropped = embeddings.attrs.get("dropped_ids") or []
+    if not len(dropped):
+        return units, embeddings, None
+    ids = pd.Index(units.ids)
+    listed = ids.isin(pd.Index(dropped)) & ~ids.isin(embeddings.index)
+    if not listed.any():
+        return units, embeddings, None
+    keep = ~np.asarray(listed)
+    note = (f"{int(listed.sum())} of {units.n} units left the study: the embedding step dropped them (their chips "
+            "were invalid: off the imagery or mostly nodata, under the source's min_valid/on_invalid policy); "
+            f"e.g. ids {ids[listed][:5].tolist()}.")
+    warnings.warn(note + " Estimates refer to the remaining units.", DataQualityWarning, stacklevel=3)
+    return units.subset(keep), embeddings, (note, keep)
+
+
 def _align_embeddings(embeddings, units: Units) -> np.ndarray | None:
     if embeddings is None:
         return None
-    if isinstance(embeddings, pd.DataFrame):
-        missing = pd.Index(units.ids).difference(embeddings.index)
-        if len(missing):
-            raise InputError(
-                f"embeddings: no rows for unit ids {missing[:8].tolist()} ({len(missing)} in all); "
-                "the embedding frame must be indexed by the units' ids"
-            )
-        Z = embeddings.loc[units.ids].to_numpy(dtype=float)
-    else:
-        Z = np.asarray(embeddings, dtype=float)
+    Z = _per_unit(embeddings, units, "embeddings")
+    try:
+        Z = np.asarray(Z, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"embeddings: not numeric ({exc})") from None
     if Z.ndim != 2 or Z.shape[0] != units.n:
         raise InputError(f"embeddings: expected shape ({units.n}, d), got {Z.shape}")
     if not np.isfinite(Z).all():
@@ -751,11 +858,57 @@ def _cluster_codes(clusters, units: Units) -> np.ndarray | None:
     if isinstance(clusters, str):
         if clusters not in units.frame.columns:
             raise InputError(f"clusters={clusters!r}: no such column in the units")
-        return pd.factorize(units.frame[clusters], sort=True)[0]
-    arr = np.asarray(clusters)
-    if len(arr) != units.n:
-        raise InputError(f"clusters: {len(arr)} labels for {units.n} units")
-    return pd.factorize(arr, sort=True)[0]
+        col = units.frame[clusters]
+        if col.isna().any():
+            raise InputError(f"clusters={clusters!r}: missing cluster labels for units "
+                             f"{units.ids[col.isna().to_numpy()][:8].tolist()} ({int(col.isna().sum())} in all); "
+                             "give every unit a cluster (e.g. its own id) or drop those units")
+        return pd.factorize(col, sort=True)[0]
+    return check_clusters(clusters, units.n)
+
+
+def _shared_embedding_clusters(Z: np.ndarray):
+    """Cluster codes of units whose embedding rows are identical (units sharing an image), or (None, None).
+
+    Without clusters, units that share an image would be split across folds and treated as
+    independent; estimate() clusters them by the shared embedding instead and says so.
+    """
+    _, codes = np.unique(Z, axis=0, return_inverse=True)
+    codes = np.asarray(codes).reshape(-1)
+    k = int(codes.max()) + 1
+    if k == len(Z):
+        return None, None
+    note = (f"Units share embeddings ({k} distinct embeddings for {len(Z)} units, as when units share an "
+            "image) and no clusters were given: folds and standard errors are clustered by the shared "
+            "embedding. Pass clusters= to cluster otherwise.")
+    return codes, note
+
+
+def _id_codes(ids) -> np.ndarray:
+    """Integer codes of the unit ids in sorted order (row order does not matter)."""
+    try:
+        return np.unique(np.asarray(ids), return_inverse=True)[1].reshape(-1)
+    except TypeError:
+        return pd.factorize(pd.Index(ids).astype(str), sort=True)[0]
+
+
+def _warn_few_clusters(rows: Sequence[EffectRow], trials: Sequence[TrialData], cluster_name) -> None:
+    """FewClustersWarning when a clustered trial has few clusters, or few treated or control clusters."""
+    for t in trials:
+        if t.clusters is None:
+            continue
+        G = int(len(np.unique(t.clusters)))
+        g1 = int(len(np.unique(t.clusters[t.w == 1])))
+        g0 = int(len(np.unique(t.clusters[t.w == 0])))
+        if G < FEW_CLUSTERS or min(g1, g0) < FEW_ARM_CLUSTERS:
+            where = "" if t.name == "all" else f"trial {t.name!r}: "
+            warnings.warn(
+                f"{where}standard errors are clustered by {cluster_name} with {G} clusters ({g1} with treated "
+                f"units, {g0} with control units); with fewer than {FEW_CLUSTERS} clusters, or fewer than "
+                f"{FEW_ARM_CLUSTERS} treated or control clusters, cluster-robust SEs are too small and normal "
+                "intervals undercover (Cameron, Gelbach and Miller 2008; MacKinnon and Webb 2018). Report the "
+                "cluster counts, and check the intervals with a wild cluster bootstrap or randomisation inference",
+                FewClustersWarning, stacklevel=3)
 
 
 def _check_overlap(e: np.ndarray, w: np.ndarray, clip: float, adjustment: str, estimand: str = "ATE") -> None:
@@ -774,4 +927,4 @@ def _check_overlap(e: np.ndarray, w: np.ndarray, clip: float, adjustment: str, e
             f"(range {e.min():.2g}-{e.max():.2g}): treated and control units do not overlap. Remove "
             "confounders that are functions of the treatment, or estimate the ATO"
         )
-    check_overlap(e, w, clip=clip, estimand=estimand, stacklevel=5)
+    check_overlap(e, w, clip=clip, estimand=estimand, stacklevel=6)

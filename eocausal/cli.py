@@ -1,12 +1,19 @@
 """The ``eocausal`` command: run | demo | embed | report | validate.
 
 Errors from eocausal print one line, ``eocausal: error: ...``, and exit with status 2.
+Warnings print one line each, ``eocausal: warning: ...`` (no file names or source lines).
+Stage lines go to stderr; a progress bar is drawn only when stderr is a terminal (and not
+with ``--quiet``), so logs hold whole lines. SIGTERM stops a command like Ctrl-C: the
+temporary output is removed and the earlier output, if any, stays in place.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import warnings
+from contextlib import contextmanager
 
 from eocausal.errors import EocausalError
 
@@ -15,31 +22,73 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def _progress(quiet: bool) -> bool:
+    try:
+        return not quiet and sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """One line per warning: ``eocausal: warning: <message>`` (eocausal's own categories) or
+    ``eocausal: warning: <Category>: <message>`` (others), without file paths or source."""
+    from eocausal.errors import EocausalWarning
+
+    text = " ".join(str(message).split())
+    if not issubclass(category, EocausalWarning):
+        text = f"{category.__name__}: {text}"
+    print(f"eocausal: warning: {text}", file=sys.stderr if file is None else file, flush=True)
+
+
+class _Terminated(BaseException):
+    """Raised in the main thread on SIGTERM, so cleanup (temporary outputs) runs as on Ctrl-C."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
+@contextmanager
+def _cli_environment():
+    """Warnings as one line each and SIGTERM as an exception, for the duration of a command."""
+    try:
+        old_term = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread (e.g. main() called from a worker thread)
+        old_term = None
+    try:
+        with warnings.catch_warnings():  # restores the filters and showwarning afterwards
+            warnings.simplefilter("default")  # a command shows warnings; it never turns them into errors
+            warnings.showwarning = _show_warning
+            yield
+    finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+
+
 def _run(study, out: str, quiet: bool) -> int:
     from eocausal.study.runner import run_study
 
-    result = run_study(study, out, progress=not quiet, log=None if quiet else _log)
+    result = run_study(study, out, progress=_progress(quiet), log=None if quiet else _log)
     print(result.table.summary())
     print(f"\nreport: {result.report_path}")
     return 0
 
 
 def _embed(study_path: str, out: str, cache: str | None, quiet: bool) -> int:
-    import io
     from pathlib import Path
 
-    import numpy as np
-
-    from eocausal._atomic import atomic_write_bytes, atomic_write_text
-    from eocausal.errors import InputError
-    from eocausal.study.runner import make_encoder
-    from eocausal.study.inputs import load_inputs
-    from eocausal.study.schema import load_study
+    from eocausal._atomic import atomic_write_bytes, check_output_file
+    from eocausal.data.embedding_files import SUFFIXES, embeddings_bytes
     from eocausal.encoders import embed
+    from eocausal.errors import InputError
+    from eocausal.study.inputs import load_inputs
+    from eocausal.study.runner import make_encoder
+    from eocausal.study.schema import load_study
 
     dest = Path(out)
-    if dest.suffix not in (".npz", ".csv"):
+    if dest.suffix.lower() not in SUFFIXES:
         raise InputError(f"--out {out!r}: use a .npz or .csv file name")
+    check_output_file(dest)  # fail before any work
     study = load_study(study_path)
     if not quiet:
         _log("[1/2] reading units and imagery")
@@ -48,42 +97,20 @@ def _embed(study_path: str, out: str, cache: str | None, quiet: bool) -> int:
         _log("[2/2] embedding images")
     enc = study["encoder"]
     Z = embed(inputs.units, inputs.source, make_encoder(enc), batch_size=enc["batch_size"],
-              seed=study.seed, cache_dir=cache, progress=not quiet)
-    if dest.suffix == ".csv":
-        atomic_write_text(dest, Z.to_csv())
-    else:
-        buf = io.BytesIO()
-        np.savez_compressed(buf, ids=np.asarray(Z.index.astype(str), dtype=str), embeddings=Z.to_numpy())
-        atomic_write_bytes(dest, buf.getvalue())
-    print(f"embeddings: {dest} ({Z.shape[0]} units x {Z.shape[1]} dimensions)")
+              seed=study.seed, cache_dir=cache, progress=_progress(quiet))
+    atomic_write_bytes(dest, embeddings_bytes(Z, dest.suffix.lower()))
+    n_drop = len(Z.attrs.get("dropped_ids", []))
+    dropped = f"; {n_drop} units left out (invalid chips)" if n_drop else ""
+    print(f"embeddings: {dest} ({Z.shape[0]} units x {Z.shape[1]} dimensions{dropped}); "
+          "read it with eocausal.data.embedding_files.read_embeddings")
     return 0
 
 
 def _report(folder: str) -> int:
-    import json
-    from pathlib import Path
+    from eocausal.report.outputs import rerender_outputs
 
-    import pandas as pd
-
-    from eocausal._atomic import atomic_write_text
-    from eocausal.errors import MissingFileError
-    from eocausal.report import render_report
-    from eocausal.results import EffectTable
-
-    d = Path(folder)
-    for f in ("effects.csv", "manifest.json"):
-        if not (d / f).is_file():
-            raise MissingFileError(f"{d / f}: not found; pass a folder written by 'eocausal run' or 'eocausal demo'")
-    man = json.loads((d / "manifest.json").read_text())
-    table = EffectTable.from_tidy(pd.read_csv(d / "effects.csv", keep_default_na=True),
-                                  design={"study": man.get("study", "")})
-    html = render_report(table, title=f"eocausal: {man.get('study', '')}", true_effect=man.get("true_effect"),
-                         reproducibility={"seed": man.get("seed"), "study file sha256": man.get("study_sha256")})
-    atomic_write_text(d / "report.html", html)
-    (d / "tables").mkdir(exist_ok=True)
-    atomic_write_text(d / "tables" / "effects.md", table.to_markdown())
-    atomic_write_text(d / "tables" / "effects.tex", table.to_latex(caption=man.get("study")))
-    print(f"report: {d / 'report.html'}")
+    for path in rerender_outputs(folder):
+        print(f"wrote {path}")
     return 0
 
 
@@ -101,12 +128,17 @@ def main(argv: list[str] | None = None) -> int:
     p_val.add_argument("study")
     p_emb = sub.add_parser("embed", help="embed a study's imagery and save the embeddings")
     p_emb.add_argument("study")
-    p_emb.add_argument("--out", required=True, help="output file (.npz with arrays 'ids' and 'embeddings', or .csv)")
+    p_emb.add_argument("--out", required=True, help="output file: .npz (arrays ids, embeddings, columns) or .csv; ids keep their type")
     p_emb.add_argument("--cache", default=None, help="embedding cache folder (resumes an interrupted run)")
     p_emb.add_argument("--quiet", action="store_true")
     p_rep = sub.add_parser("report", help="re-render report.html and tables from an output folder")
     p_rep.add_argument("folder", help="a folder written by 'eocausal run' or 'eocausal demo'")
     args = parser.parse_args(argv)
+    with _cli_environment():
+        return _dispatch(args)
+
+
+def _dispatch(args) -> int:
     try:
         if args.command == "run":
             return _run(args.study, args.out, args.quiet)
@@ -127,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     except EocausalError as exc:
         print(f"eocausal: error: {exc}", file=sys.stderr)
         return 2
+    except _Terminated:
+        print("eocausal: error: terminated (SIGTERM); the output was not written (an earlier one is kept)", file=sys.stderr)
+        return 143
     return 1  # pragma: no cover
 
 

@@ -94,6 +94,14 @@ class DataQualityWarning(EocausalWarning):
     """Input data were altered or dropped under a stated policy (nodata, missing values)."""
 
 
+class CacheWarning(EocausalWarning):
+    """Cached results were found damaged or mismatched and computed again."""
+
+
+class FewClustersWarning(EocausalWarning):
+    """Cluster-robust inference rests on few clusters (or few treated or control clusters)."""
+
+
 class DebiasWarning(EocausalWarning):
     """A debiasing correction rests on weak calibration evidence."""
 

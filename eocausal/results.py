@@ -10,13 +10,19 @@ from __future__ import annotations
 import html
 import math
 import re
-from dataclasses import dataclass, field
+import typing
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from eocausal._types import TIDY_COLUMNS, EffectRow, PropensityFit
+from eocausal.errors import ColumnError, InputError
+
+# EffectRow is defined in eocausal._types (layer 1) because the estimators build rows too; users
+# import it from here.
+__all__ = ["Comparison", "EffectRow", "EffectTable", "Summary", "compare", "concat"]
 
 _METHOD_LABEL = {
     "dim": "Difference in means",
@@ -45,6 +51,51 @@ def _fmt_p(p: float) -> str:
     if p is None or math.isnan(p):
         return ""
     return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _field_kinds() -> dict[str, tuple[type, bool]]:
+    """EffectRow field -> (its base type, whether None is allowed), from the annotations."""
+    hints = typing.get_type_hints(EffectRow)
+    out = {}
+    for f in fields(EffectRow):
+        args = typing.get_args(hints[f.name])
+        base = next((a for a in args if a is not type(None)), hints[f.name]) if args else hints[f.name]
+        out[f.name] = (base, type(None) in args)
+    return out
+
+
+def _is_empty(v) -> bool:
+    return v is None or v is pd.NA or (isinstance(v, (float, np.floating)) and math.isnan(v))
+
+
+def _cell(v, base: type, optional: bool, *, column: str, row: int):
+    """One tidy cell as the Python value of its EffectRow field (see EffectTable.from_tidy)."""
+    if _is_empty(v):
+        if optional:
+            return None
+        if base is float:
+            return math.nan
+        if base is str:
+            return ""
+        raise InputError(f"tidy: column {column!r}, row {row}: empty, but {column} is a {base.__name__} "
+                         "that cannot be missing; pass the frame EffectTable.tidy() wrote")
+    try:
+        if base is bool:
+            if isinstance(v, str):
+                return {"True": True, "False": False}[v]
+            return bool(v)
+        if base is int:
+            if isinstance(v, str):
+                return int(v)
+            if float(v) != int(v):
+                raise ValueError(v)
+            return int(v)
+        if base is float:
+            return float(v)
+        return base(v)
+    except (ValueError, TypeError, KeyError, OverflowError):
+        raise InputError(f"tidy: column {column!r}, row {row}: {v!r} is not a {base.__name__}; pass the "
+                         "frame EffectTable.tidy() wrote") from None
 
 
 @dataclass(frozen=True)
@@ -78,22 +129,42 @@ class EffectTable:
         return pd.DataFrame([r.as_dict() for r in self.rows], columns=list(TIDY_COLUMNS))
 
     @classmethod
-    def from_tidy(cls, tidy: pd.DataFrame, *, notes=(), design=None) -> "EffectTable":
-        """Rebuild a table from :meth:`tidy` output (e.g. a saved effects.csv)."""
-        missing = [c for c in TIDY_COLUMNS if c not in tidy.columns and c not in ("p_holm", "p_bh")]
-        if missing:
-            raise ValueError(f"tidy frame lacks columns {missing}")
+    def from_tidy(cls, tidy: pd.DataFrame, *, notes: Sequence[str] = (),
+                  design: Mapping[str, object] | None = None,
+                  propensities: Mapping[str, PropensityFit] | None = None,
+                  balance: Mapping[str, pd.DataFrame] | None = None) -> "EffectTable":
+        """Rebuild a table from :meth:`tidy` output (e.g. a saved effects.csv).
+
+        Each cell is converted to the type of its :class:`~eocausal._types.EffectRow` field:
+        an empty cell (None or NaN) is None in an optional field, NaN in a float field and ""
+        in a text field; an integer field must hold a whole number. Columns of fields with a
+        default may be absent. The rows' notes, design, propensity fits and balance tables are
+        not in the tidy frame: pass them (``eocausal.report.outputs.read_outputs`` reads all of
+        them back from an output folder).
+
+        Raises
+        ------
+        ColumnError
+            A column without a default is missing, or a column is not an EffectRow field.
+        InputError
+            A cell cannot be converted to its field's type.
+        """
+        names = [f.name for f in fields(EffectRow)]
+        required = [f.name for f in fields(EffectRow) if f.default is MISSING and f.default_factory is MISSING]
+        missing = [c for c in required if c not in tidy.columns]
+        unknown = [str(c) for c in tidy.columns if c not in names]
+        if missing or unknown:
+            raise ColumnError(
+                f"tidy: {'lacks columns ' + str(missing) if missing else ''}"
+                f"{'; ' if missing and unknown else ''}"
+                f"{'has columns that are not EffectRow fields ' + str(unknown) if unknown else ''}. "
+                f"Pass a frame with the columns of EffectTable.tidy(): {list(TIDY_COLUMNS)}")
+        kinds = _field_kinds()
         rows = []
-        for rec in tidy.to_dict("records"):
-            kw = {c: rec.get(c) for c in TIDY_COLUMNS if c in rec}
-            for c in ("n", "n_treated", "n_clipped", "n_trimmed"):
-                kw[c] = int(kw[c]) if kw.get(c) is not None and not pd.isna(kw[c]) else 0
-            kw["n_clusters"] = None if pd.isna(kw.get("n_clusters")) else int(kw["n_clusters"])
-            kw["clip"] = None if pd.isna(kw.get("clip")) else float(kw["clip"])
-            for c in ("trial", "estimand", "method", "adjustment", "se_type", "outcome_type", "note"):
-                kw[c] = "" if pd.isna(kw.get(c)) else str(kw[c])
-            rows.append(EffectRow(**kw))
-        return cls(rows=tuple(rows), notes=tuple(notes), design=dict(design or {}))
+        for i, rec in enumerate(tidy.to_dict("records")):
+            rows.append(EffectRow(**{c: _cell(v, *kinds[c], column=c, row=i) for c, v in rec.items()}))
+        return cls(rows=tuple(rows), notes=tuple(notes), design=dict(design or {}),
+                   propensities=dict(propensities or {}), balance=dict(balance or {}))
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -103,14 +174,18 @@ class EffectTable:
 
     def row(self, *, method: str, adjustment: str | None = None, trial: str | None = None,
             estimand: str | None = None) -> EffectRow:
-        """The unique row matching the given fields (KeyError if none or several)."""
+        """The unique row matching the given fields.
+
+        Raises :class:`~eocausal.errors.ColumnError` (a KeyError) if none or several match.
+        """
         hits = [r for r in self.rows if r.method == method
                 and (adjustment is None or r.adjustment == adjustment)
                 and (trial is None or r.trial == trial)
                 and (estimand is None or r.estimand == estimand)]
         if len(hits) != 1:
-            raise KeyError(f"{len(hits)} rows match method={method!r}, adjustment={adjustment!r}, "
-                           f"trial={trial!r}, estimand={estimand!r}")
+            raise ColumnError(f"{len(hits)} rows match method={method!r}, adjustment={adjustment!r}, "
+                              f"trial={trial!r}, estimand={estimand!r}; name the fields that pick one row "
+                              "(the rows are listed by tidy())")
         return hits[0]
 
     # ------------------------------------------------------------------ views
@@ -349,8 +424,8 @@ def compare(models, labels: Sequence[str] | None = None) -> Comparison:
     for m in ([models] if isinstance(models, (EffectTable, EffectRow)) else models):
         rows += list(m.rows) if isinstance(m, EffectTable) else [m]
     if not rows:
-        raise ValueError("compare: no estimates given")
+        raise InputError("models: no estimates given; pass at least one EffectTable or EffectRow")
     labs = tuple(labels) if labels is not None else tuple(f"({i})" for i in range(1, len(rows) + 1))
     if len(labs) != len(rows):
-        raise ValueError(f"compare: {len(labs)} labels for {len(rows)} estimates")
+        raise InputError(f"labels: {len(labs)} labels for {len(rows)} estimates; pass one label per estimate")
     return Comparison(rows=tuple(rows), labels=labs)

@@ -70,10 +70,12 @@ def test_embeddings_give_image_adjustments_and_must_align():
     t = eocausal.estimate(units, embeddings=Z, methods=["ipw-hajek"])
     assert [r.adjustment for r in t.rows] == ["tabular", "image", "tabular+image"]
     assert t.design["embedding_dim"] == 4
-    with pytest.raises(InputError, match="no rows for unit ids"):
+    with pytest.raises(InputError, match="no entry for"):
         eocausal.estimate(units, embeddings=Z.iloc[5:])
-    with pytest.raises(InputError, match="expected shape"):
+    with pytest.raises(InputError, match="10 entries for 300 units"):
         eocausal.estimate(units, embeddings=np.zeros((10, 2)))
+    with pytest.raises(InputError, match=r"expected shape \(300, d\)"):
+        eocausal.estimate(units, embeddings=np.zeros(300))
     with pytest.raises(InputError, match="needs embeddings"):
         eocausal.estimate(units, adjustments=["image"])
 
@@ -218,7 +220,7 @@ def test_balance_tables_and_sensitivity_come_with_the_table():
 
 def test_aipw_row_equals_the_estimator_on_the_same_folds_and_bootstrap_agrees():
     from eocausal.estimators.aipw import aipw, crossfit_outcome
-    from eocausal.estimators.crossfit import grouped_folds
+    from eocausal.data.folds import grouped_folds
     from eocausal.estimators.propensity import crossfit_propensity
     from eocausal.estimators.weighting import se_from_psi
 
@@ -229,7 +231,7 @@ def test_aipw_row_equals_the_estimator_on_the_same_folds_and_bootstrap_agrees():
     V, y, w = df[["x1", "x2"]].to_numpy(), df["y"].to_numpy(), df["w"].to_numpy(float)
     codes = pd.factorize(g, sort=True)[0]
     folds = grouped_folds(len(y), codes, 5, 3, stratify=w)
-    e, _ = crossfit_propensity(V, w, groups=codes, model="logit", fold_ids=folds, seed=3)
+    e, _ = crossfit_propensity(V, w, clusters=codes, propensity="logit", fold_ids=folds, seed=3)
     mu0, mu1 = crossfit_outcome(V, y, w, folds, "ridge", n_tabular=None, seed=3)
     pe = aipw(y, w, np.clip(e, 1e-3, 1 - 1e-3), mu0, mu1)
     assert r.estimate == pytest.approx(pe.estimate, rel=1e-10)

@@ -15,7 +15,7 @@ from scipy.special import expit
 
 import eocausal
 from eocausal.errors import InputError
-from eocausal.estimators.crossfit import grouped_folds
+from eocausal.data.folds import grouped_folds
 from eocausal.estimators.propensity import crossfit_propensity
 from eocausal.estimators.weighting import hajek, se_from_psi
 
@@ -39,7 +39,7 @@ KW = dict(treatment="w", outcome="y", confounders=CONF, clusters="village", prop
 def test_given_scores_and_folds_reproduce_the_fitted_rows():
     df, X, w, g = _frame()
     fold = grouped_folds(len(w), g, 5, 0, stratify=w)
-    e_raw, _ = crossfit_propensity(X, w, groups=g, model="logit", fold_ids=fold)
+    e_raw, _ = crossfit_propensity(X, w, clusters=g, propensity="logit", fold_ids=fold)
     t = eocausal.estimate(df, methods=["ipw-hajek", "ipw-ht", "aipw"], adjustments=["tabular"],
                           propensity_scores={"mine": e_raw}, fold_ids=fold, **KW).tidy()
     fitted = t[t.adjustment == "tabular"].set_index("method")
@@ -83,7 +83,7 @@ def test_given_scores_with_trials_are_subset_per_trial():
 
 @pytest.mark.parametrize("bad,match", [
     (dict(propensity_scores=np.zeros(900)), "strictly inside"),
-    (dict(propensity_scores=np.full(10, 0.5)), "shape"),
+    (dict(propensity_scores=np.full(10, 0.5)), "10 entries for 900 units"),
     (dict(propensity_scores={"tabular": np.full(900, 0.5)}), "other than"),
     (dict(fold_ids=np.arange(900) % 5), "straddle"),
     (dict(fold_ids=np.zeros(900)), "at least 2 folds"),

@@ -12,7 +12,7 @@ What is checked, and why:
   correction visibly acts. AIPW rows do not depend on ``ipw_se``.
 - The influence function kept in ``table.propensities[adj].psi`` is the one behind each row's
   SE, so re-clustering it (``se_from_psi``) reproduces the SE to rounding (1e-12 relative).
-- ``native=True`` (eocausal's solvers) and ``native=False`` (scikit-learn's fits per fold) fit
+- ``solver="native"`` (eocausal's solvers) and ``solver="sklearn"`` (scikit-learn's fits per fold) fit
   the same models; with a Newton-Cholesky learner at ``tol=1e-12`` the propensities agree to
   ~1e-8, so the estimates agree to a tiny fraction (1e-3) of their SE.
 - With several trials the embedding PCA is computed once per call, so the embedding PC rows
@@ -77,12 +77,12 @@ def test_auto_corrects_only_with_enough_clusters_per_coefficient(tables):
     t = tables["auto"]
     for m in ("ipw-ht", "ipw-hajek"):
         assert "IF (logit-corrected)" in t.row(method=m, adjustment="tabular").se_type
-        assert "IF (known e)" in t.row(method=m, adjustment="image").se_type
+        assert "IF (known e: fewer than 50 clusters per propensity coefficient)" in t.row(method=m, adjustment="image").se_type
     assert any("logit-corrected" in note for note in t.notes)
     assert any("clusters per propensity coefficient" in note for note in t.notes)
 
 
-@pytest.mark.parametrize("mode, label", [("corrected", "IF (logit-corrected)"), ("known-e", "IF (known e)")])
+@pytest.mark.parametrize("mode, label", [("corrected", "IF (logit-corrected)"), ("known-e", "IF (known e: ipw_se='known-e')")])
 def test_forced_modes(tables, mode, label):
     t = tables[mode]
     for adj in ("tabular", "image"):
@@ -137,8 +137,8 @@ def test_native_and_sklearn_fits_agree(frame):
     kw = dict(methods=["ipw-hajek", "aipw"], outcome_model=LinearRegression(),
               propensity=make_pipeline(StandardScaler(),
                                        LogisticRegression(C=1.0, solver="newton-cholesky", tol=1e-12)))
-    a = _est(df, native=True, **kw)
-    b = _est(df, native=False, **kw)
+    a = _est(df, solver="native", **kw)
+    b = _est(df, solver="sklearn", **kw)
     assert np.max(np.abs(a.propensities["tabular"].e_raw - b.propensities["tabular"].e_raw)) < 1e-8
     for ra, rb in zip(a.rows, b.rows):
         assert (ra.method, ra.adjustment, ra.se_type) == (rb.method, rb.adjustment, rb.se_type)
@@ -170,12 +170,12 @@ def test_trials_share_one_embedding_pca(frame):
 
 
 def test_sklearn_path_corrects_with_the_fitted_penalties(frame):
-    """native=False with the default ridge-logit: the per-fold C_ of LogisticRegressionCV enter the
+    """solver="sklearn" with the default ridge-logit: the per-fold C_ of LogisticRegressionCV enter the
     correction (the SE was NaN when they were not passed on), and it matches the native path."""
     df, _ = frame
     kw = dict(methods=["ipw-hajek"], adjustments=["tabular"])
-    sk = _est(df, native=False, **kw).tidy().iloc[0]
-    nat = _est(df, native=True, **kw).tidy().iloc[0]
+    sk = _est(df, solver="sklearn", **kw).tidy().iloc[0]
+    nat = _est(df, solver="native", **kw).tidy().iloc[0]
     assert "logit-corrected" in sk["se_type"] and "logit-corrected" in nat["se_type"]
     assert np.isfinite(sk["std_error"]) and sk["std_error"] > 0
     # the two fits solve the same penalised models (L-BFGS at tol 1e-4 vs Newton): close, not equal

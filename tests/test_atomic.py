@@ -224,6 +224,9 @@ def test_check_output_dir_accepts_new_empty_and_earlier(tmp_path):
 
 
 def test_failed_swap_restores_earlier_output(tmp_path, monkeypatch):
+    import eocausal._atomic as atomic
+
+    monkeypatch.setattr(atomic, "_exchange", lambda a, b: False)  # the two-rename fallback
     out = tmp_path / "out"
     out.mkdir()
     (out / "manifest.json").write_text('{"run": 1}', encoding="utf-8")
@@ -236,7 +239,7 @@ def test_failed_swap_restores_earlier_output(tmp_path, monkeypatch):
             raise OSError("simulated failure")
         return real_replace(src, dst)
 
-    with pytest.raises(OSError, match="simulated failure"):
+    with pytest.raises(OutputError, match="simulated failure.*earlier output.*kept"):
         with atomic_directory(out) as tmp:
             (tmp / "manifest.json").write_text('{"run": 2}', encoding="utf-8")
             monkeypatch.setattr(os, "replace", flaky_replace)

@@ -23,6 +23,8 @@ from typing import Iterator
 
 import numpy as np
 
+from eocausal.errors import InputError
+
 __all__ = [
     "DecodeError",
     "read_varint",
@@ -43,8 +45,8 @@ __all__ = [
 VARINT, FIXED64, LEN, SGROUP, EGROUP, FIXED32 = 0, 1, 2, 3, 4, 5
 
 
-class DecodeError(ValueError):
-    """Bytes that are not valid protobuf wire format or TFRecord framing."""
+class DecodeError(InputError):
+    """Bytes that are not valid protobuf wire format or TFRecord framing (an InputError, so a ValueError)."""
 
 
 # ----------------------------------------------------------------------------- varints and fields

@@ -26,7 +26,7 @@ _HEAD_TAIL = 1 << 20  # bytes hashed at each end of a file by the fingerprint
 
 
 def listed(items, limit: int = _MAX_LISTED) -> str:
-    items = list(items)
+    items = [i.item() if isinstance(i, np.generic) else i for i in items]
     shown = ", ".join(repr(i) for i in items[:limit])
     more = f" and {len(items) - limit} more" if len(items) > limit else ""
     return f"[{shown}{more}]"
@@ -94,6 +94,11 @@ def read_meta(path: str) -> RasterFile:
     from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
     local = not (path.startswith("/vsi") or "://" in path)
+    if local and Path(path).is_dir():
+        raise DataFileError(
+            f"paths: {path} is a folder, not a raster file; pass the raster files in it, e.g. "
+            f"sorted(Path({path!r}).glob('*.tif'))"
+        )
     if local and not Path(path).is_file():
         raise MissingFileError(
             f"paths: raster file {path} does not exist; check the path (relative paths are "
@@ -399,6 +404,8 @@ def morton_order(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- policy
 POLICIES = ("drop", "fail", "keep")
+VALID_RULES = ("all-bands", "any-band")
+DEFAULT_MIN_VALID = 0.5  # a chip at least half real imagery; below it the encoder mostly sees fill
 
 
 def check_policy(min_valid, on_invalid) -> float:
@@ -413,6 +420,21 @@ def check_policy(min_valid, on_invalid) -> float:
     return v
 
 
+def check_valid_rule(valid) -> str:
+    if valid not in VALID_RULES:
+        raise InputError(
+            f"valid: expected one of {VALID_RULES} (a chip pixel is valid when all its bands hold "
+            f"data, or when any band does), got {valid!r}"
+        )
+    return valid
+
+
+def pixel_validity(chip: np.ndarray, valid: str) -> np.ndarray:
+    """(px, px) mask of valid chip pixels from a (C, px, px) chip whose invalid bands are NaN."""
+    nan = np.isnan(chip)
+    return ~nan.any(0) if valid == "all-bands" else ~nan.all(0)
+
+
 def apply_policy(ids: np.ndarray, valid: np.ndarray, min_valid: float, on_invalid: str,
                  stacklevel: int = 3) -> tuple[np.ndarray, dict]:
     """Units with no valid pixel or a valid fraction below ``min_valid`` are invalid.
@@ -422,7 +444,7 @@ def apply_policy(ids: np.ndarray, valid: np.ndarray, min_valid: float, on_invali
     """
     bad = (valid <= 0) | (valid < min_valid)
     reason = (f"valid-pixel fraction below min_valid={min_valid:g}, or no valid pixel at all "
-              "(outside every raster, or all nodata)")
+              "(outside every raster, or nodata)")
     report = {"n_requested": int(len(ids)), "n_invalid": int(bad.sum()),
               "invalid_ids": ids[bad].tolist(), "invalid_valid_fraction": valid[bad].round(4).tolist(),
               "policy": on_invalid, "min_valid": min_valid, "reason": reason}
@@ -439,7 +461,8 @@ def apply_policy(ids: np.ndarray, valid: np.ndarray, min_valid: float, on_invali
         warnings.warn(
             f"{int(drop.sum())} of {len(ids)} units dropped under on_invalid='drop' ({reason}): "
             f"{listed(ids[drop])}. Their ids are in the source's last_report_['dropped_ids']; pass "
-            "on_invalid='keep' to keep them zero-filled, or 'fail' to stop",
+            "on_invalid='keep' to keep them zero-filled, 'fail' to stop, a lower min_valid=, or "
+            "valid='any-band' to count a pixel valid when any band holds data",
             DataQualityWarning, stacklevel=stacklevel,
         )
     return ~drop, report

@@ -15,6 +15,23 @@ import numpy as np
 from eocausal.errors import InputError
 
 
+_MAX_BANDS_GUESS = 16  # more bands than this on the channel axis is not a channels-first mistake
+
+
+def _refuse_channels_first(shape: tuple[int, ...]) -> None:
+    """InputError for the likely mistake of channels-first images, (n, C, H, W) or (n, T, C, H, W):
+    a few values on the axis that should be H, square H x W on the last two axes."""
+    c_axis = 1 if len(shape) == 4 else 2
+    c, h, w = shape[c_axis], shape[-2], shape[-1]
+    if c <= _MAX_BANDS_GUESS < w and h == w and c != shape[c_axis + 1]:
+        want = "(n_images, H, W, C)" if len(shape) == 4 else "(n_images, T, H, W, C)"
+        raise InputError(
+            f"images: shape {shape} looks channels-first ({c} bands of {h} x {w} pixels), but an "
+            f"ArraySource takes channels last, {want}, as causalimages stores them. Transpose first: "
+            f"ArraySource(np.moveaxis(images, {c_axis}, -1), ...)"
+        )
+
+
 class ArraySource:
     """Images held in memory, addressed by key.
 
@@ -22,7 +39,9 @@ class ArraySource:
     ----------
     images : array-like
         (n_images, H, W, C) single images or (n_images, T, H, W, C) image sequences.
-        Channels last, as causalimages stores them. Any numeric dtype.
+        Channels last, as causalimages stores them. Any numeric dtype. Channels-first arrays
+        (a few values on the H axis and square images on the last two axes, such as
+        (n, 3, 64, 64)) are refused with the transpose to apply.
     keys : sequence, optional
         One unique key per image (default ``0..n_images-1``). Units point at images through
         their ``image_key`` column; many units may share one image.
@@ -49,6 +68,7 @@ class ArraySource:
             raise InputError(f"images: expected a real numeric array, got dtype {arr.dtype}")
         if arr.shape[0] == 0 or 0 in arr.shape:
             raise InputError(f"images: an empty dimension in shape {arr.shape}")
+        _refuse_channels_first(arr.shape)
         n = arr.shape[0]
         if keys is None:
             keys = np.arange(n)

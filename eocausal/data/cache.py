@@ -9,8 +9,9 @@ One folder per run, named by its key (:func:`cache_key`), under the cache root::
     root/<key>/shard-00000.json     sidecar: sha256 of the .npy bytes, the keys it covers
                                     and their digest, its shape and dtype
 
-The key is the sha256 of everything that decides the embeddings: the encoder's configuration
-and fitted state, the image source's identity (files, chip parameters), the digest of the
+The key is the sha256 of everything that decides the embeddings: the encoder's fingerprint
+(:func:`eocausal.encoders.embed.encoder_fingerprint`: its class, every setting except those it
+declares unable to change the output, and its fitted state), the image source's identity (files, chip parameters), the digest of the
 chip keys (and, for sources that cut chips around places, the units' geometry) and the shard
 size. Change any of them and the run gets a new folder; nothing is ever overwritten with
 different content under the same key.
@@ -41,9 +42,9 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from eocausal._atomic import atomic_write_bytes
-from eocausal.errors import CacheError
+from eocausal.errors import CacheError, InputError
 
-CACHE_FORMAT = 1  # changes when the layout or the key material changes
+CACHE_FORMAT = 2  # changes when the layout or the key material changes (2: encoder fingerprint from get_params)
 _SHARD = "shard-{:05d}"
 
 
@@ -80,7 +81,8 @@ def keys_digest(keys: Iterable, geometry_wkb: Sequence[bytes] | None = None,
     h.update("\n".join(_canonical(k) for k in keys).encode("utf-8"))
     if geometry_wkb is not None:
         if len(geometry_wkb) != len(keys):
-            raise ValueError(f"geometry_wkb: {len(geometry_wkb)} geometries for {len(keys)} keys")
+            raise InputError(f"geometry_wkb: {len(geometry_wkb)} geometries for {len(keys)} keys; "
+                             "pass one geometry per key, in the keys' order")
         h.update(f"\ngeometry:{crs}\n".encode())
         for wkb in geometry_wkb:
             h.update(len(wkb).to_bytes(8, "little"))
@@ -223,7 +225,8 @@ class CacheRun:
         """
         values = np.ascontiguousarray(values)
         if values.ndim != 2 or len(values) != len(keys):
-            raise ValueError(f"shard {index}: expected ({len(keys)}, dim) values, got shape {values.shape}")
+            raise InputError(f"values: shard {index} expects ({len(keys)}, dim) values (one row per key), "
+                             f"got shape {values.shape}")
         buf = io.BytesIO()
         np.save(buf, values, allow_pickle=False)
         data = buf.getvalue()

@@ -34,14 +34,23 @@ Validity
 A band of a chip pixel is valid when at least one valid source pixel falls in it (average and
 the other area resamplings, which average the valid ones) or the sampled source pixel is valid
 (nearest); source pixels are invalid outside every file, under the file's mask or nodata value,
-or equal to ``nodata=``. A chip pixel is valid when any of its bands is (GDAL and rasterio's
-dataset-mask convention: a pixel is nodata when all its bands are). Invalid values are filled
-with 0. A unit's valid fraction is the share of valid chip pixels (with ``mask_polygons``, of
-the chip pixels inside the polygon); over a speckled mask it is larger with ``"average"`` than
-with ``"nearest"``, which counts at the sample points. A unit with no valid pixel (outside
-every raster, or all nodata) or a fraction below ``min_valid`` is handled by ``on_invalid``:
-``"drop"`` (default; a DataQualityWarning, ids in ``last_report_``), ``"fail"`` (InputError
-listing the units) or ``"keep"`` (kept, zero-filled).
+or equal to ``nodata=``. Whether a chip pixel is valid is the ``valid`` setting:
+
+* ``"all-bands"`` (default): every band of the pixel is valid. A pixel with data in some bands
+  and fill in others is invalid (for example water in ``landsat7.tif``, whose red and green
+  are 0, the declared nodata, while blue is not);
+* ``"any-band"``: at least one band is valid (GDAL and rasterio's dataset-mask convention: a
+  pixel is nodata only when all its bands are). Use it when a band's nodata value is also a
+  real value of that band.
+
+Every band of an invalid pixel is set to 0, and an invalid band of a valid pixel (``"any-band"``)
+too. A unit's valid fraction is the share of valid chip pixels (with ``mask_polygons``, of the
+chip pixels inside the polygon); over a speckled mask it is larger with ``"average"`` than with
+``"nearest"``, which counts at the sample points. A unit with no valid pixel (outside every
+raster, or all nodata) or a fraction below ``min_valid`` (default 0.5: a chip at least half
+real imagery) is handled by ``on_invalid``: ``"drop"`` (default; a DataQualityWarning with their
+number, ids in ``last_report_``), ``"fail"`` (InputError listing the units) or ``"keep"``
+(kept, zero-filled).
 
 Reading order
 -------------
@@ -57,11 +66,13 @@ from math import ceil, floor
 
 import numpy as np
 
-from eocausal.data._raster_common import (apply_policy, as_dates, check_compatible, check_dates,
-                                          check_policy, chip_boxes, common_factors,
+from eocausal.data._raster_common import (DEFAULT_MIN_VALID, apply_policy, as_dates,
+                                          check_compatible, check_dates, check_policy,
+                                          check_valid_rule, chip_boxes, common_factors,
                                           file_fingerprint, morton_order, pick_factor,
-                                          read_meta, resolve_bands, resolve_paths, select_keys,
-                                          unit_geometries, vrt_mosaic)
+                                          pixel_validity, read_meta, resolve_bands,
+                                          resolve_paths, select_keys, unit_geometries,
+                                          vrt_mosaic)
 from eocausal.errors import DataFileError, InputError
 
 RESAMPLINGS = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode",
@@ -111,9 +122,12 @@ class RasterSource:
     nodata : float, optional
         Pixel value to treat as invalid, replacing the files' own nodata and masks.
     min_valid : float
-        Least valid-pixel fraction a unit needs (in [0, 1]); a unit also needs one valid pixel.
+        Least valid-pixel fraction a unit needs (in [0, 1]; default 0.5); a unit also needs one
+        valid pixel.
     on_invalid : {"drop", "fail", "keep"}
         What to do with units below ``min_valid``; see the module notes.
+    valid : {"all-bands", "any-band"}
+        When a chip pixel counts as valid: all its bands hold data (default), or any band does.
     mask_polygons : bool
         Default for :meth:`chips`: invalidate pixels outside polygon units.
 
@@ -143,8 +157,8 @@ class RasterSource:
     """
 
     def __init__(self, paths, *, bands=None, size_m=None, px=None, dates=None,
-                 resampling: str = "average", nodata=None, min_valid: float = 0.0,
-                 on_invalid: str = "drop", mask_polygons: bool = False):
+                 resampling: str = "average", nodata=None, min_valid: float = DEFAULT_MIN_VALID,
+                 on_invalid: str = "drop", valid: str = "all-bands", mask_polygons: bool = False):
         self.paths = resolve_paths(paths)
         self.size_m, self.px = check_chip_size(size_m, px)
         if resampling not in RESAMPLINGS:
@@ -158,6 +172,7 @@ class RasterSource:
         self.nodata = nodata
         self.min_valid = check_policy(min_valid, on_invalid)
         self.on_invalid = on_invalid
+        self.valid = check_valid_rule(valid)
         self.mask_polygons = bool(mask_polygons)
         self.dates = None if dates is None else as_dates(dates)
         self.files = tuple(read_meta(p) for p in self.paths)
@@ -319,9 +334,10 @@ class RasterSource:
                     f"failed ({exc}); check that the files are complete and readable"
                 ) from exc
             nan = np.isnan(chip)
-            ok_px = ~nan.all(0)
+            ok_px = pixel_validity(chip, self.valid)
             if nan.any():
                 chip[nan] = 0.0
+                chip[:, ~ok_px] = 0.0
             if polys is not None and polys[u] is not None:
                 x0, y0, x1, y1 = boxes[u]
                 tr = Affine((x1 - x0) / px, 0.0, x0, 0.0, (y0 - y1) / px, y1)
@@ -390,7 +406,8 @@ class RasterSource:
             "size_m": self.size_m, "px": self.px, "resampling": self.resampling,
             "mask_polygons": self.mask_polygons, "nodata": self.nodata,
             "dates": None if self.dates is None else [str(d) for d in self.dates],
-            "min_valid": self.min_valid, "on_invalid": self.on_invalid, "chip_rule": CHIP_RULE,
+            "min_valid": self.min_valid, "on_invalid": self.on_invalid, "valid": self.valid,
+            "chip_rule": CHIP_RULE,
         }
 
     def check_dates(self, treatment_date) -> np.ndarray:

@@ -10,8 +10,8 @@ from typing import Mapping
 
 import numpy as np
 
-from eocausal.data._raster_common import (apply_policy, as_dates, check_dates, check_policy,
-                                          select_keys, unit_geometries)
+from eocausal.data._raster_common import (DEFAULT_MIN_VALID, apply_policy, as_dates, check_dates,
+                                          check_policy, select_keys, unit_geometries)
 from eocausal.data.raster import RasterSource
 from eocausal.errors import DataFileError, InputError
 
@@ -26,8 +26,10 @@ class RasterSequence:
         or ``"YYYY-MM-DD"``. Every date must offer the same bands.
     **options
         As for :class:`~eocausal.data.raster.RasterSource`: ``bands``, ``size_m``, ``px``,
-        ``resampling``, ``nodata``, ``min_valid``, ``on_invalid``, ``mask_polygons``.
-        ``min_valid`` and ``on_invalid`` apply to each unit's least valid frame.
+        ``resampling``, ``nodata``, ``min_valid`` (default 0.5), ``on_invalid``, ``valid``
+        (``"all-bands"`` or ``"any-band"``: when a chip pixel counts as valid),
+        ``mask_polygons``. ``min_valid`` and ``on_invalid`` apply to each unit's least valid
+        frame.
 
     Attributes
     ----------
@@ -48,13 +50,14 @@ class RasterSequence:
         uniq, counts = np.unique(dates, return_counts=True)
         if (counts > 1).any():
             raise InputError(f"paths_by_date: the same date given twice: {[str(d) for d in uniq[counts > 1]]}")
-        self.min_valid = check_policy(options.pop("min_valid", 0.0), options.get("on_invalid", "drop"))
+        self.min_valid = check_policy(options.pop("min_valid", DEFAULT_MIN_VALID),
+                                      options.get("on_invalid", "drop"))
         self.on_invalid = options.pop("on_invalid", "drop")
         order = np.argsort(dates)
         paths = list(paths_by_date.values())
         self.dates = dates[order]
-        self.frames = tuple(RasterSource(paths[i], dates=[dates[i]], on_invalid="keep", **options)
-                            for i in order)
+        self.frames = tuple(RasterSource(paths[i], dates=[dates[i]], min_valid=0.0, on_invalid="keep",
+                                         **options) for i in order)
         names = {f.bands for f in self.frames}
         if len(names) > 1:
             detail = "; ".join(f"{d}: {list(f.bands)}" for d, f in zip(self.dates, self.frames))
@@ -64,7 +67,7 @@ class RasterSequence:
             )
         first = self.frames[0]
         self.bands, self.size_m, self.px = first.bands, first.size_m, first.px
-        self.mask_polygons = first.mask_polygons
+        self.mask_polygons, self.valid = first.mask_polygons, first.valid
         self.last_report_: dict | None = None
 
     def __repr__(self) -> str:

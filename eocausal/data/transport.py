@@ -40,7 +40,8 @@ import numpy as np
 from eocausal._atomic import _umask
 from eocausal.errors import CRSError, InputError, OutputError
 
-METHODS = ("mahalanobis_pca", "range")
+#: Rules :func:`support_diagnostic` can flag places by (``method=``).
+SUPPORT_METHODS = ("mahalanobis_pca", "range")
 
 
 @dataclass(frozen=True)
@@ -147,8 +148,8 @@ def support_diagnostic(train_embeddings, new_embeddings, *, method: str = "mahal
     if Z.shape[1] != N.shape[1]:
         raise InputError(f"new_embeddings: {N.shape[1]} dimensions, the trial embeddings have {Z.shape[1]}; "
                          "encode both with the same encoder")
-    if method not in METHODS:
-        raise InputError(f"method={method!r}: use one of {', '.join(METHODS)}")
+    if method not in SUPPORT_METHODS:
+        raise InputError(f"method={method!r}: use one of {', '.join(SUPPORT_METHODS)}")
     if not 0 < quantile < 1:
         raise InputError(f"quantile={quantile}: must lie in (0, 1)")
     if method == "range":

@@ -11,17 +11,34 @@ uncertainty into the standard errors.
   (Efron 2011).
 - :class:`PPI`, :func:`ppi_mean`: prediction-powered inference with labels on some trial units
   (Angelopoulos et al. 2023).
-- :func:`debiased_effects`: naive, LCC, Tweedie and PPI effects of one or many trials on one map,
-  through difference in means, Hajek/HT IPW or AIPW, with joint bootstrap or delta-method SEs.
+- :mod:`.effects`: what :func:`eocausal.debiased_effects` needs from this layer (map and trials
+  readers, the debiasers by name, the joint bootstrap's contrast); the effects themselves go
+  through the per-trial core of :func:`eocausal.estimate`.
 - :func:`check_calibration`, :func:`compare_debiasers`: warnings and a cross-validated choice.
+
+Names are imported on first use (:mod:`eocausal._lazy`), so ``import eocausal.debias`` loads
+neither the modules nor scikit-learn.
 """
 
-from eocausal.debias.calibration import LinearCalibration
-from eocausal.debias.diagnostics import CalibrationCheck, DebiaserComparison, check_calibration, compare_debiasers
-from eocausal.debias.effects import OUTCOME_TYPES, debiased_effects
-from eocausal.debias.ppi import PPI, PPIResult, ppi_effect, ppi_mean
-from eocausal.debias.tweedie import Tweedie, kde_bandwidth, kde_score
+from __future__ import annotations
 
-__all__ = ["LinearCalibration", "Tweedie", "PPI", "PPIResult", "ppi_mean", "ppi_effect", "debiased_effects",
-           "check_calibration", "compare_debiasers", "CalibrationCheck", "DebiaserComparison", "kde_score",
-           "kde_bandwidth", "OUTCOME_TYPES"]
+from eocausal._lazy import attach
+
+__getattr__, __dir__, __all__ = attach(
+    __name__,
+    {
+        "LinearCalibration": "eocausal.debias.calibration",
+        "Tweedie": "eocausal.debias.tweedie",
+        "kde_score": "eocausal.debias.tweedie",
+        "kde_bandwidth": "eocausal.debias.tweedie",
+        "PPI": "eocausal.debias.ppi",
+        "PPIResult": "eocausal.debias.ppi",
+        "ppi_mean": "eocausal.debias.ppi",
+        "ppi_effect": "eocausal.debias.ppi",
+        "check_calibration": "eocausal.debias.diagnostics",
+        "compare_debiasers": "eocausal.debias.diagnostics",
+        "CalibrationCheck": "eocausal.debias.diagnostics",
+        "DebiaserComparison": "eocausal.debias.diagnostics",
+        "OUTCOME_TYPES": "eocausal.debias.effects",
+    },
+)

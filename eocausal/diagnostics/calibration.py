@@ -1,5 +1,9 @@
 """Calibration of CATE predictions: grf's test_calibration, BLP/GATES/CLAN, effects by a variable.
 
+Each evaluation takes a CATE result (``test_calibration(result)``, as grf's functions take a
+forest) or, as its twin, arrays computed elsewhere passed by keyword
+(``test_calibration(y=..., w=..., propensity_scores=..., m_hat=..., tau_hat=...)``).
+
 - :func:`test_calibration` (grf's ``test_calibration``; Chernozhukov, Demirer, Duflo and
   Fernandez-Val 2018 for the form). OLS without intercept of Y - m(X) on
   alpha * mean_tau (W - e) + beta * (tau(X) - mean_tau)(W - e), with out-of-fold m, e and tau.
@@ -17,7 +21,7 @@
   with S a CATE proxy and B a baseline proxy (E[Y | W = 0, X]) trained on the auxiliary half.
   Repeated over random half splits, aggregated by medians: the point estimate is the median of
   the split estimates, the interval is [median of lower bounds, median of upper bounds] of
-  per-split intervals at level 1 - a (so the aggregated interval has level 1 - 2a), and the
+  per-split intervals at level 1 - alpha (so the aggregated interval has level 1 - 2 alpha), and the
   p-value is min(1, 2 x median of p-values) (CDDF section 4, "variational inference").
 - :func:`clan`: means of covariates by GATES group and the most - least affected difference.
 - :func:`effects_by`: doubly robust average effects (mean of the scores Gamma) and mean
@@ -32,9 +36,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from eocausal.diagnostics._cate_input import arrays_from, as_cate_result
 from eocausal.errors import InputError
 
-VCOV_TYPES = ("HC0", "HC1", "HC3")
+#: Sandwich types of :func:`linear_fit` (``se=``); with ``clusters`` each is its clustered variant.
+SE_TYPES = ("HC0", "HC1", "HC3")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -54,11 +60,18 @@ def _vec(a, name: str, n: int | None = None) -> np.ndarray:
 
 
 def _propensity(e, n: int) -> np.ndarray:
-    e = np.broadcast_to(np.asarray(e, dtype=float), (n,)).copy() if np.ndim(e) == 0 else _vec(e, "e", n)
+    e = (np.broadcast_to(np.asarray(e, dtype=float), (n,)).copy() if np.ndim(e) == 0
+         else _vec(e, "propensity_scores", n))
     if not ((e > 0) & (e < 1)).all():
-        raise InputError(f"e: propensities must lie strictly inside (0, 1), got range [{e.min():.3g}, {e.max():.3g}]; "
-                         "clip them or trim the units first")
+        raise InputError(f"propensity_scores: must lie strictly inside (0, 1), got range [{e.min():.3g}, "
+                         f"{e.max():.3g}]; clip them or trim the units first")
     return e
+
+
+def _alpha(alpha: float) -> float:
+    if not 0 < alpha < 1:
+        raise InputError(f"alpha={alpha}: must lie in (0, 1); 0.05 gives 95% intervals")
+    return float(alpha)
 
 
 def _treatment(w, n: int | None = None) -> np.ndarray:
@@ -86,17 +99,17 @@ class _Fit:
 
 
 def linear_fit(X: np.ndarray, y: np.ndarray, *, weights: np.ndarray | None = None, clusters=None,
-               vcov_type: str = "HC3") -> _Fit:
+               se: str = "HC3") -> _Fit:
     """(Weighted) least squares with sandwich covariance, as R's sandwich::vcovCL computes it.
 
     Without clusters: HC0 (sum x x' r^2), HC1 (x n/(n-k)), HC3 (r / (1 - h)) - each equal to
-    statsmodels' ``cov_type`` of the same name. With clusters: HC0 and HC1 multiply the
+    statsmodels' ``cov_type`` of the same name (``se=``). With clusters: HC0 and HC1 multiply the
     cluster sums by G/(G-1) (HC1 also by (n-1)/(n-k); this is statsmodels' ``cov_type='cluster'``);
     HC3 replaces each cluster's residuals by (I - H_gg)^{-1} r_g (no G/(G-1), as in sandwich).
     Weights enter as sqrt(w) times rows (WLS), as in R's ``lm(weights=)``.
     """
-    if vcov_type not in VCOV_TYPES:
-        raise InputError(f"vcov_type={vcov_type!r}: use one of {', '.join(VCOV_TYPES)}")
+    if se not in SE_TYPES:
+        raise InputError(f"se={se!r}: use one of {', '.join(SE_TYPES)} (clustered when clusters are given)")
     X = np.asarray(X, float)
     y = np.asarray(y, float)
     if weights is not None:
@@ -115,18 +128,18 @@ def linear_fit(X: np.ndarray, y: np.ndarray, *, weights: np.ndarray | None = Non
     r = y - X @ coef
     codes = _codes(clusters, n) if clusters is not None else None
     if codes is None:
-        if vcov_type == "HC3":
+        if se == "HC3":
             h = np.einsum("ij,jk,ik->i", X, bread, X)
             u = X * (r / (1 - h))[:, None]
         else:
             u = X * r[:, None]
         meat = u.T @ u
-        if vcov_type == "HC1":
+        if se == "HC1":
             meat *= n / (n - k)
     else:
         G = int(codes.max()) + 1
         s = np.stack([np.bincount(codes, weights=X[:, j] * r, minlength=G) for j in range(k)], axis=1)  # (G, k)
-        if vcov_type == "HC3":
+        if se == "HC3":
             P = np.zeros((G, k, k))
             for a in range(k):
                 for b in range(a, k):
@@ -137,11 +150,11 @@ def linear_fit(X: np.ndarray, y: np.ndarray, *, weights: np.ndarray | None = Non
                 s = s + np.einsum("gab,gb->ga", P, np.linalg.solve(M, s[:, :, None])[:, :, 0])
             except np.linalg.LinAlgError as exc:
                 raise InputError("clustered HC3: a cluster holds all the information on a regressor; "
-                                 "use vcov_type='HC1' or coarser/finer clusters") from exc
+                                 "use se='HC1' or coarser/finer clusters") from exc
             meat = s.T @ s
         else:
             meat = s.T @ s * (G / (G - 1))
-            if vcov_type == "HC1":
+            if se == "HC1":
                 meat *= (n - 1) / (n - k)
     return _Fit(coef=coef, vcov=bread @ meat @ bread, resid=r, df=n - k)
 
@@ -164,7 +177,8 @@ class CalibrationResult:
     mean_prediction : float
         mean_tau.
     n, n_clusters : int
-    vcov_type : str
+    se : str
+        Sandwich type (clustered when ``n_clusters`` is set).
     df : int
     """
 
@@ -177,7 +191,7 @@ class CalibrationResult:
     mean_prediction: float
     n: int
     n_clusters: int | None
-    vcov_type: str
+    se: str
     df: int
 
     def tidy(self) -> pd.DataFrame:
@@ -192,11 +206,12 @@ class CalibrationResult:
     def summary(self) -> str:
         cl = f", clusters = {self.n_clusters}" if self.n_clusters else ""
         return (f"Best linear fit using forest predictions (on held-out data)\nn = {self.n}{cl}; "
-                f"SE: {self.vcov_type}{' (clustered)' if self.n_clusters else ''}; one-sided p for coefficient > 0\n"
+                f"SE: {self.se}{' (clustered)' if self.n_clusters else ''}; one-sided p for coefficient > 0\n"
                 + self.tidy().to_string(index=False, float_format=lambda v: f"{v:.4f}"))
 
 
-def test_calibration(y, w, e, m_hat, tau_hat, *, clusters=None, vcov_type: str = "HC3") -> CalibrationResult:
+def test_calibration(result=None, *, y=None, w=None, propensity_scores=None, m_hat=None, tau_hat=None,
+                     clusters=None, se: str = "HC3") -> CalibrationResult:
     """grf's omnibus calibration test of CATE predictions.
 
     Regress Y - m(X) on mean_tau (W - e) and (tau(X) - mean_tau)(W - e) without intercept
@@ -204,29 +219,45 @@ def test_calibration(y, w, e, m_hat, tau_hat, *, clusters=None, vcov_type: str =
 
     Parameters
     ----------
+    result : CateResult, optional
+        A result of :func:`eocausal.cate`: its outcomes, treatments, propensities, out-of-fold
+        m(X) = e mu1 + (1 - e) mu0 and predictions, and its clusters. Or pass the five arrays
+        below instead (not both).
     y, w : arrays (n,)
         Outcome and binary treatment.
-    e : array (n,) or float
+    propensity_scores : array (n,) or float
         Propensities (known in an RCT, else out-of-fold estimates).
     m_hat : array (n,)
         Out-of-fold E[Y | X] (e.g. e mu1 + (1 - e) mu0).
     tau_hat : array (n,)
         Out-of-fold CATE predictions.
     clusters : array (n,), optional
-        Cluster labels for clustered SEs.
-    vcov_type : {'HC3', 'HC1', 'HC0'}
-        Sandwich type; 'HC3' is grf's default (see :func:`linear_fit`).
+        Cluster labels for clustered SEs. None: the result's clusters (if any).
+    se : {'HC3', 'HC1', 'HC0'}
+        Sandwich type, clustered when there are clusters; 'HC3' is grf's default (see
+        :func:`linear_fit`).
 
     Returns
     -------
     CalibrationResult
+
+    Raises
+    ------
+    InputError
+        Bad shapes or values, the arrays missing without a result or given with one, an
+        unknown ``se``, or a mean prediction of exactly 0.
     """
-    y = _vec(y, "y")
+    a = arrays_from(result, "test_calibration",
+                    dict(y=y, w=w, propensity_scores=propensity_scores, m_hat=m_hat, tau_hat=tau_hat),
+                    dict(y="y", w="w", propensity_scores="propensity_scores", m_hat="m_hat", tau_hat="tau_hat"))
+    if clusters is None and result is not None:
+        clusters = result.clusters
+    y = _vec(a["y"], "y")
     n = len(y)
-    w = _treatment(w, n)
-    e = _propensity(e, n)
-    m_hat = _vec(m_hat, "m_hat", n)
-    tau_hat = _vec(tau_hat, "tau_hat", n)
+    w = _treatment(a["w"], n)
+    e = _propensity(a["propensity_scores"], n)
+    m_hat = _vec(a["m_hat"], "m_hat", n)
+    tau_hat = _vec(a["tau_hat"], "tau_hat", n)
     mean_tau = float(tau_hat.mean())
     d = w - e
     target = y - m_hat
@@ -236,18 +267,18 @@ def test_calibration(y, w, e, m_hat, tau_hat, *, clusters=None, vcov_type: str =
         raise InputError("tau_hat: the mean prediction is exactly 0, so alpha is not identified")
     constant = np.ptp(tau_hat) <= 1e-12 * max(1.0, abs(mean_tau))
     X = x1[:, None] if constant else np.column_stack([x1, x2])
-    fit = linear_fit(X, target, clusters=clusters, vcov_type=vcov_type)
-    se = np.sqrt(np.diag(fit.vcov))
+    fit = linear_fit(X, target, clusters=clusters, se=se)
+    std = np.sqrt(np.diag(fit.vcov))
     df = n - 2
-    tvals = fit.coef / se
+    tvals = fit.coef / std
     p = stats.t.sf(tvals, df)
     codes = _codes(clusters, n)
-    beta, beta_se, beta_p = (np.nan, np.nan, np.nan) if constant else (fit.coef[1], se[1], p[1])
-    return CalibrationResult(alpha=float(fit.coef[0]), beta=float(beta), alpha_se=float(se[0]),
+    beta, beta_se, beta_p = (np.nan, np.nan, np.nan) if constant else (fit.coef[1], std[1], p[1])
+    return CalibrationResult(alpha=float(fit.coef[0]), beta=float(beta), alpha_se=float(std[0]),
                              beta_se=float(beta_se), alpha_p=float(p[0]), beta_p=float(beta_p),
                              mean_prediction=mean_tau, n=n,
                              n_clusters=None if codes is None else int(codes.max()) + 1,
-                             vcov_type=vcov_type, df=df)
+                             se=se, df=df)
 
 
 # ----------------------------------------------------------------------------- BLP / GATES
@@ -277,10 +308,11 @@ class BlpGatesResult:
         plus ``share`` (the fraction of evaluated units in the group).
     n_splits : int
         Splits aggregated (1 for cross-fitted proxies given as an array).
-    level : float
-        Level of each split's interval; the median interval has level ``interval_level``.
-    interval_level : float
-        1 - 2 (1 - level) with several splits, ``level`` with one.
+    alpha : float
+        Significance level of each split's interval (0.05: 95%); the median interval has
+        significance level ``interval_alpha``.
+    interval_alpha : float
+        2 alpha with several splits (CDDF), ``alpha`` with one.
     groups : numpy.ndarray or None
         GATES group (0..K-1) of each unit, for a single cross-fitted evaluation.
     split_estimates : pandas.DataFrame
@@ -290,19 +322,19 @@ class BlpGatesResult:
     blp: pd.DataFrame
     gates: pd.DataFrame
     n_splits: int
-    level: float
-    interval_level: float
+    alpha: float
+    interval_alpha: float
     groups: np.ndarray | None = field(default=None, repr=False)
     split_estimates: pd.DataFrame | None = field(default=None, repr=False)
 
 
-def _blp_gates_once(y, w, e, s, b, clusters, n_groups, level):
+def _blp_gates_once(y, w, e, s, b, clusters, n_groups, alpha):
     """One evaluation sample: BLP and GATES terms -> list of dicts, and the groups."""
     n = len(y)
     d = w - e
     weights = 1.0 / (e * (1 - e))
     base = [np.ones(n)] + ([b] if b is not None else [])
-    z = stats.norm.ppf(0.5 + level / 2)
+    z = stats.norm.ppf(1 - alpha / 2)
     rows = []
 
     def add(term, est, se):
@@ -313,7 +345,7 @@ def _blp_gates_once(y, w, e, s, b, clusters, n_groups, level):
     sd = s - s.mean()
     het = np.ptp(s) > 1e-12 * max(1.0, abs(s).max())
     cols = base + [d] + ([d * sd] if het else [])
-    fit = linear_fit(np.column_stack(cols), y, weights=weights, clusters=clusters, vcov_type="HC1")
+    fit = linear_fit(np.column_stack(cols), y, weights=weights, clusters=clusters, se="HC1")
     se = np.sqrt(np.diag(fit.vcov))
     kb = len(base)
     add("ATE", fit.coef[kb], se[kb])
@@ -325,7 +357,7 @@ def _blp_gates_once(y, w, e, s, b, clusters, n_groups, level):
     g = quantile_groups(s, n_groups)
     present = [k for k in range(n_groups) if (g == k).any()]
     cols = base + [d * (g == k) for k in present]
-    fit = linear_fit(np.column_stack(cols), y, weights=weights, clusters=clusters, vcov_type="HC1")
+    fit = linear_fit(np.column_stack(cols), y, weights=weights, clusters=clusters, se="HC1")
     se = np.sqrt(np.diag(fit.vcov))
     for j, k in enumerate(present):
         add(f"G{k + 1}", fit.coef[kb + j], se[kb + j])
@@ -353,58 +385,85 @@ def _aggregate(split_rows: pd.DataFrame, n_splits: int) -> pd.DataFrame:
     return agg
 
 
-def blp_gates(y, w, e, proxy, *, baseline=None, clusters=None, n_groups: int = 5, n_splits: int = 20,
-              seed: int | None = 0, level: float = 0.95) -> BlpGatesResult:
+def blp_gates(result=None, *, y=None, w=None, propensity_scores=None, proxy=None, baseline=None, clusters=None,
+              n_groups: int = 5, n_splits: int = 20, seed: int | None = 0, alpha: float = 0.05) -> BlpGatesResult:
     """Best linear predictor and sorted group average treatment effects (CDDF).
 
     Parameters
     ----------
+    result : CateResult, optional
+        A result of :func:`eocausal.cate`: its outcomes, treatments, propensities and clusters,
+        with its out-of-fold predictions ``tau_hat`` as the proxy and ``mu0`` as the baseline
+        (one cross-fitted evaluation on all units) unless ``proxy`` is given. Or pass ``y``,
+        ``w``, ``propensity_scores`` and ``proxy`` instead.
     y, w : arrays (n,)
         Outcome and binary treatment.
-    e : array (n,) or float
+    propensity_scores : array (n,) or float
         Propensities (known in an RCT).
-    proxy : array (n,) or callable
+    proxy : array (n,) or callable, optional
         Either out-of-fold CATE predictions S (each from a model that never saw the unit):
         one evaluation on all units (the cross-fitted variant; ``n_splits`` is not used); or a
         function ``proxy(train_idx, test_idx)`` returning S on ``test_idx`` (or a pair
         ``(S, B)`` with the baseline proxy) from models trained on ``train_idx``: CDDF's
-        repeated half splits (auxiliary = train, main = test) with median aggregation.
+        repeated half splits (auxiliary = train, main = test) with median aggregation. With a
+        ``result``, a given proxy replaces its predictions (and its baseline).
     baseline : array (n,), optional
-        Out-of-fold baseline proxy B(X) = E[Y | W = 0, X] (array path only); a regressor that
+        Out-of-fold baseline proxy B(X) = E[Y | W = 0, X] (array proxy only); a regressor that
         reduces the variance, not needed for identification.
     clusters : array (n,), optional
         Cluster labels: splits keep clusters whole and SEs are cluster-robust (CR1).
-        Without clusters the SEs are HC1.
+        Without clusters the SEs are HC1. None: the result's clusters (if any).
     n_groups : int
         GATES groups (quintiles by default).
     n_splits : int
         Random half splits for a callable proxy.
     seed : int or None
         Seeds the splits.
-    level : float
-        Level of each split's interval (see :class:`BlpGatesResult` for the aggregated level).
+    alpha : float
+        Significance level of each split's interval (0.05: 95%; see :class:`BlpGatesResult`
+        for the level of the aggregated interval).
 
     Returns
     -------
     BlpGatesResult
+
+    Raises
+    ------
+    InputError
+        Bad shapes or values, the arrays missing without a result or given with one, a
+        ``baseline`` with a callable proxy, or fewer than 2 groups or 1 split.
     """
-    y = _vec(y, "y")
+    a = arrays_from(result, "blp_gates", dict(y=y, w=w, propensity_scores=propensity_scores),
+                    dict(y="y", w="w", propensity_scores="propensity_scores"))
+    res = as_cate_result(result)
+    if res is not None:
+        clusters = res.clusters if clusters is None else clusters
+        if proxy is None:
+            proxy, baseline = res.tau_hat, (res.mu0 if baseline is None else baseline)
+    elif proxy is None:
+        raise InputError("proxy: required without a CateResult; pass out-of-fold CATE predictions or a "
+                         "function proxy(train_idx, test_idx), or blp_gates(result)")
+    if callable(proxy) and baseline is not None:
+        raise InputError("baseline: only with an array proxy; a callable proxy returns its baseline as "
+                         "(S, B) for each split")
+    alpha = _alpha(alpha)
+    y = _vec(a["y"], "y")
     n = len(y)
-    w = _treatment(w, n)
-    e = _propensity(e, n)
+    w = _treatment(a["w"], n)
+    e = _propensity(a["propensity_scores"], n)
     if n_groups < 2:
         raise InputError(f"n_groups={n_groups}: need at least 2 groups")
     codes = _codes(clusters, n)
     if not callable(proxy):
         s = _vec(proxy, "proxy", n)
         b = _vec(baseline, "baseline", n) if baseline is not None else None
-        rows, g, shares = _blp_gates_once(y, w, e, s, b, codes, n_groups, level)
+        rows, g, shares = _blp_gates_once(y, w, e, s, b, codes, n_groups, alpha)
         split = pd.DataFrame(rows).assign(split=0)
         agg = _aggregate(split, 1)
-        return _result(agg, shares, 1, level, g, split, n_groups)
+        return _result(agg, shares, 1, alpha, g, split, n_groups)
     if n_splits < 1:
         raise InputError(f"n_splits={n_splits}: need at least 1 split")
-    from eocausal.estimators.crossfit import grouped_folds
+    from eocausal.data.folds import grouped_folds
 
     all_rows, share_list = [], []
     rng = np.random.default_rng(seed)
@@ -416,22 +475,22 @@ def blp_gates(y, w, e, proxy, *, baseline=None, clusters=None, n_groups: int = 5
         s_m = _vec(s_m, "proxy(train, test)", len(main))
         b_m = _vec(b_m, "baseline from proxy(train, test)", len(main)) if b_m is not None else None
         rows, _, shares = _blp_gates_once(y[main], w[main], e[main], s_m, b_m,
-                                          None if codes is None else codes[main], n_groups, level)
+                                          None if codes is None else codes[main], n_groups, alpha)
         all_rows += [dict(row, split=r) for row in rows]
         share_list.append(shares)
     split = pd.DataFrame(all_rows)
     agg = _aggregate(split, n_splits)
     shares = {k: float(np.median([s[k] for s in share_list])) for k in share_list[0]}
-    return _result(agg, shares, n_splits, level, None, split, n_groups)
+    return _result(agg, shares, n_splits, alpha, None, split, n_groups)
 
 
-def _result(agg, shares, n_splits, level, groups, split, n_groups) -> BlpGatesResult:
+def _result(agg, shares, n_splits, alpha, groups, split, n_groups) -> BlpGatesResult:
     blp = agg.loc[["ATE", "HET"]].reset_index()
     gnames = [f"G{k + 1}" for k in range(n_groups)] + [f"G{n_groups} - G1"]
     gates = agg.loc[gnames].reset_index()
     gates["share"] = [shares.get(t, np.nan) for t in gates["term"]]
-    return BlpGatesResult(blp=blp, gates=gates, n_splits=n_splits, level=level,
-                          interval_level=1 - 2 * (1 - level) if n_splits > 1 else level,
+    return BlpGatesResult(blp=blp, gates=gates, n_splits=n_splits, alpha=alpha,
+                          interval_alpha=2 * alpha if n_splits > 1 else alpha,
                           groups=groups, split_estimates=split)
 
 
@@ -456,20 +515,26 @@ def _as_frame(covariates, n: int) -> pd.DataFrame:
     return df.astype(float)
 
 
-def clan(covariates, groups, *, clusters=None, level: float = 0.95) -> pd.DataFrame:
+def clan(result, covariates, *, n_groups: int = 5, clusters=None, alpha: float = 0.05) -> pd.DataFrame:
     """Classification analysis (CLAN): covariate means by GATES group (CDDF).
 
     Parameters
     ----------
+    result : CateResult, BlpGatesResult or array (n,) of int
+        Where the GATES groups come from: a :func:`eocausal.cate` result (the ``n_groups``
+        quantile groups of its out-of-fold predictions, and its clusters), the result of a
+        cross-fitted :func:`blp_gates` evaluation (its ``groups``), or the group of each unit,
+        0 = least affected ... K-1 = most affected (e.g. :func:`quantile_groups` of
+        predictions computed elsewhere).
     covariates : DataFrame or array (n, p)
         Covariates to describe (tabular, or summaries of the images such as NDVI).
-    groups : array (n,) of int
-        GATES group of each unit, 0 = least affected ... K-1 = most affected (e.g.
-        ``BlpGatesResult.groups`` or :func:`quantile_groups` of out-of-fold predictions).
+    n_groups : int
+        Quantile groups of a CateResult's predictions (not used otherwise).
     clusters : array (n,), optional
-        Cluster labels for the SE of the difference.
-    level : float
-        Level of the interval of the difference.
+        Cluster labels for the SE of the difference. None: the CateResult's clusters (if any; a
+        BlpGatesResult or group labels carry none, so pass them here).
+    alpha : float
+        Significance level of the interval of the difference (0.05: 95%).
 
     Returns
     -------
@@ -478,14 +543,28 @@ def clan(covariates, groups, *, clusters=None, level: float = 0.95) -> pd.DataFr
         ``std_error`` (from an OLS of the covariate on a most-affected indicator within
         G1 and GK, HC1 or clustered CR1), ``ci_low``, ``ci_high`` and ``p_value``.
     """
-    g = np.asarray(groups)
+    res = as_cate_result(result)
+    if res is not None:
+        if n_groups < 2:
+            raise InputError(f"n_groups={n_groups}: need at least 2 groups")
+        g = quantile_groups(res.tau_hat, n_groups)
+        clusters = res.clusters if clusters is None else clusters
+    elif isinstance(result, BlpGatesResult):
+        if result.groups is None:
+            raise InputError("result: this BlpGatesResult comes from repeated half splits and has no group per "
+                             "unit; pass the CateResult, or the BlpGatesResult of an array proxy")
+        g = result.groups
+    else:
+        g = np.asarray(result)
+        if g.ndim != 1 or not np.issubdtype(g.dtype, np.integer):
+            raise InputError(f"result: expected a CateResult, a BlpGatesResult or integer group labels 0..K-1 "
+                             f"(one per unit), got {type(result).__name__} with dtype {getattr(g, 'dtype', None)} "
+                             f"and shape {g.shape}")
     n = len(g)
     df = _as_frame(covariates, n)
-    if not np.issubdtype(g.dtype, np.integer):
-        raise InputError("groups: expected integer group labels 0..K-1")
+    z = stats.norm.ppf(1 - _alpha(alpha) / 2)
     K = int(g.max()) + 1
     codes = _codes(clusters, n)
-    z = stats.norm.ppf(0.5 + level / 2)
     ends = (g == 0) | (g == K - 1)
     top = (g[ends] == K - 1).astype(float)
     rows = []
@@ -496,7 +575,7 @@ def clan(covariates, groups, *, clusters=None, level: float = 0.95) -> pd.DataFr
             row[f"G{k + 1}"] = float(x[g == k].mean()) if (g == k).any() else np.nan
         if top.min() != top.max():
             fit = linear_fit(np.column_stack([np.ones(ends.sum()), top]), x[ends],
-                             clusters=None if codes is None else codes[ends], vcov_type="HC1")
+                             clusters=None if codes is None else codes[ends], se="HC1")
             est, se = float(fit.coef[1]), float(np.sqrt(fit.vcov[1, 1]))
         else:
             est, se = np.nan, np.nan
@@ -506,8 +585,8 @@ def clan(covariates, groups, *, clusters=None, level: float = 0.95) -> pd.DataFr
     return pd.DataFrame(rows).set_index("covariate")
 
 
-def effects_by(values, tau_hat, scores, *, bins: int | None = 5, clusters=None, level: float = 0.95,
-               max_levels: int = 20) -> pd.DataFrame:
+def effects_by(result, values, *, tau_hat=None, scores=None, bins: int | None = 5, clusters=None,
+               alpha: float = 0.05, max_levels: int = 20) -> pd.DataFrame:
     """How effects vary with one variable: by its levels (classes) or quantile bins.
 
     For each level of a categorical variable (a land-cover class) or each quantile bin of a
@@ -518,16 +597,22 @@ def effects_by(values, tau_hat, scores, *, bins: int | None = 5, clusters=None, 
 
     Parameters
     ----------
+    result : CateResult or None
+        A result of :func:`eocausal.cate` (its out-of-fold predictions, doubly robust scores
+        and clusters); None to pass ``tau_hat`` and ``scores`` instead.
     values : array (n,)
         The variable. Non-numeric values, or numeric ones with at most ``max_levels``
         distinct values, are treated as classes; other numeric values are binned.
-    tau_hat, scores : arrays (n,)
-        Out-of-fold CATE predictions and doubly robust scores.
+    tau_hat, scores : arrays (n,), optional
+        Out-of-fold CATE predictions and doubly robust scores (without a result).
     bins : int or None
-        Quantile bins for a numeric variable.
+        Quantile bins for a numeric variable (None: every distinct value is a class).
     clusters : array (n,), optional
-    level : float
+        Cluster labels for the SEs. None: the result's clusters (if any).
+    alpha : float
+        Significance level of the intervals (0.05: 95%).
     max_levels : int
+        Numeric variables with at most this many distinct values are treated as classes.
 
     Returns
     -------
@@ -535,9 +620,14 @@ def effects_by(values, tau_hat, scores, *, bins: int | None = 5, clusters=None, 
         Rows per level/bin: ``group, n, lower, upper`` (bin bounds; NaN for classes),
         ``mean_prediction, dr_estimate, std_error, ci_low, ci_high``.
     """
-    tau_hat = _vec(tau_hat, "tau_hat")
+    a = arrays_from(result, "effects_by", dict(tau_hat=tau_hat, scores=scores),
+                    dict(tau_hat="tau_hat", scores="scores"))
+    if clusters is None and result is not None:
+        clusters = result.clusters
+    tau_hat = _vec(a["tau_hat"], "tau_hat")
     n = len(tau_hat)
-    scores = _vec(scores, "scores", n)
+    scores = _vec(a["scores"], "scores", n)
+    z = stats.norm.ppf(1 - _alpha(alpha) / 2)
     v = np.asarray(values)
     if v.ndim != 1 or len(v) != n:
         raise InputError(f"values: expected {n} values, got shape {v.shape}")
@@ -554,7 +644,6 @@ def effects_by(values, tau_hat, scores, *, bins: int | None = 5, clusters=None, 
         labels = [f"Q{k + 1}" for k in range(bins)]
         bounds = [(float(v[g == k].min()), float(v[g == k].max())) if (g == k).any() else (np.nan, np.nan)
                   for k in range(bins)]
-    z = stats.norm.ppf(0.5 + level / 2)
     rows = []
     for k, lab in enumerate(labels):
         m = g == k

@@ -68,13 +68,13 @@ class OverlapSummary:
         Index ``ATE``, ``ATT``, ``ATO``; columns ``treated``, ``control``: Kish's effective sample
         size of each arm under that estimand's weights (computed from the clipped propensities
         when a clip is given, as the estimator would weight).
-    crump_alpha : float
+    crump_threshold : float
         Trimming threshold a (keep a <= e <= 1 - a); 0 when Crump et al.'s rule keeps everyone.
     crump_rule : str
         ``'optimal'`` (solves the condition), ``'no trimming'`` (sup g <= 2 E[g]) or
         ``'rule of thumb'`` (fallback a = 0.1 when the optimal one cannot be computed).
     n_trimmed, n_trimmed_treated, n_trimmed_control : int
-        Units trimming at ``crump_alpha`` would drop.
+        Units trimming at ``crump_threshold`` would drop.
     """
 
     n: int
@@ -85,7 +85,7 @@ class OverlapSummary:
     clip: float | None
     n_clipped: int
     ess: pd.DataFrame = field(repr=False)
-    crump_alpha: float
+    crump_threshold: float
     crump_rule: str
     n_trimmed: int
     n_trimmed_treated: int
@@ -172,7 +172,7 @@ def overlap_summary(e, w, *, clip: float | None = None) -> OverlapSummary:
     dropped = (e * (1 - e) < alpha * (1 - alpha) * (1 - 1e-12)) if alpha > 0 else np.zeros(len(e), bool)
     return OverlapSummary(
         n=len(e), n_treated=int(w.sum()), n_control=int(len(w) - w.sum()), quantiles=quantiles,
-        shares=shares, clip=clip, n_clipped=n_clipped, ess=ess_frame, crump_alpha=alpha,
+        shares=shares, clip=clip, n_clipped=n_clipped, ess=ess_frame, crump_threshold=alpha,
         crump_rule=rule, n_trimmed=int(dropped.sum()), n_trimmed_treated=int(dropped[w == 1].sum()),
         n_trimmed_control=int(dropped[w == 0].sum()),
     )
@@ -247,7 +247,7 @@ def _overlap_message(s: OverlapSummary, e, w, tail, bound: float, estimand: str)
     )
     if s.clip:
         head += f" (with the clip at {s.clip:g}, which moves {s.n_clipped} propensities)"
-    a = s.crump_alpha
+    a = s.crump_threshold
     if a > 0:
         how = "Crump et al.'s optimal" if s.crump_rule == "optimal" else "the rule-of-thumb"
         trim = (f"trim with {how} threshold alpha = {a:.3f} (keep {a:.3f} <= e <= {1 - a:.3f}), which would "

@@ -233,7 +233,7 @@ class DMLSensitivity:
     """Omitted-variable-bias bounds of an AIPW / DML estimate (see :func:`dml_sensitivity`).
 
     ``theta_lower``/``theta_upper``: the estimate minus/plus the bias bound; ``ci_lower``/
-    ``ci_upper``: one-sided ``level`` confidence bounds for them; ``rv``/``rva``: robustness
+    ``ci_upper``: one-sided 1 - ``alpha`` confidence bounds for them; ``rv``/``rva``: robustness
     values (cf_y = cf_d at which the bound, or the confidence bound, reaches ``null``).
     """
 
@@ -246,7 +246,7 @@ class DMLSensitivity:
     cf_y: float
     cf_d: float
     rho: float
-    level: float
+    alpha: float
     null: float
     bias_bound: float
     theta_lower: float
@@ -285,7 +285,7 @@ def dml_sensitivity(
     cf_y: float = 0.03,
     cf_d: float = 0.03,
     rho: float = 1.0,
-    level: float = 0.95,
+    alpha: float = 0.05,
     null: float = 0.0,
     clusters=None,
 ) -> DMLSensitivity:
@@ -317,7 +317,7 @@ def dml_sensitivity(
 
     their SEs come from the influence functions psi_theta -/+ |rho| C psi_S with psi_S =
     (sigma^2 psi_nu2 + nu^2 psi_sigma2) / (2 S), and the confidence bounds are theta_- - z se_-
-    and theta_+ + z se_+ with z = Phi^{-1}(level) (one-sided, as in DoubleML).
+    and theta_+ + z se_+ with z = Phi^{-1}(1 - alpha) (one-sided, as DoubleML's level = 1 - alpha).
     The robustness value RV is the common cf = cf_y = cf_d at which the bound reaches ``null``:
     with c = |theta - null| / (|rho| S), cf^2 / (1 - cf) = c^2, so
 
@@ -340,8 +340,8 @@ def dml_sensitivity(
         representer's variation due to the latent confounder.
     rho : float in [-1, 1]
         Correlation of the two confounding terms; |rho| = 1 is the adversarial (worst) case.
-    level : float
-        One-sided confidence level of the bounds.
+    alpha : float
+        The bounds are one-sided 1 - alpha confidence bounds (0.05: DoubleML's level 0.95).
     null : float
         The effect the robustness values are computed against.
     clusters : array (n,), optional
@@ -367,11 +367,10 @@ def dml_sensitivity(
             raise InputError(f"{name}={v}: must lie in [0, 1)")
     if not -1 <= rho <= 1:
         raise InputError(f"rho={rho}: must lie in [-1, 1]")
-    if not 0 < level < 1:
-        raise InputError(f"level={level}: must lie in (0, 1)")
+    if not 0 < alpha < 1:
+        raise InputError(f"alpha={alpha}: must lie in (0, 1), e.g. 0.05 for 95% one-sided bounds")
     pe = aipw(y, w, e, mu0, mu1, estimand)  # validates the arrays
     y, w, e, mu0, mu1 = (np.asarray(a, dtype=float).reshape(-1) for a in (y, w, e, mu0, mu1))
-    n = len(y)
     s_el, nu_el, rr = _dml_elements(y, w, e, mu0, mu1, estimand)
     sigma2, nu2, rule = float(s_el.mean()), float(nu_el.mean()), "debiased"
     if nu2 <= 0:
@@ -387,7 +386,7 @@ def dml_sensitivity(
     psi = pe.psi
     theta = pe.estimate
     se, _ = se_from_psi(psi, clusters)
-    z = stats.norm.ppf(level)
+    z = stats.norm.ppf(1 - alpha)
     a_rho = abs(rho)
 
     def strength(cy, cd):
@@ -420,7 +419,7 @@ def dml_sensitivity(
             rva = float(optimize.brentq(gap, 0.0, 1 - 1e-12, xtol=1e-12))
     return DMLSensitivity(
         estimate=float(theta), std_error=float(se), estimand=estimand, sigma2=sigma2, nu2=nu2,
-        max_bias=S, cf_y=float(cf_y), cf_d=float(cf_d), rho=float(rho), level=float(level),
+        max_bias=S, cf_y=float(cf_y), cf_d=float(cf_d), rho=float(rho), alpha=float(alpha),
         null=float(null), bias_bound=strength(cf_y, cf_d) * S, theta_lower=lo, theta_upper=hi,
         se_lower=se_lo, se_upper=se_hi, ci_lower=ci_lo, ci_upper=ci_hi, rv=float(rv), rva=rva,
         nu2_rule=rule)

@@ -37,6 +37,18 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
+def encoder_device(encoder) -> str:
+    """The device an encoder is set to run on: its ``device`` argument, or that of the encoder it
+    wraps (``encoder__device``, ``backbone__device``); 'auto' when it names none."""
+    params = encoder.get_params(deep=True) if callable(getattr(encoder, "get_params", None)) else {}
+    if "device" in params:
+        return params["device"]
+    nested = sorted(k for k in params if k.endswith("__device"))
+    if nested:
+        return params[min(nested, key=lambda k: k.count("__"))]
+    return getattr(encoder, "device", "auto")
+
+
 # ----------------------------------------------------------------------------- batching, precision
 
 _AMP = ("auto", "bf16", "fp16", "off")
@@ -105,6 +117,14 @@ def check_amp(amp) -> str:
     if amp not in _AMP:
         raise InputError(f"amp={amp!r}: use 'auto' (bf16 on CUDA), 'bf16', 'fp16' or 'off'")
     return amp
+
+
+def amp_precision(device, amp="auto") -> str:
+    """The precision :func:`autocast` gives for ``amp`` on ``device``: 'float32', 'bfloat16' or 'float16'."""
+    amp = check_amp(amp)
+    if resolve_device(device).type != "cuda" or amp == "off":
+        return "float32"
+    return "float16" if amp == "fp16" else "bfloat16"
 
 
 def autocast(device: torch.device, amp="auto"):

@@ -85,9 +85,12 @@ def _batches(tasks: Sequence[ShardTask], batch_size: int) -> list[tuple[int, int
 def _bar(total: int, enabled: bool, unit: str):
     if not enabled:
         return None
+    import sys
+
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc="embedding", unit=unit, leave=False)
+    # leave=True: the finished bar ends with a newline, so the next log line starts on its own line
+    return tqdm(total=total, desc="embedding", unit=unit, leave=True, file=sys.stderr)
 
 
 class LocalExecutor:

@@ -12,7 +12,7 @@ Preprocessing, in this order: ``x / scale``, then ``(x - mean) / std`` per band,
 ``image_size``) a bilinear resize. Constructor arguments override the sidecar; without either,
 ``scale`` is 1 and the per-band mean and std are learned from the chips passed to ``fit``.
 Chips with another band count than the weights get an adapted first convolution
-(:func:`eocausal.encoders.backbones.adapt_first_conv`), reported by :meth:`Pretrained.get_config`.
+(:func:`eocausal.encoders.backbones.adapt_first_conv`), reported in ``band_adaptation_``.
 """
 
 from __future__ import annotations
@@ -26,10 +26,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from eocausal.encoders._base import EncoderBase, hash_arrays
 from eocausal.encoders.backbones import (RESNETS, VITS, adapt_first_conv, build_backbone, extract_state_dict,
                                          first_conv_key, infer_arch, load_checked)
 from eocausal.encoders.device import autocast, check_amp, resolve_device, run_batched, to_tensor
-from eocausal.errors import DataFileError, InputError, MissingFileError, NotFittedError, require
+from eocausal.errors import DataFileError, InputError, MissingFileError, require
 
 _WHERE = (
     "eocausal never downloads weights at run time. Put a state dict at that path: download it once "
@@ -81,18 +82,14 @@ def _band_vector(values, n: int, name: str, ckpt_bands: int) -> tuple[np.ndarray
     raise InputError(f"{name}: {v.size} values, the chips have {n} bands and the weights {ckpt_bands}")
 
 
-def _plain(v):
-    return None if v is None else np.asarray(v, dtype=float).tolist()
-
-
 def _arch_name(name) -> str:
     """'resnet50.tv_in1k' -> 'resnet50'; 'vit_small_patch16_224' -> 'vit_small' (timm/TorchGeo names)."""
     name = str(name).split(".")[0].lower()
     return "_".join(name.split("_")[:2]) if name.startswith("vit_") else name
 
 
-class Pretrained:
-    """Features of a pretrained ResNet or ViT loaded from a local weights file.
+class Pretrained(EncoderBase):
+    """Features of a pretrained ResNet or ViT loaded from a local weights file (a scikit-learn transformer).
 
     Parameters
     ----------
@@ -127,9 +124,17 @@ class Pretrained:
     mean_, std_ : numpy.ndarray (C,)
         Per-band normalization applied; ``norm_source_`` says where it came from.
     scale_ : float
+
+    Notes
+    -----
+    ``device``, ``batch_size`` and ``channels_last`` decide how the features are computed, not
+    their values (up to float rounding), so they are left out of the embedding-cache key
+    (:func:`eocausal.encoders.embed.encoder_fingerprint`); ``amp`` is in it, with the precision
+    it gives on the device (bfloat16 features differ from float32 ones).
     """
 
-    kind = "pretrained"
+    _output_invariant_params = ("device", "batch_size", "channels_last")
+    _fitted_attr = "model_"
 
     def __init__(self, *, weights, arch: str | None = None, mean=None, std=None, scale: float | None = None,
                  image_size: int | None = None, num_heads: int | None = None, device: str = "auto",
@@ -146,33 +151,13 @@ class Pretrained:
         self.amp = amp
         self.channels_last = channels_last
 
-    # ------------------------------------------------------------------ config
-    def get_config(self) -> dict:
-        """Arguments and (once fitted) resolved metadata that change the output."""
-        cfg = {"kind": self.kind, "weights": str(self.weights), "arch": self.arch, "image_size": self.image_size,
-               "mean": _plain(self.mean), "std": _plain(self.std), "scale": self.scale, "num_heads": self.num_heads}
-        if self.is_fitted:
-            cfg.update({"arch_resolved": self.arch_, "weights_sha256": self.weights_sha256_,
-                        "in_chans": self.in_chans_, "ckpt_in_chans": self.ckpt_in_chans_,
-                        "band_adaptation": self.band_adaptation_, "scale": self.scale_,
-                        "mean": self.mean_.tolist(), "std": self.std_.tolist(), "norm_source": self.norm_source_,
-                        "bands": self.bands_, "num_features": self.num_features_})
-        return cfg
-
-    def state_hash(self) -> str:
-        """sha256 of the resolved configuration and the weights file's content (not its path)."""
-        self._check_fitted()
-        cfg = self.get_config()
-        del cfg["weights"]
-        return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()
-
-    @property
-    def is_fitted(self) -> bool:
-        return hasattr(self, "model_")
-
-    def _check_fitted(self) -> None:
-        if not self.is_fitted:
-            raise NotFittedError("Pretrained: call fit(chips) (or eocausal.embed) before transform")
+    def _hash_state(self, h) -> None:
+        """The weights file's content (not its path), the resolved preprocessing and architecture."""
+        h.update(json.dumps({"weights_sha256": self.weights_sha256_, "arch": self.arch_,
+                             "in_chans": self.in_chans_, "ckpt_in_chans": self.ckpt_in_chans_,
+                             "band_adaptation": self.band_adaptation_, "scale": self.scale_,
+                             "num_features": self.num_features_}, sort_keys=True).encode())
+        hash_arrays(h, self.mean_, self.std_)
 
     def _validate(self, chips, check_finite: bool = True) -> np.ndarray:
         x = np.asarray(chips)
@@ -218,8 +203,11 @@ class Pretrained:
         return obj, meta, hashlib.sha256(raw).hexdigest()
 
     # ------------------------------------------------------------------ fit
-    def fit(self, chips) -> "Pretrained":
-        """Load the weights and set the preprocessing for chips shaped like ``chips`` (n, C, H, W)."""
+    def fit(self, chips, y=None) -> "Pretrained":
+        """Load the weights and set the preprocessing for chips shaped like ``chips`` (n, C, H, W).
+
+        ``y`` is ignored (scikit-learn's signature, so the encoder fits in a Pipeline).
+        """
         x = self._validate(chips)
         if self.image_size is not None and int(self.image_size) < 1:
             raise InputError(f"image_size={self.image_size}: must be a positive number of pixels")
@@ -313,9 +301,3 @@ class Pretrained:
                 return model(xb).float()
 
         return run_batched(run, x, self.batch_size).astype(np.float32, copy=False)
-
-    def fit_transform(self, chips) -> np.ndarray:
-        return self.fit(chips).transform(chips)
-
-    def __repr__(self) -> str:
-        return f"Pretrained(weights={str(self.weights)!r}, arch={self.arch!r}, image_size={self.image_size!r})"

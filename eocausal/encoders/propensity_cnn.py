@@ -28,37 +28,20 @@ per-frame CNN feeds an :class:`~eocausal.encoders.temporal.AttentionPool` traine
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
+import sys
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.base import clone
 from torch import nn
 
+from eocausal.data.folds import grouped_folds
+from eocausal.encoders._base import EncoderBase, hash_arrays, nested_state_hash, with_runtime_params
 from eocausal.encoders.device import autocast, check_amp, resolve_device, run_batched, to_tensor
 from eocausal.encoders.pretrained import band_moments
 from eocausal.encoders.temporal import AttentionPool
 from eocausal.errors import InputError, NotFittedError
-
-
-def grouped_folds(groups: np.ndarray, k: int, rng: np.random.Generator, stratify: np.ndarray) -> np.ndarray:
-    """Fold of each unit: groups kept whole, dealt by majority arm, largest first, to the lightest fold."""
-    codes, inv = np.unique(groups, return_inverse=True)
-    sizes = np.bincount(inv, minlength=len(codes))
-    strata = (np.bincount(inv, weights=stratify.astype(float), minlength=len(codes)) / sizes >= 0.5).astype(int)
-    fold_of_group, load = np.empty(len(codes), int), np.zeros(k)
-    for s in (0, 1):
-        idx = np.flatnonzero(strata == s)
-        idx = idx[rng.permutation(len(idx))]
-        idx = idx[np.argsort(-sizes[idx], kind="stable")]
-        sload = np.zeros(k)
-        for g in idx:
-            f = int(np.lexsort((np.arange(k), load, sload))[0])
-            fold_of_group[g] = f
-            sload[f] += sizes[g]
-            load[f] += sizes[g]
-    return fold_of_group[inv]
 
 
 class _Net(nn.Module):
@@ -108,13 +91,27 @@ def _moments(a: np.ndarray, band_axis: int) -> tuple[np.ndarray, np.ndarray]:
     return m.astype(np.float32), np.where(s > 0, s, 1.0).astype(np.float32)
 
 
-class PropensityCNN:
-    """Cross-fitted CNN propensity model; out-of-fold propensities and embeddings.
+def _training_bar(progress, total: int):
+    """A tqdm bar on stderr, or None (``progress`` None: only when stderr is a terminal)."""
+    if progress is None:
+        try:
+            progress = sys.stderr.isatty()
+        except (AttributeError, ValueError):
+            progress = False
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="PropensityCNN", unit="epoch", leave=True, file=sys.stderr)
+
+
+class PropensityCNN(EncoderBase):
+    """Cross-fitted CNN propensity model; out-of-fold propensities and embeddings (a scikit-learn estimator).
 
     Parameters
     ----------
     folds : int
-        Cross-fitting folds (grouped by ``groups``).
+        Cross-fitting folds (units of one cluster, ``clusters``, stay in one fold).
     epochs, patience : int
         Maximum epochs; early-stopping patience on the validation log-loss.
     lr, weight_decay : float
@@ -131,7 +128,8 @@ class PropensityCNN:
         Channels of the first conv block (then 2w, 4w); the embedding has 2w dims.
     backbone : encoder, optional
         A frozen image encoder (``fit``/``transform``, e.g. :class:`Pretrained`) whose features
-        replace the CNN; fitted on the chips (without the treatment) if it is not yet.
+        replace the CNN. A fitted one is used as it is; an unfitted one is cloned and the clone
+        fitted on the chips (without the treatment), as ``backbone_``.
     seed : int
         Seeds folds, initialisation and batch order; the same seed gives the same result on CPU.
     device : str
@@ -142,6 +140,10 @@ class PropensityCNN:
         Share of the training folds' groups held out for early stopping (0: no early stopping).
     amp : {'auto', 'bf16', 'fp16', 'off'}
         Mixed precision on CUDA ('auto' = bf16).
+    progress : bool or None
+        Report training on stderr: a bar over folds x epochs with the fold, the epoch and the
+        latest training and validation losses. None (default): only when stderr is a terminal
+        (interactive sessions); False: never. It does not change the fit.
 
     Attributes
     ----------
@@ -152,14 +154,24 @@ class PropensityCNN:
         Per fold: train and validation losses by epoch, the best epoch, units used.
     models_ : list of torch.nn.Module
         The fold models (CPU, eval mode).
+    backbone_ : encoder or None
+        The fitted backbone (``backbone`` itself when it came fitted).
+
+    Notes
+    -----
+    Only ``device`` and ``progress`` are left out of the embedding-cache key
+    (:func:`eocausal.encoders.embed.encoder_fingerprint`): ``batch_size`` and ``amp`` change the
+    training; ``amp`` enters with the precision it gives on the device.
     """
 
-    kind = "propensity-cnn"
+    _output_invariant_params = ("device", "progress")
+    _fitted_attr = "models_"
 
     def __init__(self, *, folds: int = 5, epochs: int = 30, patience: int = 5, lr: float = 3e-3,
                  weight_decay: float = 1e-4, label_smoothing: float = 0.05, width: int = 32, backbone=None,
                  dropout: float = 0.2, augment: bool = True, seed: int = 0, device: str = "auto",
-                 batch_size: int = 64, val_fraction: float = 0.2, amp: str = "auto"):
+                 batch_size: int = 64, val_fraction: float = 0.2, amp: str = "auto",
+                 progress: bool | None = None):
         self.folds = folds
         self.epochs = epochs
         self.patience = patience
@@ -175,37 +187,24 @@ class PropensityCNN:
         self.batch_size = batch_size
         self.val_fraction = val_fraction
         self.amp = amp
+        self.progress = progress
 
-    # ------------------------------------------------------------------ config
-    def get_config(self) -> dict:
-        """The arguments that change the output."""
-        bb = None if self.backbone is None else (self.backbone.get_config() if hasattr(self.backbone, "get_config")
-                                                 else repr(self.backbone))
-        return {"kind": self.kind, "folds": self.folds, "epochs": self.epochs, "patience": self.patience,
-                "lr": self.lr, "weight_decay": self.weight_decay, "label_smoothing": self.label_smoothing,
-                "width": self.width, "dropout": self.dropout, "augment": self.augment, "seed": self.seed,
-                "batch_size": self.batch_size,
-                "val_fraction": self.val_fraction, "backbone": bb}
-
-    def state_hash(self) -> str:
-        """sha256 of the configuration and every fold model's parameters."""
-        self._check_fitted()
-        h = hashlib.sha256(json.dumps(self.get_config(), sort_keys=True, default=str).encode())
+    def _hash_state(self, h) -> None:
+        """Every fold model's parameters and buffers, and the fitted backbone's state."""
+        if self.backbone_ is not None:
+            h.update(nested_state_hash(self.backbone_, "backbone").encode())
+        h.update(f"sequence={self.sequence_};n_tab={self.n_tab_};".encode())
         for m in self.models_:
-            for v in m.state_dict().values():
-                h.update(v.detach().float().cpu().numpy().tobytes())
-        return h.hexdigest()
-
-    @property
-    def is_fitted(self) -> bool:
-        return hasattr(self, "models_")
+            hash_arrays(h, *(v.detach().float().cpu().numpy() for v in m.state_dict().values()))
 
     def _check_fitted(self) -> None:
         if not self.is_fitted:
-            raise NotFittedError("PropensityCNN: call fit_oof(chips, w, X, groups) first")
+            raise NotFittedError("PropensityCNN: call fit_oof(chips, w, X, clusters) first")
 
     # ------------------------------------------------------------------ inputs
-    def _inputs(self, chips) -> np.ndarray:
+    def _inputs(self, chips, *, fit_backbone: bool = False) -> np.ndarray:
+        """Chips as float32, or the backbone's features of them; ``fit_backbone`` sets ``backbone_``
+        (the backbone as given when it is fitted, else a clone fitted on these frames)."""
         x = np.asarray(chips)
         if x.ndim not in (4, 5):
             raise InputError(f"chips: expected (n, C, H, W) or (n, T, C, H, W), got shape {x.shape}")
@@ -214,10 +213,15 @@ class PropensityCNN:
         if self.backbone is None:
             return np.ascontiguousarray(x, dtype=np.float32)
         frames = x.reshape(-1, *x.shape[-3:])
-        if not getattr(self.backbone, "is_fitted", True):
-            self.backbone.fit(frames)
-        feats = np.asarray(self.backbone.transform(frames), dtype=np.float32)
+        if fit_backbone:
+            fitted = getattr(self.backbone, "is_fitted", True)
+            self.backbone_ = self.backbone if fitted else clone(self.backbone, safe=False).fit(frames)
+        feats = np.asarray(self._backbone().transform(frames), dtype=np.float32)
         return feats.reshape(*x.shape[:-3], feats.shape[1])
+
+    def _backbone(self):
+        """The fitted backbone, with ``backbone``'s current device and batch size."""
+        return with_runtime_params(self.backbone_, self.backbone)
 
     @staticmethod
     def _tabular(X, n: int, n_tab: int | None = None) -> np.ndarray:
@@ -235,13 +239,22 @@ class PropensityCNN:
         return tab
 
     # ------------------------------------------------------------------ fit
-    def fit(self, chips, w=None, X=None, groups=None) -> "PropensityCNN":
+    def fit(self, chips, w=None, X=None, clusters=None, fold_ids=None) -> "PropensityCNN":
         """Same as :meth:`fit_oof`; the treatment ``w`` is required."""
         if w is None:
-            raise InputError("w: PropensityCNN learns to predict the treatment; call fit_oof(chips, w, X, groups)")
-        return self.fit_oof(chips, w, X, groups)
+            raise InputError("w: PropensityCNN learns to predict the treatment; call fit_oof(chips, w, X, clusters)")
+        return self.fit_oof(chips, w, X, clusters, fold_ids)
 
-    def fit_oof(self, chips, w, X=None, groups=None, fold_ids=None) -> "PropensityCNN":
+    def fit_transform(self, chips, w=None, X=None, clusters=None, fold_ids=None) -> np.ndarray:
+        """Fit, then return the out-of-fold embeddings ``oof_embedding_`` (n, 2 * width).
+
+        Unlike ``fit(...).transform(chips)`` (the mean of every fold model, each of which saw
+        most of these units), each row comes from the model that did not see the unit, as
+        scikit-learn's ``TargetEncoder.fit_transform`` does.
+        """
+        return self.fit(chips, w, X, clusters, fold_ids).oof_embedding_
+
+    def fit_oof(self, chips, w, X=None, clusters=None, fold_ids=None) -> "PropensityCNN":
         """Cross-fit the CNN and store out-of-fold propensities and embeddings.
 
         Parameters
@@ -252,8 +265,9 @@ class PropensityCNN:
             Binary treatment.
         X : array-like (n, p), optional
             Tabular covariates fed next to the image features.
-        groups : array-like (n,), optional
-            Image keys or clusters; units of one group stay in one fold (default: each unit alone).
+        clusters : array-like (n,), optional
+            Image keys or cluster labels; units of one cluster stay in one fold (default: each
+            unit alone).
         fold_ids : array-like (n,) of int, optional
             Use these folds (e.g. the estimator's) instead of drawing them.
 
@@ -268,7 +282,9 @@ class PropensityCNN:
         if not 0 <= self.label_smoothing < 1:
             raise InputError(f"label_smoothing={self.label_smoothing}: use a value in [0, 1)")
         check_amp(self.amp)
-        data = self._inputs(chips)
+        if self.backbone is None:
+            self.backbone_ = None
+        data = self._inputs(chips, fit_backbone=True)
         n = len(data)
         wv = np.asarray(w)
         if wv.shape != (n,) or wv.dtype.kind not in "biuf" or not np.isin(wv, (0, 1)).all():
@@ -276,9 +292,9 @@ class PropensityCNN:
             raise InputError(f"w: expected {n} values in {{0, 1}}, got shape {wv.shape} ({seen})")
         wv = wv.astype(np.float32)
         tab = self._tabular(X, n)
-        g = np.arange(n) if groups is None else np.asarray(groups)
+        g = np.arange(n) if clusters is None else np.asarray(clusters)
         if len(g) != n:
-            raise InputError(f"groups: {len(g)} labels for {n} units")
+            raise InputError(f"clusters: {len(g)} labels for {n} units")
         rng = np.random.default_rng(self.seed)
         if fold_ids is not None:
             fold = np.unique(np.asarray(fold_ids), return_inverse=True)[1]
@@ -287,31 +303,43 @@ class PropensityCNN:
                                  f"labels and {fold.max() + 1 if len(fold) else 0} folds")
         else:
             if len(np.unique(g)) < self.folds:
-                raise InputError(f"folds={self.folds}: the data have only {len(np.unique(g))} groups")
-            fold = grouped_folds(g, self.folds, rng, wv)
+                raise InputError(f"folds={self.folds}: the data have only {len(np.unique(g))} clusters")
+            fold = grouped_folds(n, g, self.folds, seed=rng.integers(2**63), stratify=wv)
         dev = resolve_device(self.device)
         self.sequence_, self.n_tab_ = data.ndim == (3 if self.backbone is not None else 5), tab.shape[1]
         models, history = [], []
         oof_p, oof_e = np.empty(n), np.empty((n, 2 * self.width), np.float32)
-        for k in range(int(fold.max()) + 1):
-            test = np.flatnonzero(fold == k)
-            train = np.flatnonzero(fold != k)
-            if len(np.unique(wv[train])) < 2:
-                raise InputError(f"fold {k}: its training units hold one arm only; use fewer folds")
-            val = np.empty(0, int)
-            n_val_folds = max(2, int(round(1 / self.val_fraction))) if self.val_fraction > 0 else 0
-            if n_val_folds and len(np.unique(g[train])) >= n_val_folds:
-                inner = grouped_folds(g[train], n_val_folds, rng, wv[train])
-                val, train = train[inner == 0], train[inner != 0]
-            model, hist = self._train(data, tab, wv, train, val, dev, k)
-            logit, emb = self._predict(model, data[test], tab[test], dev)
-            oof_p[test], oof_e[test] = 1.0 / (1.0 + np.exp(-logit)), emb
-            hist.update(fold=k, n_train=len(train), n_val=len(val), n_test=len(test))
-            models.append(model.cpu())
-            history.append(hist)
+        n_folds = int(fold.max()) + 1
+        bar = _training_bar(self.progress, n_folds * self.epochs)
+        try:
+            for k in range(n_folds):
+                model, hist, logit, emb, test, n_train, n_val = self._fit_fold(
+                    data, tab, wv, g, fold, k, rng, dev, bar)
+                oof_p[test], oof_e[test] = 1.0 / (1.0 + np.exp(-logit)), emb
+                hist.update(fold=k, n_train=n_train, n_val=n_val, n_test=len(test))
+                models.append(model.cpu())
+                history.append(hist)
+        finally:
+            if bar is not None:
+                bar.close()
         self.models_, self.history_ = models, history  # set last: a failed fit leaves no fitted state
         self.fold_ids_, self.oof_propensity_, self.oof_embedding_ = fold, oof_p, oof_e
         return self
+
+    def _fit_fold(self, data, tab, wv, g, fold, k, rng, dev, bar):
+        """Train fold ``k``'s model; its out-of-fold logits and embeddings."""
+        test = np.flatnonzero(fold == k)
+        train = np.flatnonzero(fold != k)
+        if len(np.unique(wv[train])) < 2:
+            raise InputError(f"fold {k}: its training units hold one arm only; use fewer folds")
+        val = np.empty(0, int)
+        n_val_folds = max(2, int(round(1 / self.val_fraction))) if self.val_fraction > 0 else 0
+        if n_val_folds and len(np.unique(g[train])) >= n_val_folds:
+            inner = grouped_folds(len(train), g[train], n_val_folds, seed=rng.integers(2**63), stratify=wv[train])
+            val, train = train[inner == 0], train[inner != 0]
+        model, hist = self._train(data, tab, wv, train, val, dev, k, bar)
+        logit, emb = self._predict(model, data[test], tab[test], dev)
+        return model, hist, logit, emb, test, len(train), len(val)
 
     def _make_net(self, data: np.ndarray) -> _Net:
         image = self.backbone is None
@@ -319,15 +347,15 @@ class PropensityCNN:
         return _Net(in_dim=in_dim, width=self.width, n_tab=self.n_tab_, image=image, sequence=self.sequence_,
                     dropout=self.dropout)
 
-    def _train(self, data, tab, wv, train, val, dev, k):
+    def _train(self, data, tab, wv, train, val, dev, k, bar=None):
         cuda = [dev.index or 0] if dev.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda):  # seeded without touching the caller's RNG state
             torch.manual_seed(self.seed)  # the same initialisation for every fold
             net = self._make_net(data)
             torch.manual_seed(int(np.random.default_rng([self.seed, k]).integers(2**31)))  # dropout
-            return self._train_loop(net, data, tab, wv, train, val, dev, k)
+            return self._train_loop(net, data, tab, wv, train, val, dev, k, bar)
 
-    def _train_loop(self, net, data, tab, wv, train, val, dev, k):
+    def _train_loop(self, net, data, tab, wv, train, val, dev, k, bar=None):
         m, s = _moments(data[train], data.ndim - (3 if self.backbone is None else 1))
         net.in_mean.copy_(torch.from_numpy(m).view_as(net.in_mean))
         net.in_std.copy_(torch.from_numpy(s).view_as(net.in_std))
@@ -362,12 +390,20 @@ class PropensityCNN:
                 logit, _ = self._predict(net, data[val], tab[val], dev)
                 vl = float(F.binary_cross_entropy_with_logits(torch.from_numpy(logit), torch.from_numpy(wv[val])))
                 hist["val_loss"].append(vl)
+            if bar is not None:
+                bar.set_postfix_str(f"fold {k + 1}, epoch {epoch + 1}/{self.epochs}, train loss "
+                                    f"{hist['train_loss'][-1]:.4f}"
+                                    + (f", val loss {hist['val_loss'][-1]:.4f}" if len(val) else ""), refresh=False)
+                bar.update(1)
+            if len(val):
                 if vl < best - 1e-6:
                     best, bad, hist["best_epoch"] = vl, 0, epoch
                     best_state = copy.deepcopy(net.state_dict())
                 else:
                     bad += 1
                     if bad >= self.patience:
+                        if bar is not None:  # early stop: the fold's remaining epochs are done
+                            bar.update(self.epochs - epoch - 1)
                         break
         if best_state is not None:
             net.load_state_dict(best_state)
@@ -423,9 +459,10 @@ class PropensityCNN:
         tab = torch.as_tensor(self._tabular(None if X is None else np.asarray(X), n, self.n_tab_), device=x.device)
         if self.backbone is not None:
             frames = x.reshape(-1, *x.shape[-3:])
-            if not hasattr(self.backbone, "torch_forward"):
-                raise InputError(f"backbone {type(self.backbone).__name__} has no differentiable torch_forward")
-            f = self.backbone.torch_forward(frames)
+            backbone = self._backbone()
+            if not hasattr(backbone, "torch_forward"):
+                raise InputError(f"backbone {type(backbone).__name__} has no differentiable torch_forward")
+            f = backbone.torch_forward(frames)
             x = f.reshape(*x.shape[:-3], f.shape[-1])
         res = [m.to(x.device).eval()(x.float(), tab) for m in self.models_]
         return torch.stack([r[0] for r in res]).mean(0), torch.stack([r[1] for r in res]).mean(0)
@@ -437,6 +474,3 @@ class PropensityCNN:
     def torch_logit(self, x: torch.Tensor, X=None) -> torch.Tensor:
         """Differentiable propensity log-odds (mean of the fold models' logits) of raw chips ``x``."""
         return self._torch_both(x, X)[0]
-
-    def __repr__(self) -> str:
-        return f"PropensityCNN(folds={self.folds}, width={self.width}, epochs={self.epochs}, seed={self.seed})"

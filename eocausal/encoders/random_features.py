@@ -12,15 +12,13 @@ about 1 GB, a chunk of 256 filters about 64 MB.
 
 from __future__ import annotations
 
-import hashlib
-import json
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from eocausal.encoders._base import EncoderBase, hash_arrays
 from eocausal.encoders.device import resolve_device
-from eocausal.errors import InputError, NotFittedError
+from eocausal.errors import InputError
 
 
 #: Activation elements held at once per row chunk (2 MB of float32 on a CPU, 1 GB on a GPU). On the
@@ -32,8 +30,8 @@ _CHUNK_ELEMENTS_CUDA = 256 * 1024 * 1024
 _CPU_SUB_BATCH = 8
 
 
-class RandomFeatures:
-    """MOSAIKS random convolutional features.
+class RandomFeatures(EncoderBase):
+    """MOSAIKS random convolutional features (a scikit-learn transformer of chips).
 
     Parameters
     ----------
@@ -47,7 +45,7 @@ class RandomFeatures:
         Seeds the patch draw; the same seed and data give the same filters.
     zca_eps : float
         Ridge added to the patch covariance's eigenvalues before whitening.
-    scale : {'minmax', 'percentile'}
+    scaling : {'minmax', 'percentile'}
         Per-band scaling to [0, 1]: the data's min/max, or its 1st/99th percentiles (clipped).
     chunk_size : int
         Filters per matrix product; positions are also processed in row chunks so that at
@@ -63,45 +61,32 @@ class RandomFeatures:
         Whitened patches, on the CPU.
     band_low_, band_high_ : numpy.ndarray (C,)
         Per-band scaling bounds.
+
+    Notes
+    -----
+    ``chunk_size``, ``batch_size`` and ``device`` decide how the features are computed, not
+    their values (up to float rounding), so they are left out of the embedding-cache key
+    (:func:`eocausal.encoders.embed.encoder_fingerprint`).
     """
 
-    kind = "random-features"
+    _output_invariant_params = ("chunk_size", "batch_size", "device")
+    _fitted_attr = "n_bands_"  # set last by fit
 
     def __init__(self, *, n_features: int = 1024, kernel: int = 3, bias: float = 0.0, seed: int = 0,
-                 zca_eps: float = 1e-3, scale: str = "minmax", chunk_size: int = 1024,
+                 zca_eps: float = 1e-3, scaling: str = "minmax", chunk_size: int = 1024,
                  batch_size: int = 64, device: str = "auto"):
         self.n_features = n_features
         self.kernel = kernel
         self.bias = bias
         self.seed = seed
         self.zca_eps = zca_eps
-        self.scale = scale
+        self.scaling = scaling
         self.chunk_size = chunk_size
         self.batch_size = batch_size
         self.device = device
 
-    # ------------------------------------------------------------------ config
-    def get_config(self) -> dict:
-        """The constructor arguments that change the output (for cache keys and manifests)."""
-        return {"kind": self.kind, "n_features": self.n_features, "kernel": self.kernel,
-                "bias": self.bias, "seed": self.seed, "zca_eps": self.zca_eps, "scale": self.scale}
-
-    def state_hash(self) -> str:
-        """sha256 of the configuration and fitted state."""
-        self._check_fitted()
-        h = hashlib.sha256(json.dumps(self.get_config(), sort_keys=True).encode())
-        h.update(self.filters_.numpy().tobytes())
-        h.update(self.band_low_.tobytes())
-        h.update(self.band_high_.tobytes())
-        return h.hexdigest()
-
-    @property
-    def is_fitted(self) -> bool:
-        return hasattr(self, "filters_")
-
-    def _check_fitted(self) -> None:
-        if not self.is_fitted:
-            raise NotFittedError("RandomFeatures: call fit(chips) (or eocausal.embed) before transform")
+    def _hash_state(self, h) -> None:
+        hash_arrays(h, self.filters_.numpy(), self.band_low_, self.band_high_)
 
     def _validate(self, chips) -> np.ndarray:
         x = np.asarray(chips)
@@ -119,16 +104,20 @@ class RandomFeatures:
         return x
 
     # ------------------------------------------------------------------ fit
-    def fit(self, chips) -> "RandomFeatures":
-        """Learn the band scaling and draw and whiten K/2 patches from ``chips`` (n, C, H, W)."""
+    def fit(self, chips, y=None) -> "RandomFeatures":
+        """Learn the band scaling and draw and whiten K/2 patches from ``chips`` (n, C, H, W).
+
+        ``y`` is ignored (scikit-learn's signature, so the encoder fits in a Pipeline).
+        """
         if self.n_features < 2 or self.n_features % 2:
             raise InputError(f"n_features={self.n_features}: must be a positive even number")
-        if self.scale not in ("minmax", "percentile"):
-            raise InputError(f"scale={self.scale!r}: use 'minmax' or 'percentile'")
+        if self.scaling not in ("minmax", "percentile"):
+            raise InputError(f"scaling={self.scaling!r}: use 'minmax' (the data's range) or 'percentile' "
+                             "(its 1st to 99th percentile)")
         x = self._validate(chips).astype(np.float64, copy=False)
         n, c, h, w = x.shape
         per_band = x.transpose(1, 0, 2, 3).reshape(c, -1)
-        if self.scale == "minmax":
+        if self.scaling == "minmax":
             lo, hi = per_band.min(axis=1), per_band.max(axis=1)
         else:
             lo, hi = np.percentile(per_band, 1, axis=1), np.percentile(per_band, 99, axis=1)
@@ -232,10 +221,3 @@ class RandomFeatures:
         hi = torch.as_tensor(self.band_high_, device=x.device).view(1, -1, 1, 1)
         xs = ((x.float() - lo) / (hi - lo)).clamp(0.0, 1.0)
         return self._pooled(xs, self.filters_.to(x.device))
-
-    def fit_transform(self, chips) -> np.ndarray:
-        return self.fit(chips).transform(chips)
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "kind")
-        return f"RandomFeatures({args})"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from eocausal.encoders.device import resolve_device
+from eocausal.encoders.device import encoder_device, resolve_device
 from eocausal.errors import InputError
 
 
@@ -84,7 +84,7 @@ def salience_maps(encoder, chips, coef=None, intercept: float = 0.0, *, feature_
         raise InputError(f"chips: expected (n, C, H, W) or (n, T, C, H, W), got shape {x.shape}")
     if batch_size < 1:
         raise InputError(f"batch_size={batch_size}: must be at least 1")
-    dev = resolve_device(device if device is not None else getattr(encoder, "device", "auto"))
+    dev = resolve_device(device if device is not None else encoder_device(encoder))
     logit = _logit_fn(encoder, coef, intercept, feature_mean, feature_scale, dev)
     tab = None if X is None else np.asarray(X, dtype=np.float32).reshape(len(x), -1)
     out = np.empty((x.shape[0], *x.shape[-2:]) if x.ndim == 4 else (*x.shape[:2], *x.shape[-2:]), np.float32)
@@ -97,31 +97,44 @@ def salience_maps(encoder, chips, coef=None, intercept: float = 0.0, *, feature_
     return out
 
 
-def salience_gallery(encoder, chips, propensity, w, coef=None, intercept: float = 0.0, *, k: int = 4,
-                     feature_mean=None, feature_scale=None, X=None, device: str | None = None) -> dict:
-    """Salience maps of the k most likely treated and the k least likely control units.
+def salience_examples(encoder, chips, propensity_scores, w, coef=None, intercept: float = 0.0, *,
+                      n_per_arm: int = 4, feature_mean=None, feature_scale=None, X=None,
+                      device: str | None = None) -> dict:
+    """The most telling units of each arm, with their salience maps (arrays; no figure).
 
-    "Most likely treated": the treated units with the highest propensity; "least likely
-    controls": the controls with the lowest. These are the units whose images the model
-    finds most telling, as causalimages shows them.
+    "Most telling": the ``n_per_arm`` treated units with the highest propensity score and the
+    ``n_per_arm`` controls with the lowest, as causalimages shows them. Draw them with
+    :func:`eocausal.report.plots.salience_gallery`.
+
+    Parameters
+    ----------
+    encoder, chips, coef, intercept, feature_mean, feature_scale, X, device
+        As in :func:`salience_maps`.
+    propensity_scores : array-like (n,)
+        Each chip's propensity score (e.g. ``PropensityCNN.oof_propensity_``).
+    w : array-like (n,)
+        Binary treatment.
+    n_per_arm : int
+        Units shown per arm.
 
     Returns
     -------
     dict
         ``treated_index``, ``control_index`` (int arrays, most extreme first),
         ``treated_propensity``, ``control_propensity``, ``treated_maps``, ``control_maps``
-        (k, H, W) float32.
+        (n_per_arm, H, W) float32 (fewer rows when an arm has fewer units).
     """
-    e = np.asarray(propensity, dtype=np.float64).ravel()
+    e = np.asarray(propensity_scores, dtype=np.float64).ravel()
     wv = np.asarray(w).ravel()
     n = len(np.asarray(chips))
     if len(e) != n or len(wv) != n:
-        raise InputError(f"propensity, w: expected {n} values each (one per chip), got {len(e)} and {len(wv)}")
-    if k < 1:
-        raise InputError(f"k={k}: must be at least 1")
+        raise InputError(f"propensity_scores, w: expected {n} values each (one per chip), got {len(e)} "
+                         f"and {len(wv)}; pass one score and one treatment per chip")
+    if isinstance(n_per_arm, bool) or not isinstance(n_per_arm, (int, np.integer)) or n_per_arm < 1:
+        raise InputError(f"n_per_arm={n_per_arm!r}: must be a whole number, at least 1")
     treated, control = np.flatnonzero(wv == 1), np.flatnonzero(wv == 0)
-    ti = treated[np.argsort(-e[treated], kind="stable")[:k]]
-    ci = control[np.argsort(e[control], kind="stable")[:k]]
+    ti = treated[np.argsort(-e[treated], kind="stable")[:n_per_arm]]
+    ci = control[np.argsort(e[control], kind="stable")[:n_per_arm]]
     tab = None if X is None else np.asarray(X)
     res = {"treated_index": ti, "control_index": ci, "treated_propensity": e[ti], "control_propensity": e[ci]}
     for name, idx in (("treated", ti), ("control", ci)):

@@ -13,14 +13,13 @@ For frame embeddings e_1, ..., e_T of one unit (each of d dims):
 
 from __future__ import annotations
 
-import hashlib
-import json
-
 import numpy as np
 import torch
+from sklearn.base import clone
 from torch import nn
 
-from eocausal.errors import InputError, NotFittedError
+from eocausal.encoders._base import EncoderBase, hash_arrays, nested_state_hash, with_runtime_params
+from eocausal.errors import InputError
 
 HOWS = ("concat", "mean_diff", "mean_var", "attention")
 
@@ -66,81 +65,75 @@ def _validate_sequences(chips) -> np.ndarray:
     return x
 
 
-class TemporalPool:
-    """Per-frame encoder plus a pooling over time.
+class TemporalPool(EncoderBase):
+    """Per-frame encoder plus a pooling over time (a scikit-learn meta-estimator).
 
     Parameters
     ----------
     encoder : encoder object
         Any encoder of single images (``fit``/``transform`` on (n, C, H, W)), e.g.
-        :class:`RandomFeatures` or :class:`Pretrained`. It is fitted on all frames stacked.
+        :class:`RandomFeatures` or :class:`Pretrained`. ``fit`` fits a clone of it on all frames
+        stacked (``encoder_``); ``encoder`` itself stays as given. Its parameters are part of
+        ``get_params(deep=True)`` as ``encoder__<name>``; its output-invariant settings (device,
+        batch size) reach the fitted clone when they change after ``fit``.
     how : {'concat', 'mean_diff', 'mean_var', 'attention'}
         The aggregation (module docstring). Stand-alone, 'attention' is untrained and equals
         the mean; train it through :class:`PropensityCNN` on sequences.
     seed : int
-        Seeds the attention module's initialisation (it does not change an untrained pool's output).
+        Seeds the attention module's initialisation (it does not change an untrained pool's
+        output, but stays in the cache key with every other argument).
 
     Attributes
     ----------
+    encoder_ : encoder object
+        The fitted clone of ``encoder``.
     n_frames_, frame_dim_ : int
         T and d seen in ``fit``.
     attention_ : AttentionPool or None
     """
 
-    kind = "temporal-pool"
+    _fitted_attr = "frame_dim_"
 
     def __init__(self, encoder, *, how: str = "mean_diff", seed: int = 0):
         self.encoder = encoder
         self.how = how
         self.seed = seed
 
-    @property
-    def device(self):
-        return getattr(self.encoder, "device", "cpu")
-
-    @device.setter
-    def device(self, value) -> None:  # eocausal.embed(device=...) sets it on the wrapped encoder
-        if hasattr(self.encoder, "device"):
-            self.encoder.device = value
-
-    def get_config(self) -> dict:
-        """The arguments that change the output, with the wrapped encoder's configuration."""
-        inner = self.encoder.get_config() if hasattr(self.encoder, "get_config") else repr(self.encoder)
-        return {"kind": self.kind, "how": self.how, "seed": self.seed, "encoder": inner}
-
-    def state_hash(self) -> str:
-        """sha256 of the configuration, the wrapped encoder's state and the attention weights."""
-        self._check_fitted()
-        h = hashlib.sha256(json.dumps(self.get_config(), sort_keys=True, default=str).encode())
-        h.update(self.encoder.state_hash().encode() if hasattr(self.encoder, "state_hash") else b"")
+    def _hash_state(self, h) -> None:
+        """The frame encoder's fitted state, T, d and the attention weights."""
+        h.update(nested_state_hash(self.encoder_, "encoder").encode())
+        h.update(f"frames={self.n_frames_};dim={self.frame_dim_};".encode())
         if self.attention_ is not None:
-            for v in self.attention_.state_dict().values():
-                h.update(v.detach().cpu().numpy().tobytes())
-        return h.hexdigest()
+            hash_arrays(h, *(v.detach().cpu().numpy() for v in self.attention_.state_dict().values()))
 
-    @property
-    def is_fitted(self) -> bool:
-        return hasattr(self, "frame_dim_")
+    def _frame_encoder(self):
+        """The fitted frame encoder, with ``encoder``'s current device and batch size."""
+        self._check_fitted()
+        return with_runtime_params(self.encoder_, self.encoder)
 
-    def _check_fitted(self) -> None:
-        if not self.is_fitted:
-            raise NotFittedError("TemporalPool: call fit(chips) (or eocausal.embed) before transform")
+    def fit(self, chips, y=None) -> "TemporalPool":
+        """Fit a clone of the frame encoder on all frames of ``chips`` (n, T, C, H, W).
 
-    def fit(self, chips) -> "TemporalPool":
-        """Fit the frame encoder on all frames of ``chips`` (n, T, C, H, W)."""
+        ``y`` is ignored (scikit-learn's signature, so the encoder fits in a Pipeline).
+        """
         if self.how not in HOWS:
             raise InputError(f"how={self.how!r}: use one of {', '.join(HOWS)}")
+        for method in ("fit", "transform"):
+            if not callable(getattr(self.encoder, method, None)):
+                raise InputError(f"encoder: {type(self.encoder).__name__} lacks {method}(); pass an image "
+                                 "encoder such as RandomFeatures(...)")
         x = _validate_sequences(chips)
         n, t = x.shape[:2]
         frames = x.reshape(n * t, *x.shape[2:])
-        self.encoder.fit(frames)
-        self.frame_dim_ = int(self.encoder.transform(frames[:1]).shape[1])
-        self.n_frames_ = t
-        self.attention_ = None
+        encoder = clone(self.encoder, safe=False).fit(frames)  # deep copy of a non-estimator
+        frame_dim = int(encoder.transform(frames[:1]).shape[1])
+        attention = None
         if self.how == "attention":
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.seed)
-                self.attention_ = AttentionPool(self.frame_dim_).eval().requires_grad_(False)
+                attention = AttentionPool(frame_dim).eval().requires_grad_(False)
+        self.encoder_, self.n_frames_, self.attention_ = encoder, t, attention
+        self.frame_dim_ = frame_dim  # set last: a failed fit leaves no fitted state
         return self
 
     def _check_frames(self, x) -> None:
@@ -149,30 +142,24 @@ class TemporalPool:
 
     def transform(self, chips) -> np.ndarray:
         """Pooled embeddings (n, T*d) for 'concat', (n, 2d) for 'mean_diff'/'mean_var', (n, d) for 'attention'."""
-        self._check_fitted()
+        encoder = self._frame_encoder()
         x = _validate_sequences(chips)
         self._check_frames(x)
         n, t = x.shape[:2]
-        e = self.encoder.transform(x.reshape(n * t, *x.shape[2:])).reshape(n, t, -1)
+        e = encoder.transform(x.reshape(n * t, *x.shape[2:])).reshape(n, t, -1)
         with torch.inference_mode():
             out = pool_frames(torch.from_numpy(np.ascontiguousarray(e, dtype=np.float32)), self.how, self.attention_)
         return out.numpy().astype(np.float32, copy=False)
 
     def torch_forward(self, x: torch.Tensor) -> torch.Tensor:
         """Differentiable pooled features of raw sequences ``x`` (n, T, C, H, W)."""
-        self._check_fitted()
+        encoder = self._frame_encoder()
         if x.ndim != 5:
             raise InputError(f"x: expected (n, T, C, H, W), got {tuple(x.shape)}")
         self._check_frames(x)
-        if not hasattr(self.encoder, "torch_forward"):
-            raise InputError(f"{type(self.encoder).__name__} has no differentiable torch_forward")
+        if not hasattr(encoder, "torch_forward"):
+            raise InputError(f"{type(encoder).__name__} has no differentiable torch_forward")
         n, t = x.shape[:2]
-        e = self.encoder.torch_forward(x.reshape(n * t, *x.shape[2:])).reshape(n, t, -1)
+        e = encoder.torch_forward(x.reshape(n * t, *x.shape[2:])).reshape(n, t, -1)
         att = self.attention_.to(x.device) if self.attention_ is not None else None
         return pool_frames(e, self.how, att)
-
-    def fit_transform(self, chips) -> np.ndarray:
-        return self.fit(chips).transform(chips)
-
-    def __repr__(self) -> str:
-        return f"TemporalPool({self.encoder!r}, how={self.how!r})"

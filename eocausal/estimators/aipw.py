@@ -23,117 +23,31 @@ from typing import Sequence
 
 import numpy as np
 from scipy import stats
-from sklearn.base import clone
 
+from eocausal._types import SOLVERS
+from eocausal._validation import (
+    check_choice,
+    check_fold_ids,
+    check_matrix,
+    check_propensity,
+    check_treatment,
+    check_vector,
+)
 from eocausal.errors import InputError, NotEstimableError
-from eocausal.estimators.propensity import BlockStandardizer, crossfit_propensity
+from eocausal.estimators.learners import linear_spec, make_outcome_model
+from eocausal.estimators.propensity import crossfit_propensity
 from eocausal.estimators.weighting import PointEstimate, se_from_psi
 
-#: Penalties searched by the ridge outcome model (efficient leave-one-out CV, scikit-learn's RidgeCV).
-RIDGE_ALPHAS = np.logspace(-3, 4, 15)
+__all__ = ["AIPW_ESTIMANDS", "COMBINE_RULES", "AIPWFit", "aipw", "combine_repeated", "crossfit_aipw",
+           "crossfit_outcome"]
+
 AIPW_ESTIMANDS = ("ATE", "ATT")
 COMBINE_RULES = ("median", "doubleml")
 
 
-def make_outcome_model(model="ridge", *, seed: int | None = 0, n_tabular: int | None = None):
-    """A fresh regressor for a model name or a scikit-learn regressor (cloned).
-
-    Parameters
-    ----------
-    model : {'ridge', 'linear', 'gbm'} or regressor
-        'ridge': standardised confounders (see :class:`BlockStandardizer`) and ``RidgeCV`` with the
-        penalty chosen by efficient leave-one-out CV over :data:`RIDGE_ALPHAS`; 'linear': OLS;
-        'gbm': ``HistGradientBoostingRegressor``; or any object with ``fit`` and ``predict``.
-    seed : int or None
-        Seeds randomised models ('gbm').
-    n_tabular : int, optional
-        Leading tabular columns of the design (the rest is an embedding scaled as one block);
-        None standardises every column.
-    """
-    if not isinstance(model, str):
-        if not (hasattr(model, "fit") and hasattr(model, "predict")):
-            raise InputError(f"outcome model: {type(model).__name__} has no fit/predict; pass a regressor")
-        return clone(model)
-    if model == "ridge":
-        from sklearn.linear_model import RidgeCV
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
-
-        scaler = StandardScaler() if n_tabular is None else BlockStandardizer(n_tabular)
-        return make_pipeline(scaler, RidgeCV(alphas=RIDGE_ALPHAS))
-    if model == "linear":
-        from sklearn.linear_model import LinearRegression
-
-        return LinearRegression()
-    if model == "gbm":
-        from sklearn.ensemble import HistGradientBoostingRegressor
-
-        return HistGradientBoostingRegressor(max_iter=200, learning_rate=0.05, random_state=seed)
-    raise InputError(f"outcome={model!r}: unknown model; use 'ridge', 'linear', 'gbm' or a scikit-learn regressor")
-
-
-def linear_spec(model, n_tabular: int | None = None):
-    """The :class:`~eocausal.estimators.glm.LinearSpec` of an outcome model, or None.
-
-    Recognised: 'ridge', 'linear', and scikit-learn's ``LinearRegression``, ``Ridge`` (one
-    penalty) and ``RidgeCV`` (leave-one-out choice: ``cv=None``, default scoring, one penalty for
-    the target), each with a free intercept and no positivity constraint, alone or after a
-    ``StandardScaler`` or :class:`BlockStandardizer` in a ``Pipeline``. Anything else is fitted as
-    given.
-    """
-    from sklearn.linear_model import LinearRegression, Ridge, RidgeCV
-
-    from eocausal.estimators.glm import LinearSpec
-    from eocausal.estimators.propensity import split_scaler
-
-    if isinstance(model, str):
-        if model == "ridge":
-            return LinearSpec(alpha=None, alphas=tuple(RIDGE_ALPHAS),
-                              scaler="standard" if n_tabular is None else "block", n_tabular=n_tabular or 0)
-        if model == "linear":
-            return LinearSpec(alpha=0.0)
-        return None
-    parts = split_scaler(model)
-    if parts is None:
-        return None
-    scaler, n_tab, est = parts
-    prm = est.get_params() if hasattr(est, "get_params") else {}
-    if not prm.get("fit_intercept", False) or prm.get("positive", False):
-        return None
-    if type(est) is LinearRegression:
-        return LinearSpec(alpha=0.0, scaler="none" if scaler == "none" else scaler, n_tabular=n_tab)
-    if type(est) is Ridge and np.ndim(prm["alpha"]) == 0 and prm["alpha"] > 0:
-        return LinearSpec(alpha=float(prm["alpha"]), scaler=scaler, n_tabular=n_tab)
-    if (type(est) is RidgeCV and prm["cv"] is None and prm["scoring"] is None
-            and not prm["alpha_per_target"] and np.all(np.asarray(prm["alphas"]) > 0)):
-        return LinearSpec(alpha=None, alphas=tuple(np.ravel(prm["alphas"]).astype(float)), scaler=scaler,
-                          n_tabular=n_tab)
-    return None
-
-
-def _check_arrays(y, w, *others, names=()):
-    y = np.asarray(y, dtype=float)
-    w = np.asarray(w, dtype=float)
-    n = len(y)
-    if y.ndim != 1 or w.shape != (n,):
-        raise InputError(f"outcome/treatment: expected two arrays of shape (n,), got {y.shape} and {w.shape}")
-    if not np.isin(w, (0.0, 1.0)).all():
-        raise InputError("treatment: must hold only 0 and 1; recode the treatment column")
-    out = []
-    for name, a in zip(names, others):
-        a = np.asarray(a, dtype=float)
-        if a.shape != (n,):
-            raise InputError(f"{name}: expected shape ({n},), got {a.shape}")
-        out.append(a)
-    for name, a in zip(("outcome", "treatment", *names), (y, w, *out)):
-        if not np.isfinite(a).all():
-            raise InputError(f"{name}: {int(np.sum(~np.isfinite(a)))} non-finite values; drop or impute them first")
-    return (y, w, *out)
-
-
-def crossfit_outcome(V: np.ndarray, y: np.ndarray, w: np.ndarray, fold_ids: np.ndarray, model="ridge", *,
-                     n_tabular: int | None = None, seed: int | None = 0,
-                     native: bool = True, layout=None) -> tuple[np.ndarray, np.ndarray]:
+def crossfit_outcome(V: np.ndarray, y: np.ndarray, w: np.ndarray, fold_ids: np.ndarray, outcome_model="ridge", *,
+                     n_tabular: int | None = None, seed: int | None = 0, solver: str = "native",
+                     layout=None) -> tuple[np.ndarray, np.ndarray]:
     """Out-of-fold outcome regressions mu0(V) = E[Y | W=0, V] and mu1(V) = E[Y | W=1, V].
 
     For each fold k, one model is fitted on the control units and one on the treated units of the
@@ -147,13 +61,18 @@ def crossfit_outcome(V: np.ndarray, y: np.ndarray, w: np.ndarray, fold_ids: np.n
     y, w : arrays (n,)
         Outcome and binary treatment.
     fold_ids : array (n,)
-        Cross-fitting fold of each unit (e.g. from :func:`~eocausal.estimators.crossfit.grouped_folds`).
-    model : str or regressor
-        See :func:`make_outcome_model`.
-    native : bool
-        Fit recognised least-squares models (:func:`linear_spec`) from shared cross-products
+        Cross-fitting fold of each unit (e.g. from :func:`eocausal.data.folds.grouped_folds`).
+    outcome_model : str or regressor
+        See :func:`~eocausal.estimators.learners.make_outcome_model`.
+    n_tabular : int, optional
+        Leading tabular columns of ``V`` (the rest is an embedding scaled as one block).
+    seed : int or None
+        ``random_state`` of randomised models.
+    solver : {'native', 'sklearn'}
+        'native' fits recognised least-squares models
+        (:func:`~eocausal.estimators.learners.linear_spec`) from shared cross-products
         (:func:`eocausal.estimators.glm.crossfit_linear`): the same predictions to rounding
-        (about 1e-10), much faster. False calls the learner's own ``fit`` per fold and arm.
+        (about 1e-10), much faster. 'sklearn' calls the learner's own ``fit`` per fold and arm.
     layout : FoldLayout, optional
         ``glm.FoldLayout.by_fold_and_arm(V, fold_ids, w)`` shared with the propensity fit.
 
@@ -166,20 +85,14 @@ def crossfit_outcome(V: np.ndarray, y: np.ndarray, w: np.ndarray, fold_ids: np.n
     NotEstimableError
         A training fold holds no unit of an arm.
     """
-    y, w = _check_arrays(y, w)
-    V = np.asarray(V, dtype=float)
+    y = check_vector(y, "outcome")
     n = len(y)
-    if V.ndim != 2 or V.shape[0] != n:
-        raise InputError(f"confounders: expected shape ({n}, p), got {V.shape}")
-    if not np.isfinite(V).all():
-        raise InputError("confounders: non-finite values; impute or drop them before estimating")
-    fold_ids = np.asarray(fold_ids)
-    if fold_ids.shape != (n,):
-        raise InputError(f"fold_ids: expected shape ({n},), got {fold_ids.shape}")
+    w = check_treatment(w, n=n)
+    V = check_matrix(V, "confounders", n)
+    fold_ids = check_fold_ids(fold_ids, n)
+    solver = check_choice(solver, "solver", SOLVERS)
     folds = np.unique(fold_ids)
-    if len(folds) < 2:
-        raise InputError("fold_ids: need at least 2 folds for cross-fitting")
-    spec = linear_spec(model, n_tabular) if (native and V.shape[1]) else None
+    spec = linear_spec(outcome_model, n_tabular) if (solver == "native" and V.shape[1]) else None
     if spec is not None:
         from eocausal.estimators.glm import crossfit_linear
         from eocausal.estimators.propensity import _check_layout
@@ -199,10 +112,18 @@ def crossfit_outcome(V: np.ndarray, y: np.ndarray, w: np.ndarray, fold_ids: np.n
             if V.shape[1] == 0:
                 mu[arm, test_idx] = y[rows].mean()
                 continue
-            reg = make_outcome_model(model, seed=seed, n_tabular=n_tabular)
+            reg = make_outcome_model(outcome_model, seed=seed, n_tabular=n_tabular)
             reg.fit(V[rows], y[rows])
             mu[arm, test_idx] = np.asarray(reg.predict(V[test_idx]), dtype=float).reshape(-1)
     return mu[0], mu[1]
+
+
+def _check_scores(y, w, e, mu0, mu1):
+    """(y, w, e, mu0, mu1) as float arrays of one length: w 0/1, e inside (0, 1), all finite."""
+    y = check_vector(y, "outcome")
+    n = len(y)
+    return (y, check_treatment(w, n=n), check_propensity(e, n=n), check_vector(mu0, "mu0", n),
+            check_vector(mu1, "mu1", n))
 
 
 def aipw(y: np.ndarray, w: np.ndarray, e: np.ndarray, mu0: np.ndarray, mu1: np.ndarray,
@@ -238,16 +159,13 @@ def aipw(y: np.ndarray, w: np.ndarray, e: np.ndarray, mu0: np.ndarray, mu1: np.n
         ``weights`` holds the IPW weights of the residual terms: W/e + (1-W)/(1-e) for the ATE,
         W + (1-W) e/(1-e) for the ATT.
     """
-    y, w, e, mu0, mu1 = _check_arrays(y, w, e, mu0, mu1, names=("propensity", "mu0", "mu1"))
+    y, w, e, mu0, mu1 = _check_scores(y, w, e, mu0, mu1)
     if estimand not in AIPW_ESTIMANDS:
         raise InputError(f"estimand={estimand!r}: AIPW estimates 'ATE' or 'ATT'; use hajek() for the ATO")
-    if not ((e > 0) & (e < 1)).all():
-        raise InputError(
-            f"propensity: values must lie strictly inside (0, 1), got range [{e.min():.3g}, {e.max():.3g}]; "
-            "clip them (e.g. np.clip(e, 1e-3, 1 - 1e-3)) or trim the units first")
     n1 = w.sum()
     if n1 == 0 or n1 == len(w):
-        raise NotEstimableError(f"treatment: no {'treated' if n1 == 0 else 'control'} units; the effect is not estimable")
+        raise NotEstimableError(f"treatment: no {'treated' if n1 == 0 else 'control'} units; the effect is not "
+                                "estimable")
     if estimand == "ATE":
         phi = mu1 - mu0 + w * (y - mu1) / e - (1 - w) * (y - mu0) / (1 - e)
         tau = float(phi.mean())
@@ -259,17 +177,18 @@ def aipw(y: np.ndarray, w: np.ndarray, e: np.ndarray, mu0: np.ndarray, mu1: np.n
     return PointEstimate(tau, (h - tau * w) / (n1 / len(w)), w + (1 - w) * odds)
 
 
-def combine_repeated(estimates: Sequence[float], std_errors: Sequence[float], rule: str = "median",
-                     alpha: float = 0.05) -> tuple[float, float]:
+def combine_repeated(estimates: Sequence[float], std_errors: Sequence[float],
+                     rule: str = "median") -> tuple[float, float]:
     """Combine estimates and SEs from R cross-fitting splits.
 
     Both rules take tau = median_r tau_r.
 
-    - ``'median'`` (METHODS.md section 2; Chernozhukov et al. 2018, eq. 3.8; DoubleML before 0.9):
-      se = median_r sqrt(se_r^2 + (tau_r - tau)^2).
+    - ``'median'``: se = median_r sqrt(se_r^2 + (tau_r - tau)^2), the median-based variance
+      adjustment of Chernozhukov et al. (2018, Definition 3.3 and eq. 3.8) written for standard
+      errors: each split's SE is inflated by how far its estimate lies from the median.
     - ``'doubleml'`` (DoubleML 0.9 and later, ``_aggregate_coefs_and_ses``):
-      se = (median_r (tau_r + z se_r) - tau) / z with z = 1.96 (DoubleML's fixed constant; ``alpha``
-      is not used).
+      se = (median_r (tau_r + z se_r) - tau) / z with z = 1.96 (DoubleML's fixed constant, whatever
+      the interval level).
 
     Returns
     -------
@@ -278,14 +197,15 @@ def combine_repeated(estimates: Sequence[float], std_errors: Sequence[float], ru
     t = np.asarray(estimates, dtype=float).reshape(-1)
     s = np.asarray(std_errors, dtype=float).reshape(-1)
     if len(t) == 0 or t.shape != s.shape:
-        raise InputError(f"combine_repeated: need matching, non-empty estimates and SEs, got {t.shape} and {s.shape}")
+        raise InputError(f"estimates, std_errors: need two non-empty sequences of the same length, got "
+                         f"{t.shape} and {s.shape}")
     med = float(np.median(t))
     if rule == "median":
         return med, float(np.median(np.sqrt(s**2 + (t - med) ** 2)))
     if rule == "doubleml":
         z = 1.96
         return med, float((np.median(t + z * s) - med) / z)
-    raise InputError(f"combine={rule!r}: use one of {list(COMBINE_RULES)}")
+    raise InputError(f"rule={rule!r}: use one of {list(COMBINE_RULES)}")
 
 
 @dataclass(frozen=True)
@@ -319,9 +239,9 @@ class AIPWFit:
 
 
 def crossfit_aipw(V: np.ndarray, y: np.ndarray, w: np.ndarray, fold_ids, *, propensity="ridge-logit",
-                  outcome="ridge", estimand: str = "ATE", clip: float = 1e-3,
+                  outcome_model="ridge", estimand: str = "ATE", clip: float = 1e-3,
                   clusters: np.ndarray | None = None, n_tabular: int | None = None,
-                  seed: int | None = 0, combine: str = "median", native: bool = True) -> AIPWFit:
+                  seed: int | None = 0, combine: str = "median", solver: str = "native") -> AIPWFit:
     """Cross-fitted AIPW (DML) estimate, optionally repeated over R fold assignments.
 
     For each split r: out-of-fold propensities (:func:`crossfit_propensity`, clipped to
@@ -336,28 +256,34 @@ def crossfit_aipw(V: np.ndarray, y: np.ndarray, w: np.ndarray, fold_ids, *, prop
     y, w : arrays (n,)
         Outcome and binary treatment.
     fold_ids : array (n,), array (R, n) or sequence of R arrays (n,)
-        Fold assignments; with clusters, build them with ``grouped_folds`` so no cluster is split.
+        Fold assignments; with clusters, build them with
+        :func:`eocausal.data.folds.grouped_folds` so no cluster is split.
     propensity : str or classifier
-        See :func:`~eocausal.estimators.propensity.make_propensity_model`.
-    outcome : str or regressor
-        See :func:`make_outcome_model`.
+        See :func:`~eocausal.estimators.learners.make_propensity_model`.
+    outcome_model : str or regressor
+        See :func:`~eocausal.estimators.learners.make_outcome_model`.
     estimand : {'ATE', 'ATT'}
     clip : float
         Propensities are clipped to [clip, 1 - clip] (DoubleML's ``clipping_threshold``); 0 keeps them.
     clusters : array (n,), optional
         Cluster labels for the cluster-robust SE (and the ridge-logit inner CV folds).
+    n_tabular : int, optional
+        Leading tabular columns of ``V`` (the rest is an embedding scaled as one block).
+    seed : int or None
+        Seeds the inner CV folds and randomised models.
     combine : {'median', 'doubleml'}
         How R > 1 splits are combined.
-    native : bool
-        Solve recognised logistic and least-squares nuisances with eocausal's fold-sharing
-        solvers (see :func:`crossfit_propensity` and :func:`crossfit_outcome`); False calls each
-        learner's own ``fit``, exactly as DoubleML does.
+    solver : {'native', 'sklearn'}
+        'native' solves recognised logistic and least-squares nuisances with eocausal's
+        fold-sharing solvers (see :func:`crossfit_propensity` and :func:`crossfit_outcome`);
+        'sklearn' calls each learner's own ``fit``, exactly as DoubleML does.
     """
-    y, w = _check_arrays(y, w)
+    y = check_vector(y, "outcome")
+    w = check_treatment(w, n=len(y))
+    solver = check_choice(solver, "solver", SOLVERS)
     if not 0 <= clip < 0.5:
         raise InputError(f"clip={clip}: must lie in [0, 0.5)")
-    if combine not in COMBINE_RULES:
-        raise InputError(f"combine={combine!r}: use one of {list(COMBINE_RULES)}")
+    combine = check_choice(combine, "combine", COMBINE_RULES)
     if estimand not in AIPW_ESTIMANDS:
         raise InputError(f"estimand={estimand!r}: AIPW estimates 'ATE' or 'ATT'")
     F = np.asarray(fold_ids)
@@ -370,10 +296,10 @@ def crossfit_aipw(V: np.ndarray, y: np.ndarray, w: np.ndarray, fold_ids, *, prop
     ests, ses, clipped = np.empty(R), np.empty(R), np.empty(R, dtype=int)
     n_clusters = None
     for r in range(R):
-        e_raw, _ = crossfit_propensity(V, w, groups=clusters, model=propensity, seed=seed,
-                                       fold_ids=F[r], n_tabular=n_tabular, native=native)
+        e_raw, _ = crossfit_propensity(V, w, clusters=clusters, propensity=propensity, seed=seed,
+                                       fold_ids=F[r], n_tabular=n_tabular, solver=solver)
         e = np.clip(e_raw, clip, 1 - clip) if clip > 0 else e_raw
-        mu0, mu1 = crossfit_outcome(V, y, w, F[r], outcome, n_tabular=n_tabular, seed=seed, native=native)
+        mu0, mu1 = crossfit_outcome(V, y, w, F[r], outcome_model, n_tabular=n_tabular, seed=seed, solver=solver)
         pe = aipw(y, w, e, mu0, mu1, estimand)
         ests[r] = pe.estimate
         ses[r], n_clusters = se_from_psi(pe.psi, clusters)

@@ -5,20 +5,26 @@ image-sequence embeddings (an embedding is just more columns) and returns a
 :class:`CateResult` holding what the evaluation needs (METHODS.md section 4):
 
 - ``tau_hat``: out-of-fold CATE predictions. Units are split into K folds that keep clusters
-  whole (:func:`~eocausal.estimators.crossfit.grouped_folds`); for each fold k a fresh EconML
+  whole (:func:`~eocausal.data.folds.grouped_folds`); for each fold k a fresh EconML
   estimator is fitted on the other folds (EconML's own nuisance cross-fitting inside it is
   grouped by the same clusters) and predicts fold k. Each unit's priority therefore comes from
   a model that never saw its outcome, which RATE and the calibration tests require.
 - ``scores``: doubly robust (AIPW) scores
   Gamma_i = mu1_i - mu0_i + W_i (Y_i - mu1_i) / e_i - (1 - W_i)(Y_i - mu0_i) / (1 - e_i),
   with mu_w fitted per arm on the other folds (``outcome_model``, ridge by default) and e known
-  (an RCT: pass ``e=``) or out of fold: by default from fold k's own EconML estimator, whose
-  fitted propensity models never saw fold k (no extra fit), else cross-fitted on the same folds
-  (``propensity_model``). Given X_i,
+  (an RCT: pass ``propensity_scores=``) or out of fold: by default from fold k's own EconML
+  estimator, whose fitted propensity models never saw fold k (no extra fit), else cross-fitted on
+  the same folds (``propensity``). Given X_i,
   E[Gamma_i | X_i] = tau(X_i) when e is right, whatever mu is, because the nuisances never saw
   unit i.
 - ``estimator_``: the same EconML estimator fitted on all units, for :meth:`CateResult.predict`
   outside the trial (transport).
+
+Evaluating the predictions (RATE, grf's calibration test, BLP/GATES, CLAN, effects by a
+variable) is a step of its own, in :mod:`eocausal.diagnostics`, whose functions take a
+:class:`CateResult`: ``eocausal.rate(result)``, ``eocausal.diagnostics.test_calibration(result)``,
+``eocausal.diagnostics.blp_gates(result)``, ``eocausal.diagnostics.clan(result, X)``,
+``eocausal.diagnostics.effects_by(result, values)``.
 
 Known propensities (RCTs) replace the learner's propensity model: they are passed to EconML as
 the last column of ``W`` (controls) and read back by a classifier that returns that column, so
@@ -33,8 +39,9 @@ DML learners, ``random_state=seed``, and the required regressors of NonParamDML 
 and the T/X meta-learners (a random forest, see :data:`DEFAULT_FOREST`). ``econml`` is imported
 inside :func:`cate` (``import econml.dml`` takes seconds).
 
-Transport: this module stays in the estimator layer (arrays in, arrays out). The caller
-composes :meth:`CateResult.predict` with :func:`eocausal.data.transport.support_diagnostic` and
+Transport: this module stays in the estimator layer (arrays in, arrays out; it never imports
+the diagnostics). The caller composes :meth:`CateResult.predict` with
+:func:`eocausal.data.transport.support_diagnostic` and
 :func:`~eocausal.data.transport.effects_to_geodataframe` or
 :func:`~eocausal.data.transport.write_effect_raster` (see docs/heterogeneity.md).
 """
@@ -48,11 +55,12 @@ from typing import Mapping
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.base import BaseEstimator, ClassifierMixin
 
 from eocausal.errors import InputError, NotEstimableError, NotFittedError
-from eocausal.estimators.crossfit import grouped_folds
-from eocausal.estimators.propensity import BlockStandardizer, crossfit_propensity
+from eocausal.data.folds import grouped_folds
+from eocausal.estimators.learners import make_outcome_model
+from eocausal.estimators.propensity import crossfit_propensity
 
 #: learner name -> (EconML module, class)
 LEARNERS = {
@@ -68,8 +76,6 @@ _PROPENSITY_ARG = {"causal_forest": "model_t", "r": "model_t", "dr": "model_prop
 _DML = ("causal_forest", "r", "dr")  # learners whose fit takes W= and groups=
 #: Regressor filled in where EconML requires one (NonParamDML's model_final, T/X ``models``).
 DEFAULT_FOREST = {"n_estimators": 100, "min_samples_leaf": 5}
-#: Penalties searched by the ridge outcome model of the scores.
-RIDGE_ALPHAS = np.logspace(-3, 4, 15)
 
 
 class KnownPropensity(ClassifierMixin, BaseEstimator):
@@ -171,27 +177,6 @@ def _features(X, embeddings, n: int | None):
     return np.hstack(parts), names, n_tab, tuple(layout)
 
 
-def _make_outcome_model(spec, seed, n_tabular):
-    if not isinstance(spec, str):
-        if not (hasattr(spec, "fit") and hasattr(spec, "predict")):
-            raise InputError(f"outcome_model: {type(spec).__name__} has no fit/predict; pass a regressor")
-        return clone(spec)
-    if spec == "ridge":
-        from sklearn.linear_model import RidgeCV
-        from sklearn.pipeline import make_pipeline
-
-        return make_pipeline(BlockStandardizer(n_tabular), RidgeCV(alphas=RIDGE_ALPHAS))
-    if spec == "forest":
-        from sklearn.ensemble import RandomForestRegressor
-
-        return RandomForestRegressor(n_estimators=200, min_samples_leaf=5, random_state=seed)
-    if spec == "gbm":
-        from sklearn.ensemble import HistGradientBoostingRegressor
-
-        return HistGradientBoostingRegressor(random_state=seed)
-    raise InputError(f"outcome_model={spec!r}: use 'ridge', 'forest', 'gbm' or a scikit-learn regressor")
-
-
 # ----------------------------------------------------------------------------- EconML
 
 
@@ -204,7 +189,8 @@ class _Learner:
         prop = _PROPENSITY_ARG[learner]
         if e_mode is not None and prop is not None and prop in econml_kwargs:
             raise InputError(
-                f"e= and {prop}=: known propensities replace the learner's propensity model; pass one of them")
+                f"propensity_scores= and {prop}=: known propensities replace the learner's propensity model; "
+                "pass one of them")
         mod, name = LEARNERS[learner]
         self.cls = getattr(importlib.import_module(mod), name)
         self.learner = learner
@@ -237,14 +223,14 @@ class _Learner:
                 kw["propensity_model"] = ConstantPropensity(self.e_const)
         return self.cls(**kw)
 
-    def fit(self, y, w, F, e, groups):
+    def fit(self, y, w, F, e, clusters):
         est = self.make()
         kw = {"X": F}
         if self.learner in _DML:
             if self.e_mode is not None:
                 kw["W"] = e[:, None]
-            if groups is not None:
-                kw["groups"] = groups
+            if clusters is not None:
+                kw["groups"] = clusters  # EconML's name
         est.fit(y, w, **kw)
         return est
 
@@ -291,18 +277,19 @@ class CateResult:
         Doubly robust scores Gamma_i with out-of-fold nuisances.
     mu0, mu1 : numpy.ndarray (n,)
         Out-of-fold outcome regressions per arm.
-    e : numpy.ndarray (n,)
+    propensity_scores : numpy.ndarray (n,)
         Propensities used in the scores (known, or out-of-fold and clipped).
     y, w : numpy.ndarray (n,)
     fold_ids : numpy.ndarray (n,)
         Cross-fitting fold of each unit.
-    groups : numpy.ndarray or None
+    clusters : numpy.ndarray or None
         Cluster labels (folds, EconML's inner cross-fitting, bootstrap draws and SEs).
     learner : str
     feature_names : tuple of str
     n_tabular : int
         Leading tabular columns of the features.
-    e_known : bool
+    propensity_known : bool
+        True when ``propensity_scores`` were given (an RCT's design), False when estimated.
     estimator_ : EconML estimator or None
         Fitted on all units (None with ``fit_final=False``).
     fold_estimators_ : tuple
@@ -310,7 +297,7 @@ class CateResult:
     n_clipped : int
         Estimated propensities changed by clipping.
     propensity_source : str
-        Where ``e`` came from: 'known', 'learner' (the per-fold EconML estimators' own
+        Where ``propensity_scores`` came from: 'known', 'learner' (the per-fold EconML estimators' own
         propensity models) or the name of the cross-fitted model.
     """
 
@@ -318,15 +305,15 @@ class CateResult:
     scores: np.ndarray
     mu0: np.ndarray
     mu1: np.ndarray
-    e: np.ndarray
+    propensity_scores: np.ndarray
     y: np.ndarray
     w: np.ndarray
     fold_ids: np.ndarray
-    groups: np.ndarray | None
+    clusters: np.ndarray | None
     learner: str
     feature_names: tuple
     n_tabular: int
-    e_known: bool
+    propensity_known: bool
     estimator_: object = field(default=None, repr=False)
     fold_estimators_: tuple = field(default=(), repr=False)
     n_clipped: int = 0
@@ -340,7 +327,8 @@ class CateResult:
     @property
     def m_hat(self) -> np.ndarray:
         """Out-of-fold E[Y | X] = e mu1 + (1 - e) mu0 (for grf's calibration test)."""
-        return self.e * self.mu1 + (1 - self.e) * self.mu0
+        e = self.propensity_scores
+        return e * self.mu1 + (1 - e) * self.mu0
 
     # ------------------------------------------------------------------ prediction
     def predict(self, X=None, embeddings=None) -> np.ndarray:
@@ -377,10 +365,10 @@ class CateResult:
     def ate(self) -> tuple[float, float]:
         """AIPW average effect mean(Gamma) and its (cluster-robust) standard error."""
         psi = self.scores - self.scores.mean()
-        if self.groups is None:
+        if self.clusters is None:
             se = np.sqrt(np.sum(psi**2)) / self.n
         else:
-            codes = np.unique(self.groups, return_inverse=True)[1].reshape(-1)
+            codes = np.unique(self.clusters, return_inverse=True)[1].reshape(-1)
             se = np.sqrt(np.sum(np.bincount(codes, weights=psi) ** 2)) / self.n
         return float(self.scores.mean()), float(se)
 
@@ -398,66 +386,12 @@ class CateResult:
                              "rank": np.r_[np.arange(1, k + 1), np.arange(1, k + 1)],
                              "tau_hat": self.tau_hat[np.r_[hi, lo]]})
 
-    # ------------------------------------------------------------------ diagnostics (eocausal.diagnostics)
-    def rate(self, target: str = "AUTOC", *, priority=None, compare=None, B: int = 200,
-             seed: int | None = 0, q=None):
-        """RATE of the out-of-fold predictions (or ``priority``) against this result's scores.
-
-        ``compare``: a second priority rule (an array, or another :class:`CateResult` fitted on
-        the same units, whose ``tau_hat`` is used) for a paired comparison on the same draws.
-        See :func:`eocausal.diagnostics.rate.rate`.
-        """
-        from eocausal.diagnostics.rate import rate
-
-        if isinstance(compare, CateResult):
-            if compare.n != self.n or not np.array_equal(compare.y, self.y):
-                raise InputError("compare: the other CateResult was fitted on different units")
-            compare = compare.tau_hat
-        return rate(self.tau_hat if priority is None else priority, self.scores, target=target,
-                    clusters=self.groups, B=B, seed=seed, compare=compare, q=q)
-
-    def calibration(self, vcov_type: str = "HC3"):
-        """grf's test_calibration on the out-of-fold predictions (clustered SEs with groups)."""
-        from eocausal.diagnostics.calibration import test_calibration
-
-        return test_calibration(self.y, self.w, self.e, self.m_hat, self.tau_hat, clusters=self.groups,
-                                vcov_type=vcov_type)
-
-    def blp(self, *, n_groups: int = 5, level: float = 0.95):
-        """CDDF's BLP on the cross-fitted predictions (baseline proxy mu0); see :meth:`gates`."""
-        return self.gates(n_groups=n_groups, level=level)
-
-    def gates(self, *, n_groups: int = 5, level: float = 0.95):
-        """BLP and GATES (CDDF) with the out-of-fold predictions as the proxy.
-
-        The cross-fitted variant: one evaluation on all units, as each unit's proxy and
-        baseline come from models that never saw it. For CDDF's repeated half splits (refitting
-        the learner on each auxiliary half) call
-        :func:`eocausal.diagnostics.calibration.blp_gates` with a callable proxy.
-        """
-        from eocausal.diagnostics.calibration import blp_gates
-
-        return blp_gates(self.y, self.w, self.e, self.tau_hat, baseline=self.mu0, clusters=self.groups,
-                         n_groups=n_groups, level=level)
-
-    def clan(self, covariates, *, n_groups: int = 5):
-        """Covariate means by quantile group of the out-of-fold predictions (CLAN)."""
-        from eocausal.diagnostics.calibration import clan, quantile_groups
-
-        return clan(covariates, quantile_groups(self.tau_hat, n_groups), clusters=self.groups)
-
-    def effects_by(self, values, *, bins: int | None = 5):
-        """Doubly robust effects and mean predictions by the classes or bins of ``values``."""
-        from eocausal.diagnostics.calibration import effects_by
-
-        return effects_by(values, self.tau_hat, self.scores, bins=bins, clusters=self.groups)
-
 
 # ----------------------------------------------------------------------------- cate
 
 
-def cate(y, w, X=None, embeddings=None, *, learner: str = "causal_forest", e=None, groups=None,
-         folds: int = 5, seed: int | None = 0, outcome_model="ridge", propensity_model="learner",
+def cate(y, w, X=None, embeddings=None, *, learner: str = "causal_forest", propensity_scores=None,
+         clusters=None, folds: int = 5, seed: int | None = 0, outcome_model="ridge", propensity="learner",
          clip: float = 1e-3, fit_final: bool = True, keep_fold_models: bool = False,
          **econml_kwargs) -> CateResult:
     """Cross-fitted CATEs with an EconML learner, doubly robust scores and a final model.
@@ -475,26 +409,27 @@ def cate(y, w, X=None, embeddings=None, *, learner: str = "causal_forest", e=Non
         the blocks, e.g. ``{"image": Z, "sequence": S}``).
     learner : {'causal_forest', 'dr', 'r', 't', 'x'}
         EconML's CausalForestDML, DRLearner, NonParamDML (R-learner), TLearner, XLearner.
-    e : array (n,) or float, optional
+    propensity_scores : array (n,) or float, optional
         Known propensities (RCTs). They replace the learner's propensity model and enter the
         scores. None: the learner keeps its own propensity model and the scores use
-        ``propensity_model``.
-    groups : array (n,), optional
+        ``propensity``.
+    clusters : array (n,), optional
         Cluster labels (an image key, a village): folds keep clusters whole and EconML's inner
-        cross-fitting is grouped too.
+        cross-fitting is grouped too (EconML's ``groups=``).
     folds : int
         Outer cross-fitting folds K.
     seed : int or None
         Seeds the folds and fills ``random_state`` where EconML takes one.
-    outcome_model : {'ridge', 'forest', 'gbm'} or regressor
-        Per-arm outcome regressions mu_w of the scores.
-    propensity_model : 'learner', str or classifier
-        Propensities of the scores when ``e`` is None. 'learner' (default): fold k's EconML
+    outcome_model : {'ridge', 'linear', 'gbm', 'forest'} or regressor
+        Per-arm outcome regressions mu_w of the scores; the names mean the same models as in
+        AIPW (:func:`eocausal.estimators.learners.make_outcome_model`).
+    propensity : 'learner', str or classifier
+        Propensities of the scores when ``propensity_scores`` is None. 'learner' (default): fold k's EconML
         estimator predicts fold k with its own fitted propensity models (``model_t``,
         ``model_propensity``; averaged over its inner folds), which never saw fold k, so no
         extra model is fitted; the T-learner has none and falls back to 'ridge-logit'. Any other
         value: a model cross-fitted on the same folds (see
-        :func:`eocausal.estimators.propensity.make_propensity_model`).
+        :func:`eocausal.estimators.learners.make_propensity_model`).
     clip : float
         Estimated propensities are clipped to [clip, 1 - clip] in the scores (known ones never).
     fit_final : bool
@@ -507,12 +442,14 @@ def cate(y, w, X=None, embeddings=None, *, learner: str = "causal_forest", e=Non
     Returns
     -------
     CateResult
+        Evaluate it with :func:`eocausal.rate`, :func:`eocausal.diagnostics.test_calibration`,
+        :func:`eocausal.diagnostics.blp_gates` and the other functions of :mod:`eocausal.diagnostics`.
 
     Raises
     ------
     InputError
-        Bad shapes or values, an unknown learner, ``e`` together with the learner's propensity
-        model, or folds that cannot hold both arms.
+        Bad shapes or values, an unknown learner, ``propensity_scores`` together with the
+        learner's propensity model, or folds that cannot hold both arms.
     """
     y = np.asarray(y, dtype=float)
     if y.ndim == 2 and y.shape[1] == 1:
@@ -531,28 +468,31 @@ def cate(y, w, X=None, embeddings=None, *, learner: str = "causal_forest", e=Non
     if w.min() == w.max():
         raise NotEstimableError(f"w: all units are {'treated' if w[0] else 'controls'}; no effect is estimable")
     F, names, n_tab, layout = _features(X, embeddings, n)
-    if groups is not None:
-        groups = np.asarray(groups)
-        if groups.shape != (n,):
-            raise InputError(f"groups: expected {n} cluster labels, got shape {groups.shape}")
+    if clusters is not None:
+        clusters = np.asarray(clusters)
+        if clusters.shape != (n,):
+            raise InputError(f"clusters: expected {n} cluster labels, got shape {clusters.shape}")
     e_mode, e_const = None, None
+    e = propensity_scores
     if e is not None:
         e_arr = np.broadcast_to(np.asarray(e, dtype=float), (n,)).copy() if np.ndim(e) == 0 else np.asarray(e, float)
         if e_arr.shape != (n,):
-            raise InputError(f"e: expected {n} propensities or one number, got shape {e_arr.shape}")
+            raise InputError(f"propensity_scores: expected {n} propensities or one number, got shape {e_arr.shape}")
         if not (np.isfinite(e_arr).all() and ((e_arr > 0) & (e_arr < 1)).all()):
-            raise InputError("e: known propensities must lie strictly inside (0, 1)")
+            raise InputError(f"propensity_scores: known propensities must lie strictly inside (0, 1), got range "
+                             f"[{np.nanmin(e_arr):.3g}, {np.nanmax(e_arr):.3g}]; pass the design's assignment "
+                             "probabilities")
         e_mode = "constant" if np.ptp(e_arr) == 0 else "column"
         e_const = float(e_arr[0])
     if not 0 <= clip < 0.5:
         raise InputError(f"clip={clip}: must lie in [0, 0.5)")
 
     learn = _Learner(learner, dict(econml_kwargs), seed, e_mode, e_const)
-    fold_ids = grouped_folds(n, groups, folds, seed, stratify=w)
+    fold_ids = grouped_folds(n, clusters, folds, seed, stratify=w)
     tau = np.empty(n)
     mu = np.empty((2, n))
     fold_models = []
-    from_learner = e_mode is None and isinstance(propensity_model, str) and propensity_model == "learner"
+    from_learner = e_mode is None and isinstance(propensity, str) and propensity == "learner"
     e_hat = np.full(n, np.nan)
     for k in range(folds):
         test = fold_ids == k
@@ -563,7 +503,7 @@ def cate(y, w, X=None, embeddings=None, *, learner: str = "causal_forest", e=Non
                 f"folds: the training folds for fold {k} hold only {'treated' if wt[0] else 'control'} units; "
                 "use fewer folds or check the treatment and cluster columns")
         est = learn.fit(y[train], wt, F[train], e_arr[train] if e_mode else None,
-                        None if groups is None else groups[train])
+                        None if clusters is None else clusters[train])
         tau[test] = learn.effect(est, F[test])
         if from_learner:
             p = learn.propensity(est, F[test])
@@ -575,7 +515,7 @@ def cate(y, w, X=None, embeddings=None, *, learner: str = "causal_forest", e=Non
             fold_models.append(est)
         for arm in (0, 1):
             rows = train & (w == arm)
-            reg = _make_outcome_model(outcome_model, seed, n_tab)
+            reg = make_outcome_model(outcome_model, seed=seed, n_tabular=n_tab)
             reg.fit(F[rows], y[rows])
             mu[arm, test] = np.asarray(reg.predict(F[test]), dtype=float).reshape(-1)
 
@@ -585,9 +525,8 @@ def cate(y, w, X=None, embeddings=None, *, learner: str = "causal_forest", e=Non
         if from_learner:
             source = "learner"
         else:
-            model = "ridge-logit" if isinstance(propensity_model, str) and propensity_model == "learner" \
-                else propensity_model
-            e_hat, _ = crossfit_propensity(F, w, groups=groups, model=model, seed=seed,
+            model = "ridge-logit" if isinstance(propensity, str) and propensity == "learner" else propensity
+            e_hat, _ = crossfit_propensity(F, w, clusters=clusters, propensity=model, seed=seed,
                                            fold_ids=fold_ids, n_tabular=n_tab)
             source = model if isinstance(model, str) else type(model).__name__
         e_used = np.clip(e_hat, clip, 1 - clip)
@@ -596,9 +535,10 @@ def cate(y, w, X=None, embeddings=None, *, learner: str = "causal_forest", e=Non
         e_used = e_arr
     mu0, mu1 = mu
     scores = mu1 - mu0 + w * (y - mu1) / e_used - (1 - w) * (y - mu0) / (1 - e_used)
-    final = learn.fit(y, w, F, e_arr if e_mode else None, groups) if fit_final else None
-    return CateResult(tau_hat=tau, scores=scores, mu0=mu0, mu1=mu1, e=e_used, y=y, w=w.astype(float),
-                      fold_ids=fold_ids, groups=groups, learner=learner, feature_names=tuple(names),
-                      n_tabular=n_tab, e_known=e_mode is not None, estimator_=final,
+    final = learn.fit(y, w, F, e_arr if e_mode else None, clusters) if fit_final else None
+    return CateResult(tau_hat=tau, scores=scores, mu0=mu0, mu1=mu1, propensity_scores=e_used, y=y,
+                      w=w.astype(float), fold_ids=fold_ids, clusters=clusters, learner=learner,
+                      feature_names=tuple(names), n_tabular=n_tab, propensity_known=e_mode is not None,
+                      estimator_=final,
                       fold_estimators_=tuple(fold_models), n_clipped=n_clipped, propensity_source=source,
                       _layout=layout)

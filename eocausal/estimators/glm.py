@@ -9,7 +9,7 @@ of the time. The same models, solved here, cost a small fraction of that:
   SD 0 keep scale 1) and the rows are ordered by fold (and arm), so every training set is a few
   contiguous slices of one array: views, not copies.
 - A learner's own scaler (``StandardScaler`` or
-  :class:`~eocausal.estimators.propensity.BlockStandardizer`, fitted on its training rows) and
+  :class:`~eocausal.estimators.learners.BlockStandardizer`, fitted on its training rows) and
   its penalty become a diagonal penalty in these coordinates. With a free intercept, an affine
   change of the features with the penalty rescaled to match is the same model, so the fitted
   predictions are those of the learner. Training-set means and variances come from per-fold
@@ -17,8 +17,11 @@ of the time. The same models, solved here, cost a small fraction of that:
 - Logistic models (scikit-learn's objective ``C * sum(loss) + ||beta||^2 / 2``, intercept not
   penalised) are solved by Newton's method with step halving, to a step below 1e-9 in the scaled
   coordinates, warm-started from the previous fold's solution. That is tighter than L-BFGS at
-  scikit-learn's default ``tol=1e-4``, so results agree with scikit-learn's to that tolerance
-  (about 1e-5 in the propensities), not to the last digit.
+  scikit-learn's default ``tol=1e-4``, so the two differ by what L-BFGS leaves unconverged, which
+  depends on the data: at scikit-learn's default tolerance the largest difference in the
+  propensities was 1e-4 ('logit' on the data of tests/estimators/test_glm.py, which allows 1e-3)
+  and 8e-4 on other data, not 1e-5. Solved to the optimum by scikit-learn
+  (``solver='newton-cholesky'``, ``tol=1e-12``) the two agree to below 1e-9 (same tests).
 - Least squares and ridge (scikit-learn's ``LinearRegression``, ``Ridge``: centred, intercept not
   penalised) use cross-products: one X'X per (fold, arm) block, training sets by subtraction.
   ``RidgeCV``'s penalty is chosen by the same efficient leave-one-out error (hat values from one
@@ -38,6 +41,9 @@ from scipy import linalg
 from scipy.special import expit
 
 from eocausal.errors import InputError, NotEstimableError, SeparationError
+
+__all__ = ["SCALERS", "FoldLayout", "LinearSpec", "LogisticCrossfit", "LogisticSpec", "chord_logistic",
+           "crossfit_linear", "crossfit_logistic", "newton_logistic", "penalty_weights"]
 
 SCALERS = ("standard", "block", "none")
 _STEP_TOL = 1e-9
@@ -341,13 +347,13 @@ def _fold_codes(fold_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def crossfit_logistic(V: np.ndarray, w: np.ndarray, fold_ids: np.ndarray, spec: LogisticSpec, *,
-                      groups: np.ndarray | None = None, seed: int | None = 0,
+                      clusters: np.ndarray | None = None, seed: int | None = 0,
                       layout: FoldLayout | None = None) -> LogisticCrossfit:
     """Out-of-fold P(W = 1 | V) from a logistic model fitted on the other folds.
 
     Equivalent to fitting ``spec``'s scikit-learn pipeline on each training fold (see the module
     docstring). With ``spec.C`` None the penalty is chosen per training fold by inner CV: folds
-    grouped by ``groups`` when given (as :func:`~eocausal.estimators.propensity.crossfit_propensity`
+    grouped by ``clusters`` when given (as :func:`~eocausal.estimators.propensity.crossfit_propensity`
     does), else scikit-learn's ``StratifiedKFold`` without shuffling, as ``LogisticRegressionCV(cv=3)``.
 
     With a fixed ``C``, the first fold is solved by Newton's method; at its solution the Hessian
@@ -397,7 +403,7 @@ def crossfit_logistic(V: np.ndarray, w: np.ndarray, fold_ids: np.ndarray, spec: 
             _check_train(ws[: sl.start], ws[sl.stop:], labels[k])
             train = np.flatnonzero(codes != k)  # input order, as the pipeline would see them
             C, intercept, slopes = _cv_logistic(V[train], w[train], spec,
-                                                None if groups is None else np.asarray(groups)[train], seed)
+                                                None if clusters is None else np.asarray(clusters)[train], seed)
             e_sorted[sl] = expit(V[lay.order[sl]] @ slopes + intercept)
             Cs[k] = C
     e = np.empty(lay.n)
@@ -409,16 +415,16 @@ def _check_train(a: np.ndarray, b: np.ndarray, label) -> None:
     s = a.sum() + b.sum()
     n = len(a) + len(b)
     if s == 0 or s == n:
-        raise InputError(
-            f"propensity: training fold {label} holds only {'treated' if s else 'control'} units; "
-            "use fewer folds or check the cluster column")
+        raise NotEstimableError(
+            f"propensity: the training folds for fold {label} hold only {'treated' if s else 'control'} "
+            "units; use fewer folds or check the treatment and cluster columns")
 
 
-def _inner_folds(w: np.ndarray, groups, k: int, seed) -> np.ndarray:
-    if groups is not None:
-        from eocausal.estimators.crossfit import grouped_folds
+def _inner_folds(w: np.ndarray, clusters, k: int, seed) -> np.ndarray:
+    if clusters is not None:
+        from eocausal.data.folds import grouped_folds
 
-        return grouped_folds(len(w), groups, k, seed, stratify=w)
+        return grouped_folds(len(w), clusters, k, seed, stratify=w)
     from sklearn.model_selection import StratifiedKFold
 
     ids = np.empty(len(w), dtype=np.intp)
@@ -427,9 +433,9 @@ def _inner_folds(w: np.ndarray, groups, k: int, seed) -> np.ndarray:
     return ids
 
 
-def _cv_logistic(V: np.ndarray, w: np.ndarray, spec: LogisticSpec, groups, seed):
+def _cv_logistic(V: np.ndarray, w: np.ndarray, spec: LogisticSpec, clusters, seed):
     """(best C, intercept, slopes on V) by inner CV on the held-out log-loss, then a refit."""
-    inner = _inner_folds(w, groups, spec.inner_folds, seed)
+    inner = _inner_folds(w, clusters, spec.inner_folds, seed)
     J = int(inner.max()) + 1
     lay = FoldLayout(V, inner, J)
     ws = w[lay.order]

@@ -20,6 +20,9 @@ Three tools:
    counts (multinomial or Poisson(1); a unit is its own cluster without clusters), and the
    replicate totals of every score component are one (B x G) @ (G x k) product, computed in
    chunks of replicates (no Python loop over units). Clusters stay whole by construction.
+   Replicate b draws its counts (or multipliers) from its own random stream, seeded by
+   (seed, b), so the draws do not depend on the chunk size; only the summation order of the
+   product, and so the last bits of the totals, may.
    :func:`bootstrap_ipw` recomputes the Hajek/HT ratios per replicate from the weighted totals;
    :func:`bootstrap_aipw` bootstraps the AIPW scores with the nuisances fixed; and
    :func:`multiplier_bootstrap` perturbs the influence function with i.i.d. multipliers
@@ -40,9 +43,23 @@ import numpy as np
 from scipy import stats
 from scipy.special import expit
 
+from eocausal._validation import (
+    check_choice,
+    check_clusters,
+    check_fold_ids,
+    check_matrix,
+    check_positive_int,
+    check_propensity,
+    check_treatment,
+    check_vector,
+)
 from eocausal.errors import InputError, NotEstimableError, SeparationError
-from eocausal.estimators.aipw import _check_arrays, aipw
+from eocausal.estimators.aipw import aipw
 from eocausal.estimators.weighting import arm_weights, hajek, horvitz_thompson
+
+__all__ = ["COUNTS", "MULTIPLIERS", "BootstrapResult", "LogitIPW", "bootstrap_aipw", "bootstrap_counts",
+           "bootstrap_ipw", "bootstrap_scores", "bootstrap_totals", "choose_ridge_penalty", "fit_logit",
+           "ipw_logit_if", "logit_adjusted_psi", "multiplier_bootstrap", "refit_bootstrap_ipw"]
 
 COUNTS = ("multinomial", "poisson")
 MULTIPLIERS = ("normal", "rademacher", "mammen", "bayes")
@@ -105,11 +122,12 @@ def _design(V: np.ndarray, n: int) -> np.ndarray:
     V = np.asarray(V, dtype=float)
     if V.ndim == 1:
         V = V[:, None]
-    if V.ndim != 2 or V.shape[0] != n:
-        raise InputError(f"confounders: expected shape ({n}, p), got {V.shape}")
-    if not np.isfinite(V).all():
-        raise InputError("confounders: non-finite values; impute or drop them before estimating")
-    return np.hstack([np.ones((n, 1)), V])
+    return np.hstack([np.ones((n, 1)), check_matrix(V, "confounders", n)])
+
+
+def _outcome_treatment(y, w) -> tuple[np.ndarray, np.ndarray]:
+    y = check_vector(y, "outcome")
+    return y, check_treatment(w, n=len(y))
 
 
 def _weight_derivatives(w, e, estimand):
@@ -164,7 +182,7 @@ def ipw_logit_if(y: np.ndarray, w: np.ndarray, V: np.ndarray, *, estimator: str 
     beta : array (p + 1,), optional
         Logistic coefficients (intercept first); fitted by :func:`fit_logit` when omitted.
     """
-    y, w = _check_arrays(y, w)
+    y, w = _outcome_treatment(y, w)
     n = len(y)
     X = _design(V, n)
     if estimator not in ("hajek", "ht"):
@@ -204,6 +222,13 @@ def logit_adjusted_psi(pe, y: np.ndarray, w: np.ndarray, e_raw: np.ndarray, X: n
         Units whose propensity was clipped to [clip, 1 - clip] have weights that do not move with
         beta (their derivative is 0).
 
+    Returns
+    -------
+    numpy.ndarray, shape (n,)
+        The corrected influence function psi_adj.
+
+    Notes
+    -----
     With cross-fitted propensities (each fold's e from the other folds' fit), the first-order
     expansion of the estimate around the limit model is the same as for one in-sample fit, so
     this correction applies with e the out-of-fold propensities.
@@ -284,48 +309,53 @@ class BootstrapResult:
         raise InputError(f"kind={kind!r}: use 'percentile' or 'normal'")
 
 
-def _generator(seed):
-    if isinstance(seed, np.random.Generator):
-        return seed
+def _seed_sequence(seed) -> np.random.SeedSequence:
+    """The root of the per-draw streams: from an int, None (fresh entropy), a SeedSequence or a Generator."""
     if isinstance(seed, np.random.RandomState):
         raise InputError("seed: resampling counts need an int or a numpy Generator, not a RandomState")
-    return np.random.default_rng(seed)
+    if isinstance(seed, np.random.SeedSequence):
+        return seed
+    if isinstance(seed, np.random.Generator):  # consumes one draw of the caller's generator
+        return np.random.SeedSequence(seed.integers(0, 2**63, size=2).tolist())
+    return np.random.SeedSequence(seed)
+
+
+def _draw_rng(root: np.random.SeedSequence, b: int) -> np.random.Generator:
+    """The generator of replicate b: it depends only on (seed, b), never on how draws are chunked."""
+    return np.random.Generator(np.random.PCG64(
+        np.random.SeedSequence(root.entropy, spawn_key=tuple(root.spawn_key) + (int(b),))))
 
 
 def _codes(clusters, n):
-    if clusters is None:
-        return None, n
-    g = np.asarray(clusters)
-    if g.shape != (n,):
-        raise InputError(f"clusters: {g.shape[0] if g.ndim else 0} labels for {n} units")
-    codes = np.unique(g, return_inverse=True)[1].reshape(-1)
-    return codes, int(codes.max()) + 1
+    codes = check_clusters(clusters, n)
+    return (None, n) if codes is None else (codes, int(codes.max()) + 1)
 
 
 def _chunk(n_boot, G, chunk_size):
     if chunk_size is not None:
-        if chunk_size < 1:
-            raise InputError(f"chunk_size={chunk_size}: must be at least 1")
-        return int(chunk_size)
+        return check_positive_int(chunk_size, "chunk_size", 1)
     return int(min(n_boot, max(1, _CHUNK_BYTES // (16 * G))))
 
 
-def _count_chunks(G, n_boot, rng, counts, chunk_size):
-    """Yield (m, G) float matrices of cluster counts, m <= chunk, B rows in all."""
-    if counts not in COUNTS:
-        raise InputError(f"counts={counts!r}: use one of {list(COUNTS)}")
+def _count_chunks(G, n_boot, root, counts, chunk_size):
+    """Yield (m, G) float matrices of cluster counts, m <= chunk, B rows in all.
+
+    Row b is drawn from :func:`_draw_rng` (root, b) alone, so the counts are the same whatever the
+    chunk size (only the float sums computed from them may differ in the last place, through the
+    summation order of the matrix product).
+    """
+    check_choice(counts, "counts", COUNTS)
     m_max = _chunk(n_boot, G, chunk_size)
-    done = 0
-    while done < n_boot:
-        m = min(m_max, n_boot - done)
-        if counts == "multinomial":  # G draws with replacement per replicate, tallied in one bincount
-            idx = rng.integers(0, G, size=(m, G))
-            idx += (np.arange(m) * G)[:, None]
-            C = np.bincount(idx.ravel(), minlength=m * G).reshape(m, G).astype(float)
-        else:
-            C = rng.poisson(1.0, size=(m, G)).astype(float)
+    for start in range(0, n_boot, m_max):
+        m = min(m_max, n_boot - start)
+        C = np.empty((m, G))
+        for r in range(m):
+            rng = _draw_rng(root, start + r)
+            if counts == "multinomial":  # G cluster draws with replacement, tallied
+                C[r] = np.bincount(rng.integers(0, G, size=G), minlength=G)
+            else:
+                C[r] = rng.poisson(1.0, size=G)
         yield C
-        done += m
 
 
 def bootstrap_counts(n: int, clusters: np.ndarray | None = None, *, n_boot: int = 1000,
@@ -335,8 +365,9 @@ def bootstrap_counts(n: int, clusters: np.ndarray | None = None, *, n_boot: int 
     Counts are drawn per cluster and expanded to units by indexing, so every unit of a cluster
     gets its cluster's count. Memory B x n: meant for inspection and tests.
     """
+    n_boot = check_positive_int(n_boot, "n_boot", 1)
     codes, G = _codes(clusters, n)
-    C = np.vstack(list(_count_chunks(G, n_boot, _generator(seed), counts, None)))
+    C = np.vstack(list(_count_chunks(G, n_boot, _seed_sequence(seed), counts, None)))
     return C if codes is None else C[:, codes]
 
 
@@ -364,15 +395,19 @@ def bootstrap_totals(components: np.ndarray, statistic, estimate: float, *, n_bo
     counts : {'multinomial', 'poisson'}
         Multinomial (G draws with replacement) or independent Poisson(1) counts per cluster.
     seed : int, Generator or None
+        Replicate b draws its counts from its own stream, seeded by (seed, b) (a Generator is
+        turned into such a root with one draw), so the counts never depend on ``chunk_size``.
     chunk_size : int, optional
-        Replicates per chunk (default: about 32 MB of counts).
+        Replicates per matrix product (default: about 32 MB of counts). It changes only the
+        summation order of the totals (their last bits), not the counts.
+    method : str
+        Label of the bootstrap in the result.
     """
     Z = np.asarray(components, dtype=float)
     if Z.ndim == 1:
         Z = Z[:, None]
     n = Z.shape[0]
-    if n_boot < 2:
-        raise InputError(f"n_boot={n_boot}: need at least 2 replicates")
+    n_boot = check_positive_int(n_boot, "n_boot", 2)
     if not np.isfinite(Z).all():
         raise InputError("bootstrap: non-finite score components; check the inputs for NaN")
     codes, G = _codes(clusters, n)
@@ -380,7 +415,7 @@ def bootstrap_totals(components: np.ndarray, statistic, estimate: float, *, n_bo
                                           for j in range(Z.shape[1])], axis=1)
     out = []
     with np.errstate(divide="ignore", invalid="ignore"):
-        for C in _count_chunks(G, n_boot, _generator(seed), counts, chunk_size):
+        for C in _count_chunks(G, n_boot, _seed_sequence(seed), counts, chunk_size):
             out.append(np.asarray(statistic(C @ S), dtype=float).reshape(-1))
     draws = np.concatenate(out)
     ok = np.isfinite(draws)
@@ -413,7 +448,8 @@ def bootstrap_ipw(y: np.ndarray, w: np.ndarray, e: np.ndarray, *, estimator: str
     d = 1 (ATE), W (ATT), e(1-e) (ATO). To include the propensity-model uncertainty use
     :func:`refit_bootstrap_ipw`. Keywords as in :func:`bootstrap_totals`.
     """
-    y, w, e = _check_arrays(y, w, e, names=("propensity",))
+    y, w = _outcome_treatment(y, w)
+    e = check_propensity(e, n=len(y), open_interval=estimand != "ATO")
     w1, w0 = arm_weights(w, e, estimand)
     if estimator == "hajek":
         est = hajek(y, w, e, estimand).estimate
@@ -435,8 +471,8 @@ def bootstrap_aipw(y: np.ndarray, w: np.ndarray, e: np.ndarray, mu0: np.ndarray,
     ATE: sum c phi / sum c; ATT: sum c h / sum c W (phi, h as in :func:`~eocausal.estimators.aipw.aipw`).
     Keywords as in :func:`bootstrap_totals`.
     """
-    pe = aipw(y, w, e, mu0, mu1, estimand)
-    y, w, e, mu0, mu1 = _check_arrays(y, w, e, mu0, mu1, names=("propensity", "mu0", "mu1"))
+    pe = aipw(y, w, e, mu0, mu1, estimand)  # validates the inputs
+    y, w, e, mu0 = (np.asarray(a, dtype=float) for a in (y, w, e, mu0))
     if estimand == "ATE":
         Z = np.stack([pe.psi + pe.estimate, np.ones_like(y)], axis=1)
     else:
@@ -483,42 +519,63 @@ def multiplier_bootstrap(psi: np.ndarray, estimate: float, *, n_boot: int = 1000
     ----------
     psi : array (n,)
         Influence function (mean zero).
+    n_boot : int
+        Number of replicates B (at least 2).
+    weights : {'normal', 'rademacher', 'mammen', 'bayes'}
+        Law of the multipliers.
+    clusters : array (n,), optional
+        Cluster labels: one multiplier per cluster.
+    seed : int, None, Generator or RandomState
+        An int, None or a Generator seeds one stream per replicate (replicate b depends only on
+        the seed and b); a ``RandomState`` draws the B x G multipliers from its legacy stream in
+        one call, as DoubleML does.
+    chunk_size : int, optional
+        Replicates per matrix product (default: about 32 MB of multipliers); it does not change
+        the multipliers.
     draw : {'full', 'exact'}
-        'full' draws the B x G multipliers (in chunks). 'exact', for normal multipliers only, uses
+        'full' draws the B x G multipliers. 'exact', for normal multipliers only, uses
         that sum_g xi_g Psi_g given the data is exactly N(0, sum_g Psi_g^2) and draws B normals:
         the same bootstrap distribution at O(B) cost. For one scalar estimate the normal multiplier
         bootstrap therefore reproduces the IF normal interval; Rademacher and Mammen multipliers
         (or :func:`bootstrap_scores`) also reflect the skewness of psi.
     """
-    psi = np.asarray(psi, dtype=float).reshape(-1)
+    psi = check_vector(np.asarray(psi, dtype=float).reshape(-1), "psi")
     n = len(psi)
-    if not np.isfinite(psi).all():
-        raise InputError("psi: non-finite values; check the inputs for NaN")
-    if n_boot < 2:
-        raise InputError(f"n_boot={n_boot}: need at least 2 replicates")
+    n_boot = check_positive_int(n_boot, "n_boot", 2)
+    check_choice(weights, "weights", MULTIPLIERS)
+    check_choice(draw, "draw", ("full", "exact"))
     codes, G = _codes(clusters, n)
     P = psi if codes is None else np.bincount(codes, weights=psi, minlength=G)
-    rng = seed if isinstance(seed, (np.random.Generator, np.random.RandomState)) else np.random.default_rng(seed)
+    legacy = isinstance(seed, np.random.RandomState)
     if draw == "exact":
         if weights != "normal":
             raise InputError("draw='exact' needs weights='normal' (only then is the law of the draws closed-form)")
+        rng = seed if isinstance(seed, (np.random.Generator, np.random.RandomState)) else np.random.default_rng(seed)
         scale = np.sqrt(np.sum(P**2)) / n
         dev = scale * rng.normal(0.0, 1.0, size=n_boot)
-    elif draw == "full":
+    else:
         m_max = _chunk(n_boot, G, chunk_size)
-        reuse = weights == "normal" and isinstance(rng, np.random.Generator)
-        buf = np.empty((m_max, G)) if reuse else None
+        # a RandomState (DoubleML's legacy stream) fills the whole B x G matrix in one call, as DoubleML
+        # does; otherwise replicate b's multipliers come from its own stream (seed, b). Either way the
+        # multipliers do not depend on the chunk size.
+        xi_all = _multipliers(seed, weights, (n_boot, G)) if legacy else None
+        root = None if legacy else _seed_sequence(seed)
+        buf = np.empty((m_max, G))
         parts = []
-        for s in range(0, n_boot, m_max):
-            m = min(m_max, n_boot - s)
-            if reuse:  # fill one buffer in place: no page faults for a fresh (m, G) array per chunk
-                xi = rng.standard_normal(out=buf[:m])
+        for start in range(0, n_boot, m_max):
+            m = min(m_max, n_boot - start)
+            if legacy:
+                xi = xi_all[start:start + m]
             else:
-                xi = _multipliers(rng, weights, (m, G))
+                xi = buf[:m]
+                for r in range(m):
+                    rng = _draw_rng(root, start + r)
+                    if weights == "normal":  # in place: no fresh array per replicate
+                        rng.standard_normal(out=xi[r])
+                    else:
+                        xi[r] = _multipliers(rng, weights, (1, G))[0]
             parts.append(xi @ P / n)
         dev = np.concatenate(parts)
-    else:
-        raise InputError(f"draw={draw!r}: use 'full' or 'exact'")
     label = f"multiplier ({weights}" + (f", {G} clusters)" if codes is not None else ")")
     return BootstrapResult(float(estimate), estimate + dev, label, G if codes is not None else None)
 
@@ -528,12 +585,12 @@ def choose_ridge_penalty(V: np.ndarray, w: np.ndarray, *, clusters: np.ndarray |
                          n_tabular: int | None = None, seed: int | None = 0) -> float:
     """The inverse penalty C of the ridge-logit propensity, chosen once by (grouped) 3-fold CV.
 
-    Uses :func:`~eocausal.estimators.propensity.make_propensity_model` ('ridge-logit') on all units.
+    Uses :func:`~eocausal.estimators.learners.make_propensity_model` ('ridge-logit') on all units.
     """
     from sklearn.exceptions import ConvergenceWarning
 
-    from eocausal.estimators.crossfit import grouped_folds
-    from eocausal.estimators.propensity import make_propensity_model
+    from eocausal.data.folds import grouped_folds
+    from eocausal.estimators.learners import make_propensity_model
 
     ids = grouped_folds(len(w), clusters, 3, seed, stratify=w)
     inner = [(np.flatnonzero(ids != j), np.flatnonzero(ids == j)) for j in range(3)]
@@ -563,12 +620,11 @@ def refit_bootstrap_ipw(V: np.ndarray, y: np.ndarray, w: np.ndarray, *, n_boot: 
     n = 10,000, p = 64), against B x (n + p) for the fixed-propensity :func:`bootstrap_ipw`.
     The returned ``estimate`` is the full-sample estimate with the fixed-penalty model.
     """
-    y, w = _check_arrays(y, w)
+    y, w = _outcome_treatment(y, w)
     n = len(y)
-    if estimator not in ("hajek", "ht") or estimand not in ("ATE", "ATT", "ATO"):
-        raise InputError(f"estimator={estimator!r}, estimand={estimand!r}: use 'hajek'/'ht' and 'ATE'/'ATT'/'ATO'")
-    if n_boot < 2:
-        raise InputError(f"n_boot={n_boot}: need at least 2 replicates")
+    check_choice(estimator, "estimator", ("hajek", "ht"))
+    check_choice(estimand, "estimand", ("ATE", "ATT", "ATO"))
+    n_boot = check_positive_int(n_boot, "n_boot", 2)
     if not 0 <= clip < 0.5:
         raise InputError(f"clip={clip}: must lie in [0, 0.5)")
     Vm = np.asarray(V, dtype=float)
@@ -576,16 +632,14 @@ def refit_bootstrap_ipw(V: np.ndarray, y: np.ndarray, w: np.ndarray, *, n_boot: 
     if X.shape[1] > 1:
         from sklearn.preprocessing import StandardScaler
 
-        from eocausal.estimators.propensity import BlockStandardizer
+        from eocausal.estimators.learners import BlockStandardizer
 
         scaler = StandardScaler() if n_tabular is None else BlockStandardizer(n_tabular)
         X[:, 1:] = scaler.fit_transform(X[:, 1:])
     if C is None:
         C = choose_ridge_penalty(Vm, w, clusters=clusters, n_tabular=n_tabular, seed=seed)
     lam = 1.0 / C
-    folds = None if fold_ids is None else np.asarray(fold_ids)
-    if folds is not None and folds.shape != (n,):
-        raise InputError(f"fold_ids: expected shape ({n},), got {folds.shape}")
+    folds = None if fold_ids is None else check_fold_ids(fold_ids, n)
     fold_list = [None] if folds is None else list(np.unique(folds))
 
     def fit_predict(c, starts):
@@ -609,10 +663,9 @@ def refit_bootstrap_ipw(V: np.ndarray, y: np.ndarray, w: np.ndarray, *, n_boot: 
     e_full, betas = fit_predict(ones, [None] * len(fold_list))
     est = float(stat(ones, e_full))
     codes, G = _codes(clusters, n)
-    rng = _generator(seed)
     draws = np.empty(n_boot)
     with np.errstate(divide="ignore", invalid="ignore"):
-        for b, Cg in enumerate(_count_chunks(G, n_boot, rng, counts, 1)):
+        for b, Cg in enumerate(_count_chunks(G, n_boot, _seed_sequence(seed), counts, 1)):
             c = Cg[0] if codes is None else Cg[0][codes]
             if (c * w).sum() == 0 or (c * (1 - w)).sum() == 0:
                 draws[b] = np.nan

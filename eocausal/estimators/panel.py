@@ -18,7 +18,7 @@ as a robustness check next to the cross-sectional estimates, not as the ATT itse
 
 Standard errors (pyfixest's defaults, which follow fixest):
 
-- clustered (``cluster`` given): CRV1,
+- clustered (``clusters`` given): CRV1,
   V = G/(G-1) * (n-1)/(n-k) * (X'X)^-1 [sum_g X_g' u_g u_g' X_g] (X'X)^-1 on the demeaned design,
   with G clusters and k = number of coefficients plus the fixed-effect levels that are *not*
   nested in the clusters (fixest's ``fixef.K = "nested"``; pyfixest's ``k_fixef="nonnested"``).
@@ -26,8 +26,8 @@ Standard errors (pyfixest's defaults, which follow fixest):
   (the intercept and T - 1 period dummies); a cluster variable that cuts across units counts
   every dummy, k = #coefficients + #units + #periods - 1. Tests and p-values use a t
   distribution with G - 1 degrees of freedom.
-- ``vcov='iid'``: sigma^2 (X'X)^-1 with sigma^2 = RSS / (n - k), k counting every fixed effect;
-  ``vcov='hetero'``: HC1. Both use t with n - k degrees of freedom.
+- ``se='iid'``: sigma^2 (X'X)^-1 with sigma^2 = RSS / (n - k), k counting every fixed effect;
+  ``se='hetero'``: HC1. Both use t with n - k degrees of freedom.
 
 Singletons. Observations whose unit (or period) occurs only once are dropped before estimation,
 as fixest and reghdfe do (Correia 2015): their fixed effect fits them exactly, so they do not
@@ -64,7 +64,9 @@ import numpy as np
 import pandas as pd
 
 from eocausal._types import EffectRow
-from eocausal.errors import ColumnError, DataQualityWarning, InputError, NotEstimableError, require
+from eocausal.errors import ColumnError, DataQualityWarning, DependencyError, InputError, NotEstimableError, require
+
+__all__ = ["MAX_EMBEDDING_COMPONENTS", "TWFE_ESTIMAND", "PanelFit", "panel_fe", "to_effect_row"]
 
 #: Most principal components of the embeddings used as controls.
 MAX_EMBEDDING_COMPONENTS = 16
@@ -105,11 +107,12 @@ class PanelFit:
         exact when the panel is connected (every balanced panel is).
     se_type : str
         For tables, e.g. ``"CRV1, clustered by adm2"``.
-    vcov : str
-        ``'CRV1'``, ``'iid'`` or ``'hetero'``.
+    se : str
+        How the SE was computed: ``'CRV1'``, ``'iid'`` or ``'hetero'``.
     formula : str
         The regression in the user's column names, e.g. ``"y ~ w + x1 + emb_pc1 | unit + period"``.
-    cluster : str or None
+    clusters : str or None
+        The column the SEs are clustered by.
     controls : tuple of str
         Tabular controls as given.
     n_embedding_components : int
@@ -135,9 +138,9 @@ class PanelFit:
     n_singletons: int
     dof_resid: int
     se_type: str
-    vcov: str
+    se: str
     formula: str
-    cluster: str | None
+    clusters: str | None
     controls: tuple[str, ...]
     n_embedding_components: int
     embedding_variance_share: float
@@ -182,11 +185,11 @@ def panel_fe(
     treatment: str,
     unit: str,
     period: str,
-    cluster: str | None = None,
+    clusters: str | None = None,
     controls: Sequence[str] = (),
     embeddings=None,
     n_components: int = MAX_EMBEDDING_COMPONENTS,
-    vcov: str = "hetero",
+    se: str = "hetero",
     alpha: float = 0.05,
 ) -> PanelFit:
     """Two-way fixed effects estimate of a binary treatment's effect, ``outcome ~ treatment + controls | unit + period``.
@@ -197,7 +200,7 @@ def panel_fe(
         One row per unit-period.
     outcome, treatment, unit, period : str
         Column names; the treatment must be 0/1.
-    cluster : str, optional
+    clusters : str, optional
         Column to cluster the SEs by (CRV1), e.g. the ADM2 code; use at least the unit with
         panel data, since outcomes are serially correlated (Bertrand, Duflo and Mullainathan 2004).
     controls : sequence of str
@@ -208,8 +211,8 @@ def panel_fe(
         these rows) enter as controls ``emb_pc1, emb_pc2, ...``.
     n_components : int
         At most :data:`MAX_EMBEDDING_COMPONENTS` (16); see the module docstring for why.
-    vcov : {'hetero', 'iid'}
-        SEs when no cluster is given (HC1 or classical).
+    se : {'hetero', 'iid'}
+        SEs when no ``clusters`` column is given (HC1 or classical).
     alpha : float
         1 - confidence level of the interval.
 
@@ -241,16 +244,16 @@ def panel_fe(
         raise InputError(f"data: expected a pandas DataFrame with one row per unit-period, got {type(data).__name__}")
     controls = tuple(controls)
     roles = {"outcome": outcome, "treatment": treatment, "unit": unit, "period": period}
-    if cluster is not None:
-        roles["cluster"] = cluster
+    if clusters is not None:
+        roles["clusters"] = clusters
     roles.update({f"controls[{j}]": c for j, c in enumerate(controls)})
     missing = {r: c for r, c in roles.items() if c not in data.columns}
     if missing:
         raise ColumnError(f"panel_fe: columns {missing} are not in the data (columns: {list(data.columns)[:20]})")
     if len(set(controls)) != len(controls) or set(controls) & {outcome, treatment, unit, period}:
         raise InputError(f"controls={list(controls)}: repeat a column or name the outcome, treatment, unit or period")
-    if vcov not in ("hetero", "iid"):
-        raise InputError(f"vcov={vcov!r}: use 'hetero' or 'iid' (or cluster= for clustered SEs)")
+    if se not in ("hetero", "iid"):
+        raise InputError(f"se={se!r}: use 'hetero' or 'iid' (or clusters= for clustered SEs)")
     if not 0 < alpha < 1:
         raise InputError(f"alpha={alpha}: must lie in (0, 1)")
     used = list(dict.fromkeys(roles.values()))
@@ -280,11 +283,11 @@ def panel_fe(
         for j in range(k_emb):
             frame[f"_p{j}"] = P[:, j]
             ctrl_names.append((f"_p{j}", f"emb_pc{j + 1}"))
-    if cluster is not None:
-        frame["_g"] = pd.factorize(data[cluster])[0]
+    if clusters is not None:
+        frame["_g"] = pd.factorize(data[clusters])[0]
         vc: str | dict = {"CRV1": "_g"}
     else:
-        vc = vcov
+        vc = se
     rhs = " + ".join(["_w"] + [i for i, _ in ctrl_names])
     shown = " + ".join([treatment] + [s for _, s in ctrl_names])
     formula = f"{outcome} ~ {shown} | {unit} + {period}"
@@ -303,14 +306,14 @@ def panel_fe(
         if "_w" not in coefs.index:
             raise NotEstimableError(_absorbed(treatment, unit, period))
         ci = fit.confint(alpha=alpha).loc["_w"]
-        se, t_stat, p = float(fit.se()["_w"]), float(fit.tstat()["_w"]), float(fit.pvalue()["_w"])
+        std_error, t_stat, p = float(fit.se()["_w"]), float(fit.tstat()["_w"]), float(fit.pvalue()["_w"])
 
     # rows pyfixest dropped (singletons; missing values were refused above). pyfixest 0.60 keeps them in
     # the private ``_na_index``; its public ``na_index`` is an unfilled placeholder.
     dropped_rows = np.array(sorted(getattr(fit, "_na_index", ())), dtype=int)
     if len(frame) - len(dropped_rows) != int(getattr(fit, "_N", len(frame) - len(dropped_rows))):
-        raise RuntimeError("panel_fe: cannot tell which rows pyfixest dropped; this pyfixest version "
-                           "is not supported")  # pragma: no cover
+        raise DependencyError("panel_fe: cannot tell which rows pyfixest dropped; this pyfixest version is not "
+                              "supported: install the version in constraints.txt")  # pragma: no cover
     kept = np.ones(len(frame), bool)
     kept[dropped_rows] = False
     n_single = int(len(dropped_rows))
@@ -331,15 +334,15 @@ def panel_fe(
     sub = frame[kept]
     n, n_units, n_periods = int(kept.sum()), int(sub["_u"].nunique()), int(sub["_t"].nunique())
     n_coef = len(coefs)
-    n_clusters = int(sub["_g"].nunique()) if cluster is not None else None
-    se_type = (f"CRV1, clustered by {cluster}" if cluster is not None
-               else {"hetero": "HC1 (heteroskedasticity-robust)", "iid": "iid"}[vcov])
+    n_clusters = int(sub["_g"].nunique()) if clusters is not None else None
+    se_type = (f"CRV1, clustered by {clusters}" if clusters is not None
+               else {"hetero": "HC1 (heteroskedasticity-robust)", "iid": "iid"}[se])
     return PanelFit(
-        estimate=float(coefs["_w"]), std_error=se, t_stat=t_stat, p_value=p,
+        estimate=float(coefs["_w"]), std_error=std_error, t_stat=t_stat, p_value=p,
         ci_low=float(ci.iloc[0]), ci_high=float(ci.iloc[1]), n=n, n_units=n_units, n_periods=n_periods,
         n_clusters=n_clusters, n_treated=int(sub["_w"].sum()), n_singletons=n_single,
         dof_resid=n - n_coef - (n_units + n_periods - 1), se_type=se_type,
-        vcov="CRV1" if cluster is not None else vcov, formula=formula, cluster=cluster, controls=controls,
+        se="CRV1" if clusters is not None else se, formula=formula, clusters=clusters, controls=controls,
         n_embedding_components=k_emb, embedding_variance_share=share, dropped=dropped, alpha=float(alpha))
 
 

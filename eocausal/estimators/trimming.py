@@ -1,11 +1,11 @@
-"""Clipping, trimming (Crump et al. 2009) and stabilised weights: three different operations.
+"""Clipping and trimming (Crump et al. 2009): two different operations on propensities.
 
 - Clipping moves propensities into [c, 1 - c] and keeps every unit: the estimand is unchanged,
   the estimator is biased where e was clipped (METHODS.md section 1; causalimages uses c = 1e-3).
 - Trimming drops the units with e outside [a, 1 - a]: the estimand becomes the effect on the
   remaining (overlap) population, and the report must say so and count the dropped units.
-- Stabilised weights multiply each arm's weights by the arm's share; Hajek estimates and
-  effective sample sizes do not change, Horvitz-Thompson totals do.
+- (Stabilised weights, a third operation that rescales each arm's weights and changes neither
+  the units nor Hajek estimates, are :func:`eocausal.estimators.weighting.stabilized_weights`.)
 
 Crump, Hotz, Imbens and Mitnik (2009), "Dealing with limited overlap in estimation of average
 treatment effects", Biometrika 96(1), 187-199, Theorem 1 and section 4: with
@@ -26,19 +26,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from eocausal._validation import check_propensity, check_treatment
 from eocausal.errors import InputError, NotEstimableError
-from eocausal.estimators.weighting import arm_weights
+
+__all__ = ["RULE_OF_THUMB", "Trimmed", "clip", "crump_condition", "crump_threshold", "trim"]
 
 #: Crump et al.'s (2009) rule-of-thumb threshold.
 RULE_OF_THUMB = 0.1
 
 
 def _check_e(e) -> np.ndarray:
-    e = np.asarray(e, dtype=float)
-    if e.ndim != 1 or len(e) == 0:
-        raise InputError(f"propensity: expected a non-empty array of shape (n,), got {e.shape}")
-    if not np.isfinite(e).all() or (e < 0).any() or (e > 1).any():
-        raise InputError("propensity: values must be finite and lie in [0, 1]; check the propensity model output")
+    e = check_propensity(e, open_interval=False)
+    if len(e) == 0:
+        raise InputError("propensity: got an empty array; pass one propensity per unit")
     return e
 
 
@@ -86,21 +86,21 @@ def crump_threshold(e: np.ndarray, rule: str = "optimal") -> float:
     return float(0.5 - np.sqrt(max(0.25 - 1.0 / gamma, 0.0)))
 
 
-def crump_condition(e: np.ndarray, alpha: float) -> tuple[float, float]:
-    """Both sides of Crump et al.'s condition at threshold ``alpha``.
+def crump_condition(e: np.ndarray, threshold: float) -> tuple[float, float]:
+    """Both sides of Crump et al.'s condition at the trimming threshold a = ``threshold``.
 
-    Returns (gamma, 2 * mean(g | g <= gamma)) with gamma = 1/(alpha (1 - alpha)) and
-    g = 1/(e(1-e)); at the optimal alpha the two are equal up to sampling granularity.
+    Returns (gamma, 2 * mean(g | g <= gamma)) with gamma = 1/(a (1 - a)) and g = 1/(e(1-e)); at
+    the optimal a (:func:`crump_threshold`) the two are equal up to sampling granularity.
     """
     e = _check_e(e)
-    if not 0 < alpha < 0.5:
-        raise InputError(f"alpha={alpha}: must lie in (0, 0.5)")
-    gamma = 1.0 / (alpha * (1 - alpha))
+    if not 0 < threshold < 0.5:
+        raise InputError(f"threshold={threshold}: must lie in (0, 0.5)")
+    gamma = 1.0 / (threshold * (1 - threshold))
     v = e * (1 - e)
     g = 1.0 / v[v > 0]
     inside = g <= gamma * (1 + 1e-12)
     if not inside.any():
-        raise NotEstimableError(f"alpha={alpha}: no unit has a <= e <= 1 - a")
+        raise NotEstimableError(f"threshold={threshold}: no unit has a <= e <= 1 - a; use a smaller threshold")
     return gamma, float(2 * g[inside].mean())
 
 
@@ -140,9 +140,7 @@ def trim(e: np.ndarray, threshold: float | str = "optimal", w: np.ndarray | None
     # compare on e(1-e) so the kept set is symmetric and matches crump_threshold's boundary unit
     keep = e * (1 - e) >= a * (1 - a) * (1 - 1e-12) if a > 0 else np.ones(len(e), dtype=bool)
     if w is not None:
-        w = np.asarray(w, dtype=float)
-        if w.shape != e.shape:
-            raise InputError(f"treatment: expected shape {e.shape}, got {w.shape}")
+        w = check_treatment(w, n=len(e))
         for arm, name in ((1, "treated"), (0, "control")):
             if not np.any(keep & (w == arm)):
                 raise NotEstimableError(
@@ -161,19 +159,3 @@ def clip(e: np.ndarray, c: float = 1e-3) -> tuple[np.ndarray, int]:
         raise InputError(f"clip={c}: must lie in [0, 0.5)")
     ec = np.clip(e, c, 1 - c)
     return ec, int(np.sum(ec != e))
-
-
-def stabilized_weights(w: np.ndarray, e: np.ndarray, estimand: str = "ATE") -> tuple[np.ndarray, np.ndarray]:
-    """Arm weights multiplied by the arm's marginal share (Robins, Hernan and Brumback 2000).
-
-    ATE: (W p / e, (1 - W)(1 - p) / (1 - e)) with p = mean(W); for the ATT and ATO the
-    weights of :func:`~eocausal.estimators.weighting.arm_weights` are scaled the same way.
-    Hajek estimates and per-arm effective sample sizes are unchanged by this rescaling.
-    """
-    e = _check_e(e)
-    w = np.asarray(w, dtype=float)
-    if w.shape != e.shape:
-        raise InputError(f"treatment: expected shape {e.shape}, got {w.shape}")
-    p = w.mean()
-    w1, w0 = arm_weights(w, e, estimand)
-    return p * w1, (1 - p) * w0

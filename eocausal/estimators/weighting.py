@@ -19,7 +19,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from eocausal.errors import InputError
+from eocausal._validation import check_clusters, check_propensity, check_treatment, check_vector
+from eocausal.errors import InputError, NotEstimableError
+
+__all__ = ["ESTIMANDS", "PointEstimate", "arm_weights", "stabilized_weights", "difference_in_means", "hajek",
+           "horvitz_thompson", "se_from_psi", "effective_sample_size"]
+
+#: Estimands of the weighting estimators.
+ESTIMANDS = ("ATE", "ATT", "ATO")
 
 
 @dataclass(frozen=True)
@@ -32,37 +39,79 @@ class PointEstimate:
 
 
 def arm_weights(w: np.ndarray, e: np.ndarray, estimand: str) -> tuple[np.ndarray, np.ndarray]:
-    """Treated-arm and control-arm weights (w1, w0) for an estimand."""
+    """Treated-arm and control-arm weights (w1, w0) for an estimand.
+
+    With the tilting function h = 1 (ATE), e (ATT) or e(1 - e) (ATO) of Li, Morgan and Zaslavsky
+    (2018, Table 1): w1 = W h / e and w0 = (1 - W) h / (1 - e).
+    """
     if estimand == "ATE":
         return w / e, (1 - w) / (1 - e)
     if estimand == "ATT":
         return w.astype(float), (1 - w) * e / (1 - e)
     if estimand == "ATO":
         return w * (1 - e), (1 - w) * e
-    raise InputError(f"estimand={estimand!r}: use 'ATE', 'ATT' or 'ATO'")
+    raise InputError(f"estimand={estimand!r}: use one of {list(ESTIMANDS)}")
+
+
+def _tilt(e: np.ndarray, estimand: str) -> np.ndarray:
+    """h(e) of Li, Morgan and Zaslavsky (2018): 1 (ATE), e (ATT), e(1 - e) (ATO)."""
+    return {"ATE": np.ones_like(e), "ATT": e, "ATO": e * (1 - e)}[estimand]
+
+
+def _check(w, e, estimand: str, y=None):
+    """Validated (w, e[, y]): 0/1 treatment; e inside (0, 1), or in [0, 1] for the ATO (weights stay finite)."""
+    if estimand not in ESTIMANDS:
+        raise InputError(f"estimand={estimand!r}: use one of {list(ESTIMANDS)}")
+    w = check_treatment(w)
+    e = check_propensity(e, n=len(w), open_interval=estimand != "ATO")
+    if y is None:
+        return w, e
+    return w, e, check_vector(y, "outcome", len(w))
 
 
 def stabilized_weights(w: np.ndarray, e: np.ndarray, estimand: str = "ATE") -> tuple[np.ndarray, np.ndarray]:
-    """Stabilised arm weights: :func:`arm_weights` times the arm's marginal share.
+    """Stabilised arm weights (sw1, sw0): :func:`arm_weights` scaled so each arm sums to its size in expectation.
 
-    ATE: P(W=1)/e for the treated and P(W=0)/(1-e) for the controls (Robins, Hernan and Brumback
-    2000); ATT and ATO: the arm weights scaled so that each arm's weights average to its share.
-    Each arm's weights then sum to about its size, which keeps weighted counts readable. Hajek
-    estimates and effective sample sizes are unchanged (each arm's weights are rescaled by a
-    constant); Horvitz-Thompson with stabilised weights is not an unbiased estimator of the ATE,
-    so eocausal's HT rows use the unstabilised weights.
+    With p = mean(W) and the tilting function h = 1 (ATE), e (ATT), e(1 - e) (ATO) of Li, Morgan
+    and Zaslavsky (2018, Table 1)::
+
+        sw1_i = W_i       p       h_i / (e_i       mean(h))
+        sw0_i = (1 - W_i) (1 - p) h_i / ((1 - e_i) mean(h))
+
+    - ATE (h = 1): sw1 = P(W=1) / e, sw0 = P(W=0) / (1 - e), the stabilised weights of Robins,
+      Hernan and Brumback (2000) for a point treatment.
+    - ATT (h = e): sw1 = p / mean(e) (about 1), sw0 = (1 - p) e / ((1 - e) mean(e)): the odds
+      ("standardised mortality ratio") weights of Sato and Matsuyama (2003), stabilised the same
+      way (with mean(e) estimating P(W=1)).
+    - ATO (h = e(1 - e)): sw1 = p (1 - e) / mean(e(1 - e)), sw0 = (1 - p) e / mean(e(1 - e)),
+      the overlap weights of Li, Morgan and Zaslavsky (2018) on the same scale.
+
+    Since E[W h / e] = E[(1 - W) h / (1 - e)] = E[h], each arm's weights sum to n p and
+    n (1 - p), its size, in expectation (not exactly). Each arm is rescaled by a constant, so Hajek
+    estimates and per-arm effective sample sizes are unchanged; Horvitz-Thompson with stabilised
+    weights is not an unbiased estimator, so eocausal's HT rows use the unstabilised weights.
+
+    References
+    ----------
+    Robins, J. M., Hernan, M. A. and Brumback, B. (2000). Marginal structural models and causal
+    inference in epidemiology. Epidemiology 11(5), 550-560.
+    Sato, T. and Matsuyama, Y. (2003). Marginal structural models as a tool for standardization.
+    Epidemiology 14(6), 680-686.
+    Li, F., Morgan, K. L. and Zaslavsky, A. M. (2018). Balancing covariates via propensity score
+    weighting. Journal of the American Statistical Association 113(521), 390-400.
     """
-    w = np.asarray(w, dtype=float)
+    w, e = _check(w, e, estimand)
     w1, w0 = arm_weights(w, e, estimand)
     p1 = w.mean()
-    if estimand == "ATE":
-        return p1 * w1, (1 - p1) * w0
-    n = len(w)
-    return w1 * (p1 * n / w1.sum()), w0 * ((1 - p1) * n / w0.sum())
+    hbar = _tilt(e, estimand).mean()
+    return w1 * (p1 / hbar), w0 * ((1 - p1) / hbar)
 
 
 def difference_in_means(y: np.ndarray, w: np.ndarray) -> PointEstimate:
     """Unadjusted difference in means, with its influence function."""
+    y = check_vector(y, "outcome")
+    w = check_treatment(w, n=len(y))
+    _both_arms(w)
     p1 = w.mean()
     mu1 = y[w == 1].mean()
     mu0 = y[w == 0].mean()
@@ -70,8 +119,17 @@ def difference_in_means(y: np.ndarray, w: np.ndarray) -> PointEstimate:
     return PointEstimate(mu1 - mu0, psi)
 
 
+def _both_arms(w: np.ndarray) -> None:
+    n1 = w.sum()
+    if n1 == 0 or n1 == len(w):
+        raise NotEstimableError(f"treatment: no {'treated' if n1 == 0 else 'control'} units; the effect is not "
+                                "estimable")
+
+
 def hajek(y: np.ndarray, w: np.ndarray, e: np.ndarray, estimand: str = "ATE") -> PointEstimate:
     """Hajek (self-normalised) IPW estimate for ATE, ATT or ATO."""
+    w, e, y = _check(w, e, estimand, y)
+    _both_arms(w)
     w1, w0 = arm_weights(w, e, estimand)
     mu1 = np.sum(w1 * y) / np.sum(w1)
     mu0 = np.sum(w0 * y) / np.sum(w0)
@@ -85,6 +143,8 @@ def horvitz_thompson(y: np.ndarray, w: np.ndarray, e: np.ndarray, estimand: str 
     The target size is n for the ATE, the number of treated units for the ATT and
     sum_i e_i (1 - e_i) for the ATO.
     """
+    w, e, y = _check(w, e, estimand, y)
+    _both_arms(w)
     w1, w0 = arm_weights(w, e, estimand)
     if estimand == "ATE":
         h = w1 * y - w0 * y
@@ -105,11 +165,12 @@ def se_from_psi(psi: np.ndarray, clusters: np.ndarray | None = None) -> tuple[fl
     iid: sqrt(sum psi_i^2) / n. Clustered (METHODS.md section 2):
     sqrt(sum_g (sum_{i in g} psi_i)^2) / n. Returns (se, number of clusters or None).
     """
+    psi = check_vector(psi, "psi")
     n = len(psi)
     psi = psi - psi.mean()
-    if clusters is None:
+    codes = check_clusters(clusters, n)
+    if codes is None:
         return float(np.sqrt(np.sum(psi**2)) / n), None
-    codes = np.unique(clusters, return_inverse=True)[1]
     sums = np.bincount(codes, weights=psi)
     return float(np.sqrt(np.sum(sums**2)) / n), int(len(sums))
 

@@ -1,4 +1,11 @@
-"""Reports: figures and the self-contained HTML report."""
+"""Reports: the self-contained HTML report, the output folder of a run, and the figures.
+
+:func:`report` renders an :class:`~eocausal.results.EffectTable` as one HTML page; the output
+folder of ``eocausal run`` is written and read back by :func:`write_outputs` and
+:func:`read_outputs`; each figure of the report is also a function returning a matplotlib
+``Figure``. Names are imported on first use, so ``import eocausal.report`` loads neither
+matplotlib nor jinja2.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +14,29 @@ import types
 from pathlib import Path
 
 from eocausal._atomic import atomic_write_text
-from eocausal.report.html import render_report
+from eocausal._lazy import attach
 
-__all__ = ["render_report", "report"]
+__getattr__, __dir__, __all__ = attach(
+    __name__,
+    {
+        "render_report": "eocausal.report.html",
+        "ReportInputs": "eocausal.report.outputs",
+        "write_outputs": "eocausal.report.outputs",
+        "read_outputs": "eocausal.report.outputs",
+        "rerender_outputs": "eocausal.report.outputs",
+        "UnitsView": "eocausal.report.sections",
+        "overlap_plot": "eocausal.report.plots",
+        "love_plot": "eocausal.report.plots",
+        "weight_plot": "eocausal.report.plots",
+        "forest_plot": "eocausal.report.plots",
+        "unit_map": "eocausal.report.plots",
+        "toc_plot": "eocausal.report.plots",
+        "gates_plot": "eocausal.report.plots",
+        "calibration_plot": "eocausal.report.plots",
+        "salience_gallery": "eocausal.report.plots",
+    },
+    defined=("report",),
+)
 
 
 def report(table, path: str | Path | None = None, **kwargs) -> str:
@@ -17,6 +44,8 @@ def report(table, path: str | Path | None = None, **kwargs) -> str:
 
     Keyword arguments go to :func:`eocausal.report.html.render_report`. Returns the HTML.
     """
+    from eocausal.report.html import render_report
+
     text = render_report(table, **kwargs)
     if path is not None:
         atomic_write_text(path, text)

@@ -38,8 +38,9 @@ def render_report(table: EffectTable, *, title: str | None = None, description: 
     reproducibility : mapping
         Facts for the appendix (versions, seeds, hashes); no wall times, so the same inputs
         give the same bytes.
-    units : Units, optional
-        Adds the data section (a map of the units by treatment).
+    units : Units or UnitsView, optional
+        Adds the data section (the units' facts and a map of them by treatment); a
+        :class:`~eocausal.report.sections.UnitsView` is what an output folder keeps of them.
     heterogeneity : CATE or RATE result, optional
         Adds the heterogeneity section (TOC curve, RATE, GATES).
     debiasing : EffectTable, optional

@@ -48,19 +48,62 @@ def _fig(fig, caption: str) -> tuple[str, str]:
     return plots.figure_to_data_uri(fig), caption
 
 
+@dataclass(frozen=True, eq=False)
+class UnitsView:
+    """What the data section shows of the units: their facts, places and treatment.
+
+    Build it with :meth:`from_units`; ``eocausal.report.outputs`` saves and reads it back, so a
+    report rendered again from an output folder draws the same map.
+
+    Attributes
+    ----------
+    facts : tuple of (str, object)
+        The units' :meth:`~eocausal.data.units.Units.describe` facts, in order.
+    treatment : str
+        Name of the treatment column (the map's legend title).
+    labels : ndarray of str
+        "treated" or "control" for each unit.
+    geometry : ndarray of shapely geometries
+        Each unit's place.
+    crs : str
+        The places' coordinate reference system as WKT.
+    """
+
+    facts: tuple[tuple[str, object], ...]
+    treatment: str
+    labels: np.ndarray
+    geometry: np.ndarray
+    crs: str
+
+    @classmethod
+    def from_units(cls, units) -> "UnitsView | None":
+        """The view of a :class:`~eocausal.data.units.Units` (None without places, CRS or treatment)."""
+        frame = getattr(units, "frame", units)
+        treat = getattr(units, "treatment", None)
+        if frame is None or getattr(frame, "crs", None) is None or treat is None:
+            return None
+        desc = units.describe() if hasattr(units, "describe") else {}
+        labels = np.array(["treated" if int(v) == 1 else "control" for v in frame[treat]], dtype=str)
+        return cls(facts=tuple(desc.items()), treatment=str(treat), labels=labels,
+                   geometry=np.asarray(frame.geometry.values, dtype=object), crs=frame.crs.to_wkt())
+
+    def to_frame(self):
+        """A GeoDataFrame with the treatment labels and the places."""
+        import geopandas as gpd
+
+        return gpd.GeoDataFrame({self.treatment: self.labels}, geometry=list(self.geometry), crs=self.crs)
+
+
 def data_section(units) -> Section | None:
-    """Where the units are and which are treated (needs a GeoDataFrame with a CRS)."""
-    frame = getattr(units, "frame", units)
-    treat = getattr(units, "treatment", None)
-    if frame is None or getattr(frame, "crs", None) is None or treat is None:
+    """Where the units are and which are treated (a :class:`UnitsView`, or Units with a CRS)."""
+    view = units if isinstance(units, UnitsView) else UnitsView.from_units(units)
+    if view is None:
         return None
-    desc = units.describe() if hasattr(units, "describe") else {}
     facts = pd.DataFrame({"value": [", ".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
-                                    for v in desc.values()]}, index=pd.Index(list(desc), name="fact"))
-    gdf = frame[[treat, frame.geometry.name]].copy()
-    gdf[treat] = gdf[treat].map({0: "control", 1: "treated"})
+                                    for _, v in view.facts]}, index=pd.Index([k for k, _ in view.facts], name="fact"))
     return Section("Data", "The study units, coloured by treatment.", frame_html(facts),
-                   (_fig(plots.unit_map(gdf, treat, title="units by treatment", categorical=True), "units"),))
+                   (_fig(plots.unit_map(view.to_frame(), view.treatment, title="units by treatment",
+                                        categorical=True), "units"),))
 
 
 def overlap_section(table: EffectTable) -> Section | None:
@@ -104,21 +147,33 @@ def sensitivity_section(table: EffectTable) -> Section | None:
 
 
 def heterogeneity_section(result) -> Section | None:
-    """From a CATE result with ``rate()`` (and ``gates()``), or a RATE result with ``toc``."""
+    """From a CATE result (:func:`eocausal.cate`), or a RATE result (:func:`eocausal.rate`).
+
+    A CATE result shows RATE (AUTOC) with its TOC curve and the cross-fitted BLP/GATES
+    (:func:`eocausal.diagnostics.blp_gates`); a RATE result shows its own RATE and TOC curve only.
+    """
     if result is None:
         return None
-    rate = result.rate() if hasattr(result, "rate") and callable(result.rate) else result
-    figs = [_fig(plots.toc_plot(rate.toc, title=f"TOC ({rate.target})"),
-                 "Targeting operator characteristic with pointwise 95% band (half-sample bootstrap).")]
-    parts = [frame_html(rate.tidy().set_index("rule"))]
-    if hasattr(result, "gates") and callable(result.gates):
-        g = result.gates()
-        gt = getattr(g, "table", g)
-        if isinstance(gt, pd.DataFrame) and {"group", "estimate", "ci_low", "ci_high"} <= set(gt.columns):
-            figs.append(_fig(plots.gates_plot(gt), "Group average treatment effects by predicted-effect quintile."))
-            parts.append(frame_html(gt.set_index("group")))
+    from eocausal.diagnostics.calibration import blp_gates
+    from eocausal.diagnostics.rank_average import RateResult, rate
+
+    r = result if isinstance(result, RateResult) else rate(result)
+    figs = [_fig(plots.toc_plot(r.toc, title=f"TOC ({r.target})"),
+                 f"Targeting operator characteristic with pointwise {1 - r.alpha:.0%} band (half-sample bootstrap).")]
+    parts = [frame_html(r.tidy().set_index("rule"))]
+    if not isinstance(result, RateResult):
+        g = blp_gates(result)
+        gates = g.gates.rename(columns={"term": "group"})
+        groups = gates[gates["group"].str.fullmatch(r"G\d+")]
+        figs.append(_fig(plots.gates_plot(groups), f"Group average treatment effects by predicted-effect "
+                         f"quantile group ({len(groups)} groups), with {1 - g.interval_alpha:.0%} intervals."))
+        parts.append(frame_html(pd.concat([g.blp.rename(columns={"term": "group"}), gates]).set_index("group")))
     intro = ("RATE as grf defines it (Yadlowsky et al. 2021): how much better units prioritised by the "
              "predicted effect fare than the average; AUTOC weighs the top of the ranking most.")
+    if len(parts) > 1:
+        intro += (" BLP and GATES (Chernozhukov, Demirer, Duflo and Fernandez-Val): the average effect (ATE), "
+                  "the loading on the predicted heterogeneity (HET) and the effect in each group of units "
+                  "sorted by their out-of-fold predicted effect.")
     return Section("Heterogeneity", intro, Markup("").join(parts), tuple(figs))
 
 

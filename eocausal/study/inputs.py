@@ -28,6 +28,9 @@ def _existing(study: Study, p: str) -> Path:
     path = study.resolve(p)
     if not path.exists():
         raise MissingFileError(f"{path}: file named in the study file does not exist")
+    if path.is_dir():
+        raise DataFileError(f"{path}: the study file names a folder where a file is expected; "
+                            "name the file itself (for several rasters, a list of files)")
     return path
 
 
@@ -79,7 +82,9 @@ def load_inputs(study: Study) -> Inputs:
         files += resolved
         if im["chip_size_m"] is None or im["chip_px"] is None:
             raise StudyFileError("[imagery] format = 'raster' needs chip_size_m and chip_px")
-        source = RasterSource(resolved, bands=im["bands"], size_m=im["chip_size_m"], px=im["chip_px"])
+        source = RasterSource(resolved, bands=im["bands"], size_m=im["chip_size_m"], px=im["chip_px"],
+                              nodata=im["nodata"], min_valid=im["min_valid"], on_invalid=im["on_invalid"],
+                              valid=im["valid"])
     elif ifmt == "demo":
         raise StudyFileError("[imagery] format = 'demo' needs [units] format = 'demo'")
     if source is None:

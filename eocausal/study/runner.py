@@ -18,7 +18,7 @@ from typing import Callable
 
 from eocausal._atomic import atomic_directory, check_output_dir
 from eocausal.results import EffectTable
-from eocausal.study.schema import Study, load_study
+from eocausal.study.schema import Study, estimate_options, load_study
 
 _PACKAGES = ("eocausal", "numpy", "pandas", "scipy", "scikit-learn", "statsmodels", "torch",
              "geopandas", "rasterio", "matplotlib", "jinja2")
@@ -73,7 +73,8 @@ def run_study(study: Study | str | Path, out: str | Path, *, progress: bool = Fa
     """Run ``study`` and write its outputs to ``out`` atomically.
 
     Writes ``effects.csv``, ``report.html``, ``tables/effects.md``, ``tables/effects.tex`` (as
-    the study's [report] formats ask) and ``manifest.json``.
+    the study's [report] formats ask), ``results.json`` and ``results.npz`` (what ``eocausal
+    report`` renders them again from; see :mod:`eocausal.report.outputs`) and ``manifest.json``.
 
     Parameters
     ----------
@@ -87,8 +88,8 @@ def run_study(study: Study | str | Path, out: str | Path, *, progress: bool = Fa
         Receives one line per stage (the CLI prints them); the library itself never prints.
     """
     from eocausal.analysis import estimate
-    from eocausal.encoders import embed
-    from eocausal.report import render_report
+    from eocausal.encoders import embed, encoder_fingerprint
+    from eocausal.report.outputs import write_outputs
     from eocausal.study.inputs import load_inputs
 
     study = study if isinstance(study, Study) else load_study(study)
@@ -113,26 +114,24 @@ def run_study(study: Study | str | Path, out: str | Path, *, progress: bool = Fa
     times["embed"] = time.perf_counter() - t
 
     t = stage("estimating effects", 3)
-    est = study["estimate"]
-    table = estimate(inputs.units, embeddings=Z, methods=est["methods"], estimand=est["estimand"],
-                     adjustments=est["adjustments"], folds=est["folds"], clip=float(est["clip"]), trim=est["trim"],
-                     propensity=est["propensity"], seed=study.seed, alpha=est["alpha"], study=study.name,
-                     outcome_model=est["outcome_model"], se=est["se"], n_boot=est["n_boot"], ci=est["ci"],
-                     ipw_se=est["ipw_se"], repeats=est["repeats"], native=est["native"])
+    options = estimate_options(study.sections)
+    table = estimate(inputs.units, embeddings=Z, study=study.name, options=options)
     times["estimate"] = time.perf_counter() - t
 
     t = stage("writing tables and report", 4)
     source_fp = inputs.source.fingerprint()
+    encoder_fp = encoder_fingerprint(encoder)
+    file_hashes = {p: _sha256(p) for p in inputs.data_files if p.is_file()}
     embedding_key = hashlib.sha256(json.dumps(
-        {"encoder": encoder.state_hash(), "source": source_fp}, sort_keys=True, default=str).encode()
+        {"encoder": encoder_fp, "source": source_fp}, sort_keys=True, default=str).encode()
     ).hexdigest()
     reproducible = {
         "eocausal": _versions()["eocausal"],
         "seed": study.seed,
         "study file sha256": study.sha256 or "(in-memory study)",
-        "encoder": json.dumps(encoder.get_config(), sort_keys=True),
+        "encoder": json.dumps(encoder_fp, sort_keys=True),
         "embedding key": embedding_key,
-        **{f"data {p.name} sha256": _sha256(p) for p in inputs.data_files if p.is_file()},
+        **{f"data {p.name} sha256": h for p, h in file_hashes.items()},
     }
     manifest = {
         "study": study.name,
@@ -143,28 +142,23 @@ def run_study(study: Study | str | Path, out: str | Path, *, progress: bool = Fa
         "versions": _versions(),
         "platform": {"system": platform.system(), "machine": platform.machine(),
                      "python": sys.version.split()[0]},
-        "data_files": {str(p): _sha256(p) for p in inputs.data_files if p.is_file()},
+        "data_files": {str(p): h for p, h in file_hashes.items()},
         "embedding_cache_keys": [embedding_key],
-        "encoder": {"config": encoder.get_config(), "state_sha256": encoder.state_hash()},
+        "encoder": encoder_fp,
         "source": source_fp,
         "units": inputs.units.describe(),
         "input_notes": list(inputs.notes),
+        "dropped_units": {"n": len(Z.attrs.get("dropped_ids", [])),
+                          "ids": list(Z.attrs.get("dropped_ids", []))[:50],
+                          "reason": Z.attrs.get("embed_stats", {}).get("dropped_reason")},
         "config": study.sections,
+        "estimate_options": options.to_dict(),
     }
-    formats = study["report"]["formats"]
     with atomic_directory(out) as tmp:
-        (tmp / "tables").mkdir()
-        table.tidy().to_csv(tmp / "effects.csv", index=False, float_format="%.10g")
-        if "md" in formats:
-            (tmp / "tables" / "effects.md").write_text(table.to_markdown(), encoding="utf-8")
-        if "tex" in formats:
-            (tmp / "tables" / "effects.tex").write_text(table.to_latex(caption=study.name), encoding="utf-8")
-        if "html" in formats:
-            html = render_report(table, title=study["report"]["title"] or f"eocausal: {study.name}",
-                                 description=study["study"]["description"],
-                                 true_effect=inputs.true_effect, reproducibility=reproducible,
-                                 units=inputs.units)
-            (tmp / "report.html").write_text(html, encoding="utf-8")
+        write_outputs(tmp, table, formats=study["report"]["formats"],
+                      title=study["report"]["title"] or f"eocausal: {study.name}",
+                      description=study["study"]["description"], true_effect=inputs.true_effect,
+                      reproducibility=reproducible, units=inputs.units, caption=study.name)
         times["write"] = time.perf_counter() - t
         times["total"] = time.perf_counter() - t_all
         manifest["stage_seconds"] = {k: round(v, 3) for k, v in times.items()}

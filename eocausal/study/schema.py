@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eocausal.errors import MissingFileError, StudyFileError
+from eocausal.errors import InputError, MissingFileError, StudyFileError
+from eocausal.options import EstimateOptions, toml_schema
 
 _REQ = object()  # marker: the key is required
 
@@ -50,6 +51,11 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any, tuple | None]]] = {
         "chip_px": ((int,), None, None),
         "chip_size_m": ((int, float), None, None),
         "bands": ((list,), None, None),
+        # chip validity (format = "raster"): see eocausal.data.raster
+        "min_valid": ((int, float), 0.5, None),
+        "on_invalid": ((str,), "drop", ("drop", "keep", "fail")),
+        "nodata": ((int, float), None, None),
+        "valid": ((str,), "all-bands", ("all-bands", "any-band")),
     },
     "encoder": {
         "kind": ((str,), "random-features", ("random-features",)),
@@ -60,23 +66,8 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any, tuple | None]]] = {
         "device": ((str,), "auto", None),
         "batch_size": ((int,), 256, None),
     },
-    "estimate": {
-        "methods": ((list,), ["dim", "ipw-ht", "ipw-hajek"], None),
-        "estimand": ((str,), "ATE", ("ATE", "ATT", "ATO")),
-        "propensity": ((str,), "ridge-logit", ("ridge-logit", "logit", "gbm")),
-        "folds": ((int,), 5, None),
-        "clip": ((int, float), 1e-3, None),
-        "trim": ((int, float, str), None, None),
-        "adjustments": ((list,), None, None),
-        "alpha": ((float,), 0.05, None),
-        "outcome_model": ((str,), "ridge", ("ridge", "linear", "gbm")),
-        "se": ((str,), "if", ("if", "bootstrap")),
-        "n_boot": ((int,), 1000, None),
-        "ci": ((str,), "normal", ("normal", "percentile")),
-        "ipw_se": ((str,), "auto", ("auto", "corrected", "known-e")),
-        "repeats": ((int,), 1, None),
-        "native": ((bool,), True, None),
-    },
+    # derived from the options object: keys, types, defaults and allowed values (seed is [study] seed)
+    "estimate": toml_schema(),
     "report": {
         "formats": ((list,), ["html", "md", "tex"], None),
         "title": ((str,), None, None),
@@ -159,13 +150,21 @@ def validate(doc: dict, *, path: Path | None = None, sha256: str = "", base_dir:
                         f"{' or '.join(_type_names((t,)).split(' ', 1)[1] + 's' for t in elem)}; "
                         f"{bad[0]!r} is not"
                     )
-            if choices is not None and v not in choices:
+            if choices is not None and isinstance(v, list):
+                bad = [x for x in v if x not in choices]
+                if bad:
+                    raise StudyFileError(f"{where}: [{section}] {key} = {v!r}: {bad} not among {list(choices)}")
+            elif choices is not None and v not in choices:
                 raise StudyFileError(
                     f"{where}: [{section}] {key} = {v!r} is not one of {list(choices)}"
                 )
             vals[key] = v
         out[section] = vals
     _check_ranges(out, where)
+    try:  # the options object checks the [estimate] values and their combinations
+        estimate_options(out)
+    except InputError as exc:
+        raise StudyFileError(f"{where}: [estimate] {exc}") from None
     u = out["units"]
     if u["format"] != "demo":
         for key in ("path",):
@@ -186,22 +185,23 @@ def validate(doc: dict, *, path: Path | None = None, sha256: str = "", base_dir:
     return Study(sections=out, path=path, sha256=sha256, base_dir=base_dir or (path.parent if path else Path.cwd()))
 
 
+MAX_FEATURES = 1 << 16  # 65,536 embedding columns: 0.5 GB of float64 per 1,000 units
+MAX_CHIP_PX = 4096
+
 _RANGES = {  # (section, key): (test, description)
     ("study", "seed"): (lambda v: v >= 0, "a non-negative integer"),
     ("simulate", "n_images"): (lambda v: v >= 10, "at least 10"),
     ("simulate", "units_per_image"): (lambda v: v >= 1, "at least 1"),
     ("simulate", "px"): (lambda v: v >= 8, "at least 8"),
-    ("imagery", "chip_px"): (lambda v: v is None or v >= 1, "at least 1"),
-    ("imagery", "chip_size_m"): (lambda v: v is None or v > 0, "positive"),
-    ("encoder", "n_features"): (lambda v: v >= 2 and v % 2 == 0, "a positive even number"),
-    ("encoder", "kernel"): (lambda v: v >= 1, "at least 1"),
-    ("encoder", "batch_size"): (lambda v: v >= 1, "at least 1"),
+    ("imagery", "chip_px"): (lambda v: v is None or 1 <= v <= MAX_CHIP_PX, f"between 1 and {MAX_CHIP_PX}"),
+    ("imagery", "chip_size_m"): (lambda v: v is None or 0 < v < float("inf"), "positive and finite"),
+    ("imagery", "min_valid"): (lambda v: 0 <= v <= 1, "a fraction in [0, 1] (0.5: at least half of a chip is imagery)"),
+    ("imagery", "nodata"): (lambda v: v is None or v == v, "a number (not nan; pixels equal to it are invalid)"),
+    ("encoder", "n_features"): (lambda v: 2 <= v <= MAX_FEATURES and v % 2 == 0,
+                                f"an even number from 2 to {MAX_FEATURES} (embedding columns; 1024 is typical)"),
+    ("encoder", "kernel"): (lambda v: 1 <= v <= 64, "between 1 and 64 (pixels)"),
+    ("encoder", "batch_size"): (lambda v: 1 <= v <= 1 << 16, f"between 1 and {1 << 16}"),
     ("encoder", "seed"): (lambda v: v >= 0, "a non-negative integer"),
-    ("estimate", "folds"): (lambda v: v >= 2, "at least 2"),
-    ("estimate", "clip"): (lambda v: 0 <= v < 0.5, "in [0, 0.5)"),
-    ("estimate", "alpha"): (lambda v: 0 < v < 1, "in (0, 1)"),
-    ("estimate", "n_boot"): (lambda v: v >= 50, "at least 50"),
-    ("estimate", "repeats"): (lambda v: v >= 1, "at least 1"),
 }
 
 
@@ -210,6 +210,11 @@ def _check_ranges(out: dict, where: str) -> None:
         v = out[section][key]
         if not ok(v):
             raise StudyFileError(f"{where}: [{section}] {key} = {v!r} must be {what}")
+
+
+def estimate_options(sections: dict[str, dict[str, Any]]) -> EstimateOptions:
+    """The :class:`~eocausal.options.EstimateOptions` of a study's [estimate] section and [study] seed."""
+    return EstimateOptions(seed=sections["study"]["seed"], **sections["estimate"])
 
 
 def load_study(path: str | Path) -> Study:

@@ -48,35 +48,29 @@ this folder's README.md and the table of replication/README.md (``--no-readme`` 
 
 from __future__ import annotations
 
+import argparse
+import io
+import json
+import math
 import os
+import platform
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
 
-# One BLAS thread: on a shared, loaded machine OpenBLAS threads spin against each other and a
-# 564 x 128 PCA took 7 s instead of 0.07 s (set before numpy is imported).
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
-
-import argparse  # noqa: E402
-import io  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import platform  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
-from pathlib import Path  # noqa: E402
+HERE = Path(__file__).resolve().parent
+# replication/ (_common, make_readme) and this folder (aiddata, simulate; also when loaded by path)
+sys.path[:0] = [str(HERE.parent), str(HERE)]
+from _common import atomic_write_bytes, atomic_write_text, output_folder, parser  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
-sys.path[:0] = [str(HERE), str(HERE.parent), str(ROOT)]
-
 from aiddata import PERIODS, build_panel, period_of, read_aiddata, sector_name, trial_design  # noqa: E402
 from simulate import SIMULATED, simulate_aid  # noqa: E402
 
-from eocausal._atomic import atomic_write_bytes, atomic_write_text  # noqa: E402
 from eocausal.errors import InputError, NotEstimableError  # noqa: E402
 
 FOLDER = "aid_africa"
@@ -102,11 +96,8 @@ IPW_COLUMNS = {("ipw-hajek", "tabular+image"): COLUMNS[0], ("ipw-hajek", "tabula
 
 # ----------------------------------------------------------------------------- inputs
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="small simulated study (6 trials), < 60 s")
-    p.add_argument("--out", type=Path, default=None,
-                   help="output folder (default: this folder; with --quick a folder in the system's temp directory)")
+    p = parser(__doc__, FOLDER, quick="small simulated study (6 trials), < 60 s",
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--projects", nargs="+", type=Path, help="AidData-style projects CSV(s), one per release")
     p.add_argument("--locations", nargs="+", type=Path, help="locations CSV(s), paired with --projects")
     p.add_argument("--funder", nargs="+", help="funder of each projects CSV without a funder column")
@@ -118,12 +109,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--precision-max", type=int, default=2)
     p.add_argument("--max-trials", type=int, default=34, help="real data: the funder x sector trials with the most "
                    "treated ADM2-periods (default 34, as in the paper)")
-    p.add_argument("--bootstrap", type=int, default=None, help="debiasing bootstrap draws (default 200, quick 50)")
+    p.add_argument("--n-boot", type=int, default=None, help="debiasing bootstrap draws (default 200, quick 50)")
     p.add_argument("--propensity", choices=("ridge-fixed", "ridge-logit"), default="ridge-fixed",
                    help="ridge-fixed: logistic regression with C = --propensity-c (default); ridge-logit: "
                    "eocausal's default, penalty by inner CV (slow: about 6 minutes more on 2 loaded cores)")
     p.add_argument("--propensity-c", type=float, default=PROPENSITY_C)
-    p.add_argument("--seed", type=int, default=20260101)
     p.add_argument("--no-readme", action="store_true", help="do not rewrite the README tables")
     a = p.parse_args(argv)
     real = [a.projects, a.locations, a.panel]
@@ -138,9 +128,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--projects and --locations: give one locations file per projects file")
     if a.funder and len(a.funder) != len(a.projects or []):
         p.error("--funder: one funder per projects file")
-    if a.out is None:  # --quick never overwrites the committed full results
-        a.out = (Path(tempfile.gettempdir()) / "eocausal-replication" / "aid_africa-quick") if a.quick else HERE
-    a.bootstrap = a.bootstrap or (50 if a.quick else 200)
+    a.out = output_folder(a, FOLDER)  # --quick never overwrites the committed full results
+    a.n_boot = a.n_boot or (50 if a.quick else 200)
     return a
 
 
@@ -251,7 +240,7 @@ def analysis_frame(panel: pd.DataFrame, cols, covariates) -> tuple[pd.DataFrame,
 def run_ipw(data, cols, confounders, Z, seed, log, propensity):
     import eocausal
 
-    from eocausal.analysis import METHODS
+    from eocausal.options import METHODS
 
     adjustments = ["tabular", "tabular+image"] if Z is not None else ["tabular"]
     # AIPW (cross-fitted ridge outcome models) as an extra column where this eocausal has it
@@ -276,7 +265,7 @@ def run_fe(data, cols, log) -> dict:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 fit = panel_fe(fe_data, outcome="outcome", treatment="_w", unit="neighbourhood", period="period",
-                               cluster="adm2")
+                               clusters="adm2")
             log["warnings"] += [f"FE {c}: {type(w.message).__name__}: {str(w.message)[:300]}" for w in caught]
             out[c] = to_effect_row(fit, trial=c)
         except (NotEstimableError, InputError) as exc:
@@ -285,7 +274,7 @@ def run_fe(data, cols, log) -> dict:
 
 
 def run_debiased(data, cols, table, calibration, bootstrap, seed, log):
-    from eocausal.debias import debiased_effects
+    from eocausal import debiased_effects
 
     rows = []
     for c in cols:
@@ -307,8 +296,8 @@ def run_debiased(data, cols, table, calibration, bootstrap, seed, log):
         res = debiased_effects(pmap, trials=trials, prediction_col="wealth_pred_next",
                                calibration=(calibration["wealth_pred"].to_numpy(float),
                                             calibration["wealth"].to_numpy(float)),
-                               calibration_ids=cal_ids.to_numpy(), clusters="adm2", method="ipw-hajek",
-                               debiasers=("naive", "lcc", "tweedie"), se="bootstrap", bootstrap=bootstrap, seed=seed)
+                               calibration_ids=cal_ids.to_numpy(), clusters="adm2", methods=["ipw-hajek"],
+                               debiasers=("naive", "lcc", "tweedie"), se="bootstrap", n_boot=bootstrap, seed=seed)
     log["warnings"] += [f"debias: {type(w.message).__name__}: {str(w.message)[:300]}" for w in caught]
     return res
 
@@ -567,7 +556,7 @@ def main(argv=None) -> Path:
     t0 = time.perf_counter()
     deb = None
     if carry and data_in["calibration"] is not None:
-        deb = run_debiased(data, cols, ipw, data_in["calibration"], a.bootstrap, a.seed, log)
+        deb = run_debiased(data, cols, ipw, data_in["calibration"], a.n_boot, a.seed, log)
     timing["debias_s"] = time.perf_counter() - t0
 
     est = collect(cols, ipw, fe, deb)
@@ -588,7 +577,7 @@ def main(argv=None) -> Path:
                else []),
              "Debiased: the same IPW weights on the predicted wealth of the next period; LCC and Tweedie fitted on a "
              "calibration set disjoint from the trial neighbourhoods; SEs from a joint bootstrap "
-             f"({a.bootstrap} draws) over calibration pairs and ADM2 clusters."]
+             f"({a.n_boot} draws) over calibration pairs and ADM2 clusters."]
     meta = dict(notes=notes, attenuation=attenuation)
     md = results_markdown(est, rec, truth, cols, meta)
     src = "SIMULATED (replication/aid_africa/simulate.py)"
@@ -605,7 +594,7 @@ def main(argv=None) -> Path:
         "command": "python replication/aid_africa/run.py" + (" --quick" if a.quick else "")
                    + ("" if a.propensity == "ridge-fixed" else " --propensity ridge-logit")
                    + ("" if a.propensity_c == PROPENSITY_C else f" --propensity-c {a.propensity_c:g}"),
-        "config": dict(data_in["config"], quick=a.quick, seed=a.seed, trials=len(cols), bootstrap=a.bootstrap,
+        "config": dict(data_in["config"], quick=a.quick, seed=a.seed, trials=len(cols), bootstrap=a.n_boot,
                        propensity=(f"LogisticRegression(C={a.propensity_c:g}) on standardised confounders"
                                    if a.propensity == "ridge-fixed" else "ridge-logit"),
                        embedding_components=None if Z is None else int(Z.shape[1]),

@@ -45,40 +45,28 @@ the CNN 4x slower.
 
 from __future__ import annotations
 
-import os
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import re  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
-from pathlib import Path  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # replication/: _common, make_readme
+from _common import (ROOT, SHARED_DATA, atomic_write_text, fnum, jsonable, machine, output_folder,  # noqa: E402
+                     parser, quick_out, save_figure, update_readme)
 
 import numpy as np  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
-if str(ROOT) not in sys.path:  # run from a checkout without installing the package
-    sys.path.insert(0, str(ROOT))
-
 import eocausal  # noqa: E402
-from eocausal._atomic import atomic_write_bytes, atomic_write_text  # noqa: E402
-from eocausal.errors import (DataQualityWarning, OverlapError, OverlapWarning,  # noqa: E402
-                             SeparationError)
+from eocausal.errors import (DataQualityWarning, OverlapError, SeparationError)
 
-DATA = ROOT.parent / "shared" / "data" / "causalimages" / "CausalImagesTutorialData.RData"
+FOLDER = "causalimages_uganda"
+DATA = SHARED_DATA / "causalimages" / "CausalImagesTutorialData.RData"
 DATA_README = "shared/data/causalimages/README.md"
-START, END = "<!-- results:start -->", "<!-- results:end -->"
 NO_TARGET = "no published target; eocausal's estimate reported"
 CLIP = 1e-3
 #: Default ``--out`` of ``--quick``: outside the repository, never the committed full results.
-QUICK_OUT = Path(tempfile.gettempdir()) / "eocausal-replication" / "causalimages_uganda-quick"
+QUICK_OUT = quick_out(FOLDER)
 
 FULL = dict(rf_features=256, pcs=32, cnn_folds=5, cnn_epochs=8, cnn_patience=3, cnn_width=8,
             cnn_val_fraction=0.2, salience_k=4, folds=5, bad_control_image=True)
@@ -87,58 +75,6 @@ QUICK = dict(rf_features=32, pcs=8, cnn_folds=2, cnn_epochs=1, cnn_patience=1, c
 
 
 # ----------------------------------------------------------------------------- helpers
-def fnum(v, d=3) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, (int, np.integer)):
-        return f"{int(v):,}"
-    if isinstance(v, float) and not np.isfinite(v):
-        return ""
-    return f"{v:.{d}f}"
-
-
-def jsonable(o):
-    if isinstance(o, dict):
-        return {str(k): jsonable(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [jsonable(v) for v in o]
-    if isinstance(o, np.ndarray):
-        return jsonable(o.tolist())
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating, float)):
-        return None if not np.isfinite(o) else float(o)
-    if isinstance(o, (np.bool_,)):
-        return bool(o)
-    return o
-
-
-def save_figure(fig, path: Path) -> str:
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
-    atomic_write_bytes(path, buf.getvalue())
-    return path.name
-
-
-def replace_block(text: str, block: str) -> str:
-    """``text`` with everything between the results markers replaced by ``block``."""
-    pat = re.compile(re.escape(START) + r".*?" + re.escape(END), re.S)
-    new = f"{START}\n{block.strip()}\n{END}"
-    if pat.search(text):
-        return pat.sub(lambda _m: new, text, count=1)
-    return text.rstrip() + "\n\n## Target vs eocausal\n\n" + new + "\n"
-
-
-def update_readme(out: Path, block: str) -> None:
-    """Rewrite only the results block of ``out/README.md`` (started from this folder's README)."""
-    target = out / "README.md"
-    base = target if target.exists() else HERE / "README.md"
-    text = base.read_text(encoding="utf-8") if base.exists() else "# causalimages tutorial data (Uganda)\n"
-    atomic_write_text(target, replace_block(text, block))
-
-
 def row_dict(r) -> dict:
     return dict(method=r.method, adjustment=r.adjustment, estimand=r.estimand, estimate=r.estimate,
                 std_error=r.std_error, ci=[r.ci_low, r.ci_high], n=r.n, n_treated=r.n_treated,
@@ -224,7 +160,7 @@ def fit_cnn(data, chips, X, cfg, seed):
     cnn = PropensityCNN(folds=cfg["cnn_folds"], epochs=cfg["cnn_epochs"], patience=cfg["cnn_patience"],
                         width=cfg["cnn_width"], val_fraction=cfg["cnn_val_fraction"], seed=seed, device="auto",
                         batch_size=128)
-    return cnn.fit_oof(chips, data.units.w(), X=X, groups=data.units.frame["image_key"].to_numpy())
+    return cnn.fit_oof(chips, data.units.w(), X=X, clusters=data.units.frame["image_key"].to_numpy())
 
 
 def cnn_own_propensity(data, cnn, X, seed):
@@ -275,15 +211,10 @@ def salience(cnn, chips, X, e, w, keys, k):
 
 # ----------------------------------------------------------------------------- main
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="small encoders and CNN (< 60 s)")
-    ap.add_argument("--out", type=Path, default=None,
-                    help=f"output folder (default: this folder; with --quick {QUICK_OUT})")
-    ap.add_argument("--seed", type=int, default=20260101)
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (BLAS: set OPENBLAS_NUM_THREADS)")
+    ap = parser(__doc__, FOLDER, quick="small encoders and CNN (< 60 s)",
+                threads="torch threads (BLAS: set OPENBLAS_NUM_THREADS)")
     a = ap.parse_args(argv)
-    if a.out is None:
-        a.out = QUICK_OUT if a.quick else HERE
+    a.out = output_folder(a, FOLDER)
     if not DATA.is_file():
         print(f"data file not found: {DATA}", file=sys.stderr)
         return 2
@@ -500,14 +431,13 @@ def main(argv=None) -> int:
         cnn_propensity_estimates=list(own.values()), bad_control=bad_summary, diagnostics=diagnostics,
         read_notes=list(data.notes), imputation_warning=impute_msgs, raw_x_checks=raw, figures=figs,
         timing={k: round(v, 1) for k, v in times.items()},
-        machine=dict(python=platform.python_version(), torch=torch.__version__, cores=os.cpu_count(),
-                     load_avg_1min=round(os.getloadavg()[0], 2)),
+        machine=machine(torch=torch.__version__),
     )
     atomic_write_text(out / "results.json", json.dumps(jsonable(result), indent=1) + "\n")
     table = render_table(rows)
     md = (f"# causalimages tutorial data (Uganda): target vs eocausal\n\n{table}\n\n{render_notes(result)}\n")
     atomic_write_text(out / "results.md", md)
-    update_readme(out, f"{table}\n\n{render_notes(result)}")
+    update_readme(out, f"{table}\n\n{render_notes(result)}", folder=FOLDER, title="causalimages tutorial data (Uganda)")
     return 0
 
 

@@ -50,37 +50,26 @@ between ``<!-- results:start -->`` and ``<!-- results:end -->`` in ``README.md``
 
 from __future__ import annotations
 
+import json
 import os
+import sys
+import time
+import warnings
+from pathlib import Path
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
-
-import argparse  # noqa: E402
-import io  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import re  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
-from pathlib import Path  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # replication/: _common, make_readme
+from _common import (ROOT, SHARED_DATA, atomic_write_text, fnum, jsonable, machine, output_folder,  # noqa: E402
+                     parser, save_figure, update_readme)
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy.special import expit  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
-if str(ROOT) not in sys.path:  # run from a checkout without installing the package
-    sys.path.insert(0, str(ROOT))
-
 import eocausal  # noqa: E402
-from eocausal._atomic import atomic_write_bytes, atomic_write_text  # noqa: E402
 from eocausal.data.units import Units  # noqa: E402
 
-RASTER = ROOT.parent / "shared" / "data" / "landsat" / "landsat.tif"
-START, END = "<!-- results:start -->", "<!-- results:end -->"
+FOLDER = "integrating_eo"
+RASTER = SHARED_DATA / "landsat" / "landsat.tif"
 BANDS = ("B4", "B3", "B2")
 PX, CHIP_M, PATCH, STRIPE = 64, 1920.0, 32, 2
 FACTORS = (1, 2, 4, 8)
@@ -209,7 +198,7 @@ def logit(C: float, *, block: bool = True):
     """Logistic regression with ridge penalty 1/C on scaled inputs.
 
     ``block``: centre the embedding's components and divide them by one pooled SD
-    (:class:`eocausal.estimators.propensity.BlockStandardizer`, as eocausal's 'ridge-logit' does
+    (:class:`eocausal.estimators.learners.BlockStandardizer`, as eocausal's 'ridge-logit' does
     for embeddings), which keeps the components' relative variance; otherwise standardise each
     column. On the principal components of random features, per-column standardisation gave
     low-variance noise components the weight of the informative ones: a weak penalty then
@@ -219,7 +208,7 @@ def logit(C: float, *, block: bool = True):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from eocausal.estimators.propensity import BlockStandardizer
+    from eocausal.estimators.learners import BlockStandardizer
 
     return make_pipeline(BlockStandardizer(0) if block else StandardScaler(), LogisticRegression(C=C, max_iter=5000))
 
@@ -229,7 +218,7 @@ def pilot_penalty(Z: np.ndarray, C: np.ndarray, seed: int) -> float:
     from sklearn.linear_model import LogisticRegressionCV
     from sklearn.pipeline import make_pipeline
 
-    from eocausal.estimators.propensity import BlockStandardizer
+    from eocausal.estimators.learners import BlockStandardizer
 
     w, _ = draw(C, np.random.default_rng([seed, 99]))
     cv = LogisticRegressionCV(Cs=PILOT_CS, cv=5, scoring="neg_log_loss", max_iter=5000,
@@ -270,46 +259,6 @@ def summarise(est: np.ndarray, se: np.ndarray, lo: np.ndarray, hi: np.ndarray) -
 
 
 # ----------------------------------------------------------------------------- outputs
-def fnum(v, d=3) -> str:
-    return "" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.{d}f}"
-
-
-def jsonable(o):
-    if isinstance(o, dict):
-        return {str(k): jsonable(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [jsonable(v) for v in o]
-    if isinstance(o, np.ndarray):
-        return jsonable(o.tolist())
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, (np.floating, float)):
-        return None if not np.isfinite(o) else float(o)
-    return o
-
-
-def replace_block(text: str, block: str) -> str:
-    pat = re.compile(re.escape(START) + r".*?" + re.escape(END), re.S)
-    new = f"{START}\n{block.strip()}\n{END}"
-    if pat.search(text):
-        return pat.sub(lambda _m: new, text, count=1)
-    return text.rstrip() + "\n\n## Target vs eocausal\n\n" + new + "\n"
-
-
-def update_readme(out: Path, block: str) -> None:
-    target = out / "README.md"
-    base = target if target.exists() else HERE / "README.md"
-    text = base.read_text(encoding="utf-8") if base.exists() else "# Integrating EO data into causal inference\n"
-    atomic_write_text(target, replace_block(text, block))
-
-
-def save_figure(fig, path: Path) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
-    atomic_write_bytes(path, buf.getvalue())
-    return path.name
-
-
 def plot_metrics(summary: dict) -> object:
     """Bias, RMSE and coverage against the pooling factor (world A), with world B as points."""
     from matplotlib.figure import Figure
@@ -445,13 +394,8 @@ def render_settings(summary: dict, labels: dict, penalties: dict, r2: dict) -> s
 
 # ----------------------------------------------------------------------------- main
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="400 chips, 10 replications (< 60 s)")
-    ap.add_argument("--out", type=Path, default=None,
-                    help="output folder (default: this folder; with --quick a folder in the system's temp directory)")
-    ap.add_argument("--seed", type=int, default=20260101)
+    ap = parser(__doc__, FOLDER, quick="400 chips, 10 replications (< 60 s)", threads="torch threads")
     ap.add_argument("--reps", type=int, default=None, help="replications per setting")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads")
     a = ap.parse_args(argv)
     if not RASTER.is_file():
         print(f"raster not found: {RASTER}", file=sys.stderr)
@@ -463,9 +407,7 @@ def main(argv=None) -> int:
     if a.reps is not None:
         cfg["reps"] = a.reps
     R = cfg["reps"]
-    out = a.out  # --quick never overwrites the committed full results
-    if out is None:
-        out = Path(tempfile.gettempdir()) / "eocausal-replication" / "integrating_eo-quick" if a.quick else HERE
+    out = output_folder(a, FOLDER)  # --quick never overwrites the committed full results
     out.mkdir(parents=True, exist_ok=True)
     t0, c0 = time.perf_counter(), time.process_time()
     times = {}
@@ -536,8 +478,7 @@ def main(argv=None) -> int:
                        warnings=warn_counts[key], methods=summary[key]) for key, wd, label, kind in SETTINGS],
         estimates={key: {m: [list(map(float, v)) for v in vals] for m, vals in per.items()} for key, per in raw.items()},
         figures=figs, timing={k: round(v, 1) for k, v in times.items()},
-        machine=dict(python=platform.python_version(), torch=torch.__version__, cores=os.cpu_count(),
-                     load_avg_1min=round(os.getloadavg()[0], 2)),
+        machine=machine(torch=torch.__version__),
     )
     atomic_write_text(out / "results.json", json.dumps(jsonable(result), indent=1) + "\n")
     targets = render_targets(rows)
@@ -555,7 +496,8 @@ def main(argv=None) -> int:
           f"## Every setting\n\n{table}\n\n{notes}\n")
     atomic_write_text(out / "results.md", md)
     update_readme(out, f"### Targets (the paper's qualitative findings)\n\n{targets}\n\n### Every setting\n\n"
-                       f"{table}\n\n{notes}\n\nFigures: `{figs['metrics']}`, `{figs['chips']}`.")
+                       f"{table}\n\n{notes}\n\nFigures: `{figs['metrics']}`, `{figs['chips']}`.",
+                  folder=FOLDER, title="Integrating EO data into causal inference")
     return 0
 
 

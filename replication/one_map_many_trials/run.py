@@ -42,25 +42,21 @@ within 3 binomial SEs of 95%, bias within 3 Monte Carlo SEs of 0).
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import platform
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
 
-import numpy as np
-import torch
-from torch import nn
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # replication/: _common, make_readme
+from _common import atomic_write_text, machine, output_folder, parser, quick_out  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[1]))
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
 
-from eocausal._atomic import atomic_write_text  # noqa: E402
-from eocausal.debias import compare_debiasers, debiased_effects  # noqa: E402
+from eocausal import debiased_effects  # noqa: E402
+from eocausal.debias import compare_debiasers  # noqa: E402
 from eocausal.errors import DebiasWarning  # noqa: E402
 from eocausal.estimators.weighting import hajek  # noqa: E402
 
@@ -69,7 +65,8 @@ PAPER_SLOPE = {"naive": 0.53, "tweedie": 0.99, "lcc": 1.01, "ppi": 0.98}
 METHODS = ("naive", "lcc", "tweedie", "ppi")
 OUTCOME = {"predicted": "naive", "predicted+lcc": "lcc", "predicted+tweedie": "tweedie", "ppi": "ppi"}
 #: Default ``--out`` of ``--quick``: outside the repository, never the committed full results.
-QUICK_OUT = Path(tempfile.gettempdir()) / "eocausal-replication" / "one_map_many_trials-quick"
+FOLDER = "one_map_many_trials"
+QUICK_OUT = quick_out(FOLDER)
 #: Claims are checked within this many standard errors (Monte Carlo, binomial or OLS).
 K_SE = 3.0
 PAPER_SRC = "Pettersson, Jerzak & Daoud, One Map, Many Trials (AAAI-26), reference code; METHODS.md section 5"
@@ -145,9 +142,9 @@ def one_trial(f, g, tau, rng, p_cal, y_cal, *, n_eval, n_labels, bootstrap, seed
     labels[lab] = d["y"][lab]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DebiasWarning)
-        tab = debiased_effects(p, d["w"], e=d["e"], calibration=(p_cal, y_cal), labels=labels,
-                               debiasers=("naive", "lcc", "tweedie", "ppi"), method="ipw-hajek",
-                               bootstrap=bootstrap, seed=seed)
+        tab = debiased_effects(p, d["w"], propensity_scores=d["e"], calibration=(p_cal, y_cal), labels=labels,
+                               debiasers=("naive", "lcc", "tweedie", "ppi"), methods=["ipw-hajek"],
+                               n_boot=bootstrap, seed=seed)
     out = {OUTCOME[r.outcome_type]: dict(estimate=r.estimate, se=r.std_error, ci=[r.ci_low, r.ci_high])
            for r in tab}
     out["oracle"] = dict(estimate=float(hajek(d["y"], d["w"], d["e"]).estimate))
@@ -201,9 +198,9 @@ def gaussian_trial(tau, rng, *, n_eval, n_cal, n_labels, bootstrap, seed):
     labels = np.full(n_eval, np.nan)
     lab = rng.choice(n_eval, n_labels, replace=False)
     labels[lab] = d["y"][lab]
-    tab = debiased_effects(d["p"], d["w"], e=d["e"], calibration=(cal["p"], cal["y"]), labels=labels,
-                           debiasers=("naive", "lcc", "tweedie", "ppi"), method="ipw-hajek",
-                           bootstrap=bootstrap, seed=seed)
+    tab = debiased_effects(d["p"], d["w"], propensity_scores=d["e"], calibration=(cal["p"], cal["y"]), labels=labels,
+                           debiasers=("naive", "lcc", "tweedie", "ppi"), methods=["ipw-hajek"],
+                           n_boot=bootstrap, seed=seed)
     return {OUTCOME[r.outcome_type]: dict(estimate=r.estimate, se=r.std_error, ci=[r.ci_low, r.ci_high])
             for r in tab}
 
@@ -307,7 +304,7 @@ def claim_rows(taus, paper_runs, paper, cover, gauss, n_cover, n_gauss, k_cal, k
                           f"differs: coverage {cov:.2f} outside 0.95 +- {band:.3f} "
                           f"({K_SE:g} binomial SEs, {n} intervals); {why}"
                           + (cause(m) if design == "MLP map" else
-                             f"; unbiased, so the SE is too small by the SD/SE ratio"
+                             "; unbiased, so the SE is too small by the SD/SE ratio"
                              if abs(c["bias"]) < 0.5 * c["mean_se"] and c.get("sd_ratio", 0) > 1.0 else ""))
             add(f"coverage_{m}" + ("_gaussian" if design == "Gaussian map" else ""),
                 f"coverage of eocausal's 95% intervals, {LABEL[m]}, {design}, {n} independent trials",
@@ -360,16 +357,11 @@ def render_table(paper, cover):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="6 taus, 1,500 units, 10 epochs (seconds; for tests)")
-    ap.add_argument("--out", type=Path, default=None,
-                    help=f"output folder (default: this folder; with --quick {QUICK_OUT})")
-    ap.add_argument("--seed", type=int, default=20260101)
+    ap = parser(__doc__, FOLDER, quick="6 taus, 1,500 units, 10 epochs (seconds; for tests)")
     ap.add_argument("--coverage-reps", type=int, default=None, help="independent repetitions per tau")
     a = ap.parse_args(argv)
-    if a.out is None:
-        a.out = QUICK_OUT if a.quick else HERE
-    cfg = (dict(n_taus=6, n_units=1500, n_eval=1500, epochs=10, bootstrap=40, n_labels=100, coverage_reps=1,
+    a.out = output_folder(a, FOLDER)
+    cfg = (dict(n_taus=6, n_units=1500, n_eval=1500, epochs=10, bootstrap=50, n_labels=100, coverage_reps=1,
                 gauss_reps=6, gauss_n=1500, gauss_cal=500)
            if a.quick else
            dict(n_taus=50, n_units=10_000, n_eval=10_000, epochs=300, bootstrap=200, n_labels=100, coverage_reps=2,
@@ -429,8 +421,7 @@ def main(argv=None) -> int:
         taus=taus.tolist(), runs=paper_runs,
         warnings=sorted({w for r in paper_runs + cover_runs for w in r["warnings"]}),
         timing=dict(train_s=round(t_train, 1), total_s=round(wall, 1)),
-        machine=dict(python=platform.python_version(), torch=torch.__version__, cores=os.cpu_count(),
-                     load_avg_1min=round(os.getloadavg()[0], 2)),
+        machine=machine(torch=torch.__version__),
         command="python replication/one_map_many_trials/run.py" + (" --quick" if a.quick else ""),
         quick=a.quick, rows=rows,
     )
@@ -477,7 +468,7 @@ X = g(Y) + N(0, 0.3^2) with g a frozen random ReLU MLP 1-50-50-50-100; predictor
 units of a population without treatment effect; calibration set: the other {cfg['n_units'] - n_tr:,};
 {cfg['n_taus']} values of tau in linspace(-2, 2); {cfg['n_eval']:,} fresh evaluation units per tau; Hajek IPW
 with the true propensity; PPI with {cfg['n_labels']} labelled evaluation units. Intervals:
-`debiased_effects(..., se="bootstrap", bootstrap={cfg['bootstrap']})`, normal intervals from a joint
+`debiased_effects(..., se="bootstrap", n_boot={cfg['bootstrap']})`, normal intervals from a joint
 bootstrap over calibration pairs (debiasers refitted) and trial units.
 
 ## Target vs eocausal

@@ -19,7 +19,7 @@ known e = 0.5),
 cross-fitted in 5 folds grouped by village, and reports
 
 - RATE (AUTOC, grf definition) of its out-of-fold predictions, with the half-sample cluster
-  bootstrap SE (B = 200), all input sets scored against the same doubly robust scores (those
+  bootstrap SE (``n_boot`` = 200), all input sets scored against the same doubly robust scores (those
   of the combined model), and the paired difference to the last-frame rule with its SE;
 - the correlation of the out-of-fold predictions with the true CATE;
 - grf's calibration slope beta (1 = heterogeneity right, 0 = none found).
@@ -43,25 +43,21 @@ cores, multithreaded OpenBLAS spinning against other processes made the quick ru
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # replication/: _common, make_readme
+from _common import atomic_write_text, machine, output_folder, parser, quick_out  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
-if str(ROOT) not in sys.path:  # run from a checkout without installing the package
-    sys.path.insert(0, str(ROOT))
+import numpy as np  # noqa: E402
 
+FOLDER = "rct_heterogeneity"
 INPUTS = ("tabular", "image (last frame)", "sequence", "combined")
 #: Default ``--out`` of ``--quick``: outside the repository, never the committed full results.
-QUICK_OUT = Path(tempfile.gettempdir()) / "eocausal-replication" / "rct_heterogeneity-quick"
+QUICK_OUT = quick_out(FOLDER)
 #: Claims are checked within this many standard errors.
 K_SE = 3.0
 SOURCE = "simulation design of this folder (the RCT-heterogeneity paper's question, not its data)"
@@ -103,7 +99,7 @@ def encode(frames: np.ndarray, n_features: int, seed: int) -> tuple[np.ndarray, 
 
     pool = TemporalPool(RandomFeatures(n_features=n_features, kernel=3, seed=seed, device="cpu"), how="mean_diff")
     seq = pool.fit_transform(frames)
-    last = pool.encoder.transform(frames[:, -1])
+    last = pool.encoder_.transform(frames[:, -1])
     return last.astype(float), seq.astype(float)
 
 
@@ -117,16 +113,16 @@ def learner_options(n_tabular: int) -> dict:
     from sklearn.linear_model import RidgeCV
     from sklearn.pipeline import make_pipeline
 
-    from eocausal.estimators.propensity import BlockStandardizer
+    from eocausal.estimators.learners import BlockStandardizer
 
     alphas = np.logspace(-2, 5, 15)
     return {"learner": "dr", "model_regression": make_pipeline(BlockStandardizer(n_tabular), RidgeCV(alphas=alphas)),
             "model_final": make_pipeline(BlockStandardizer(n_tabular), RidgeCV(alphas=alphas)), "cv": 2}
 
 
-def one_replication(n: int, seed: int, n_features: int, B: int) -> dict:
+def one_replication(n: int, seed: int, n_features: int, n_boot: int) -> dict:
     """Fit the four input sets on one simulated trial; return their metrics."""
-    from eocausal.diagnostics.rate import rate
+    from eocausal.diagnostics import rate, test_calibration
     from eocausal.estimators.cate import cate
 
     rng = np.random.default_rng(seed)
@@ -141,18 +137,18 @@ def one_replication(n: int, seed: int, n_features: int, B: int) -> dict:
     fits = {}
     for name, kw in inputs.items():
         n_tab = 3 if "X" in kw else 0
-        fits[name] = cate(d["y"], d["w"], e=0.5, groups=d["village"], folds=5, seed=seed, fit_final=False,
-                          **kw, **learner_options(n_tab))
+        fits[name] = cate(d["y"], d["w"], propensity_scores=0.5, clusters=d["village"], folds=5, seed=seed,
+                          fit_final=False, **kw, **learner_options(n_tab))
     scores = fits["combined"].scores  # one set of doubly robust scores for every rule
     out = {}
     for name, res in fits.items():
-        r = rate(res.tau_hat, scores, target="AUTOC", clusters=d["village"], B=B, seed=seed,
+        r = rate(res.tau_hat, scores, target="AUTOC", clusters=d["village"], n_boot=n_boot, seed=seed,
                  compare=fits["image (last frame)"].tau_hat)
-        cal = res.calibration()
+        cal = test_calibration(res)
         out[name] = {"rate": r.estimate, "rate_se": r.std_error, "diff": r.diff, "diff_se": r.diff_se,
                      "corr": float(np.corrcoef(res.tau_hat, d["tau"])[0, 1]), "beta": cal.beta,
                      "beta_se": cal.beta_se}
-    out["_true_autoc"] = rate(d["tau"], scores, clusters=d["village"], B=0).estimate
+    out["_true_autoc"] = rate(d["tau"], scores, clusters=d["village"], n_boot=0).estimate
     return out
 
 
@@ -198,7 +194,6 @@ def claim_rows(results: list[dict], n: int) -> list[dict]:
     - RATE(sequence) sqrt(se_1^2 + se_2^2), both ignoring the positive correlation: conservative).
     """
     rows = []
-    R = len(results)
 
     def add(id_, quantity, target, value, status):
         rows.append(dict(id=id_, quantity=quantity, target=target, source=SOURCE, eocausal=value, status=status))
@@ -257,7 +252,7 @@ def table(results: list[dict], args, seconds: float, cpu_seconds: float) -> str:
         f"Command: `python replication/rct_heterogeneity/run.py{' --quick' if args.quick else ''}"
         f" --seed {args.seed}`; {R} replication(s), n = {args.n} units in villages of 4, T = {T} frames of "
         f"3 x {PX} x {PX}, RandomFeatures({args.features}), DR-learner (ridge), 5 folds by village, "
-        f"B = {args.B} half-sample draws.",
+        f"B = {args.n_boot} half-sample draws.",
         "",
         ("Cells: the estimate with its SE in parentheses (RATE: half-sample bootstrap; calibration: HC3 "
          "clustered)." if R == 1 else
@@ -290,19 +285,14 @@ def table(results: list[dict], args, seconds: float, cpu_seconds: float) -> str:
 
 
 def main(argv=None) -> Path:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="one replication with n = 800 (about 30 s)")
+    ap = parser(__doc__, FOLDER, quick="one replication with n = 800 (about 30 s)",
+                threads="BLAS and torch threads (default 1)")
     ap.add_argument("--n", type=int, default=None, help="units per trial (default 2000; 800 with --quick)")
     ap.add_argument("--reps", type=int, default=None, help="replications (default 10; 1 with --quick)")
     ap.add_argument("--features", type=int, default=None, help="random features per frame (default 64; 32 quick)")
-    ap.add_argument("--threads", type=int, default=1, help="BLAS and torch threads (default 1)")
-    ap.add_argument("--B", type=int, default=200, help="half-sample draws for RATE SEs")
-    ap.add_argument("--seed", type=int, default=20260101)
-    ap.add_argument("--out", type=Path, default=None,
-                    help=f"folder for results.md and results.json (default: this folder; with --quick {QUICK_OUT})")
+    ap.add_argument("--n-boot", type=int, default=200, help="half-sample draws for RATE SEs")
     args = ap.parse_args(argv)
-    if args.out is None:
-        args.out = QUICK_OUT if args.quick else HERE
+    args.out = output_folder(args, FOLDER)
     args.n = args.n or (800 if args.quick else 2000)
     args.reps = args.reps or (1 if args.quick else 10)
     args.features = args.features or (32 if args.quick else 64)
@@ -314,25 +304,22 @@ def main(argv=None) -> Path:
     try:
         with threadpool_limits(limits=args.threads):
             t0, c0 = time.perf_counter(), time.process_time()
-            results = [one_replication(args.n, args.seed + r, args.features, args.B) for r in range(args.reps)]
+            results = [one_replication(args.n, args.seed + r, args.features, args.n_boot) for r in range(args.reps)]
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
             text = table(results, args, wall, cpu)
     finally:
         torch.set_num_threads(torch_threads)
-    from eocausal._atomic import atomic_write_text
-
     command = f"python replication/rct_heterogeneity/run.py{' --quick' if args.quick else ''} --seed {args.seed}"
     result = dict(
         command=command, quick=args.quick,
-        config=dict(n=args.n, reps=args.reps, features=args.features, B=args.B, seed=args.seed, threads=args.threads,
-                    frames=T, pixels=PX, growth=GROWTH, folds=5, village_size=4),
+        config=dict(n=args.n, reps=args.reps, features=args.features, n_boot=args.n_boot, seed=args.seed,
+                    threads=args.threads, frames=T, pixels=PX, growth=GROWTH, folds=5, village_size=4),
         rows=claim_rows(results, args.n), summary=summarise(results),
         replications=[{k: v for k, v in r.items()} for r in results],
         timing=dict(wall_s=round(wall, 1), cpu_s=round(cpu, 1)),
-        machine=dict(python=platform.python_version(), machine=platform.machine(), cores=os.cpu_count(),
-                     load_avg_1min=round(os.getloadavg()[0], 2)),
+        machine=machine(machine=platform.machine()),
     )
-    out = Path(args.out)
+    out = args.out
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "results.json", json.dumps(result, indent=1, default=float) + "\n")
     path = atomic_write_text(out / "results.md", text)

@@ -144,13 +144,14 @@ def test_landsat7_nodata_edge_gives_a_partial_valid_fraction():
     (bounds,) = chip_boxes(edge, LANDSAT7_CRS, 1000.0)
     by_footprint, by_centre = _expected_valid(mask, t, bounds, 33)
     assert 0.1 < by_centre < by_footprint < 0.9
-    src = RasterSource(LANDSAT7, size_m=1000, px=33)
+    src = RasterSource(LANDSAT7, size_m=1000, px=33, valid="any-band", min_valid=0)  # the dataset mask's rule
     chips, valid = src.chips(pd.concat([edge, inner]), return_valid=True)
     assert valid[0] == pytest.approx(by_footprint, abs=0.01)  # average: any valid source pixel
     assert valid[1] == 1.0
     assert ((chips[0] == 0).all(axis=0)).mean() == pytest.approx(1 - valid[0], abs=1e-9)
     assert (chips[1] > 0).any(axis=0).all()
-    _, valid = RasterSource(LANDSAT7, resampling="nearest").chips(edge, size_m=1000, px=33, return_valid=True)
+    _, valid = RasterSource(LANDSAT7, resampling="nearest", valid="any-band", min_valid=0).chips(
+        edge, size_m=1000, px=33, return_valid=True)
     assert valid[0] == pytest.approx(by_centre, abs=0.01)  # nearest: the sampled source pixel
 
 
@@ -213,7 +214,7 @@ def test_chips_come_back_in_the_callers_order(files):
 
 def test_boundless_chip_at_a_corner_has_the_full_shape(files):
     full = fx.full_array()
-    src = RasterSource(files["full"], resampling="nearest")
+    src = RasterSource(files["full"], resampling="nearest", min_valid=0)
     chip, valid = src.chips(pts([(fx.ORIGIN_X, fx.ORIGIN_Y)]), size_m=200, px=20, return_valid=True)
     assert chip.shape == (1, 3, 20, 20)
     assert valid[0] == pytest.approx(0.25)
@@ -309,7 +310,7 @@ def test_polygon_bounding_square_and_mask(files):
     ell = Polygon([(x0, y0), (x0 + 100, y0), (x0 + 100, y0 - 50), (x0 + 50, y0 - 50),
                    (x0 + 50, y0 - 100), (x0, y0 - 100)])  # an L over rows 10-19, cols 10-19
     g = gpd.GeoSeries([ell], crs=fx.CRS, index=["L"])
-    src = RasterSource(files["full"])
+    src = RasterSource(files["full"], min_valid=0)
     plain = src.chips(g, px=10)
     np.testing.assert_allclose(plain[0], full[:, 10:20, 10:20], rtol=1e-6)
     masked, valid = src.chips(g, px=10, mask_polygons=True, return_valid=True)

@@ -43,8 +43,10 @@ def test_range_support_and_errors():
     assert s.outside.tolist() == [False, True] and s.distance[0] == 0 and s.distance[1] > 0
     with pytest.raises(InputError, match="dimensions"):
         support_diagnostic(train, np.zeros((2, 3)))
-    with pytest.raises(InputError, match="method"):
+    with pytest.raises(InputError, match=r"method='knn': use one of mahalanobis_pca, range"):
         support_diagnostic(train, new, method="knn")
+    for method in transport.SUPPORT_METHODS:  # every rule the constant names runs
+        assert support_diagnostic(train, new, method=method).method == method
     with pytest.raises(InputError, match="non-finite"):
         support_diagnostic(train, np.full((1, 4), np.nan))
 

@@ -46,13 +46,13 @@ def test_summary_matches_numpy():
         assert s.ess.loc[est].tolist() == pytest.approx([ess1, ess0], rel=1e-12)
     assert s.ess.at["ATE", "treated"] < s.ess.at["ATO", "treated"]  # overlap weights are kinder
     d = s.as_dict()
-    assert d["quantiles"]["treated"]["min"] == t.min() and d["crump_alpha"] == s.crump_alpha
+    assert d["quantiles"]["treated"]["min"] == t.min() and d["crump_threshold"] == s.crump_threshold
 
 
 def test_crump_condition_holds_at_the_returned_alpha():
     e, w = _poor(n=20000, seed=3)
     s = overlap_summary(e, w)
-    a = s.crump_alpha
+    a = s.crump_threshold
     assert s.crump_rule == "optimal" and 0 < a < 0.5
     g = 1 / (e * (1 - e))
     gamma = 1 / (a * (1 - a))
@@ -64,22 +64,22 @@ def test_crump_condition_holds_at_the_returned_alpha():
     assert s.n_trimmed_treated + s.n_trimmed_control == s.n_trimmed
 
 
-def test_crump_alpha_matches_the_population_solution_for_uniform_propensities():
+def test_crump_threshold_matches_the_population_solution_for_uniform_propensities():
     # e ~ U(0, 1): E[g | a <= e <= 1 - a] = 2 log((1 - a) / a) / (1 - 2a), so the condition reads
     # 1 / (a (1 - a)) = 4 log((1 - a) / a) / (1 - 2a)
     a_pop = optimize.brentq(lambda a: 1 / (a * (1 - a)) - 4 * np.log((1 - a) / a) / (1 - 2 * a), 1e-4, 0.45)
     e = np.random.default_rng(4).uniform(size=50000)
     s = overlap_summary(e, _draw(e, 5))
-    assert s.crump_alpha == pytest.approx(a_pop, abs=0.004)
+    assert s.crump_threshold == pytest.approx(a_pop, abs=0.004)
     assert 0.05 < a_pop < 0.15  # close to Crump et al.'s rule of thumb 0.1
 
 
 def test_no_trimming_when_overlap_is_good_and_fallback_when_unsolvable():
     e, w = _good()
     s = overlap_summary(e, w)
-    assert (s.crump_alpha, s.crump_rule, s.n_trimmed) == (0.0, "no trimming", 0)
+    assert (s.crump_threshold, s.crump_rule, s.n_trimmed) == (0.0, "no trimming", 0)
     s = overlap_summary(np.array([0.0, 0.0, 1.0, 1.0]), np.array([0.0, 1.0, 0.0, 1.0]))
-    assert (s.crump_alpha, s.crump_rule) == (0.1, "rule of thumb")
+    assert (s.crump_threshold, s.crump_rule) == (0.1, "rule of thumb")
     assert np.isnan(s.ess.at["ATE", "treated"])
 
 
@@ -94,7 +94,7 @@ def test_check_overlap_warns_with_numbers_remedy_and_citation():
     tail = (e < 0.01) | (e > 0.99)
     assert f"{tail.mean():.1%} of units ({int(tail.sum())} of {len(e)}" in msg
     assert f"observed range {e.min():.3g}-{e.max():.3g}" in msg
-    assert f"alpha = {s.crump_alpha:.3f}" in msg and f"drop {s.n_trimmed} units" in msg
+    assert f"alpha = {s.crump_threshold:.3f}" in msg and f"drop {s.n_trimmed} units" in msg
     assert "ATO" in msg and "Crump, Hotz, Imbens and Mitnik (2009)" in msg
     assert f"{s.ess.at['ATE', 'treated']:.1f} of {s.n_treated} treated" in msg
 

@@ -19,7 +19,7 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from eocausal.diagnostics.sensitivity import dml_sensitivity, e_value, robustness_value
 from eocausal.errors import EocausalWarning, InputError
 from eocausal.estimators import aipw as A
-from eocausal.estimators.crossfit import grouped_folds
+from eocausal.data.folds import grouped_folds
 from eocausal.estimators.weighting import se_from_psi
 
 LOGIT = LogisticRegression(C=np.inf, solver="newton-cholesky", tol=1e-12, max_iter=1000)  # as native Newton
@@ -134,7 +134,7 @@ def test_dml_sensitivity_equals_doubleml(score, estimand):
 
     V, y, w = _data()
     fold = grouped_folds(len(y), None, 5, 0, stratify=w)
-    fit = A.crossfit_aipw(V, y, w, fold, propensity=LOGIT, outcome=LinearRegression(), estimand=estimand,
+    fit = A.crossfit_aipw(V, y, w, fold, propensity=LOGIT, outcome_model=LinearRegression(), estimand=estimand,
                           clip=0.01)
     m = dml.DoubleMLIRM(dml.DoubleMLData.from_arrays(V, y, w), LinearRegression(), LOGIT, n_folds=5,
                         score=score, normalize_ipw=False, draw_sample_splitting=False,
@@ -161,9 +161,9 @@ def test_dml_sensitivity_equals_doubleml(score, estimand):
 def test_dml_sensitivity_hand_formulas():
     V, y, w = _data(seed=1)
     fold = grouped_folds(len(y), None, 5, 1, stratify=w)
-    fit = A.crossfit_aipw(V, y, w, fold, propensity=LOGIT, outcome=LinearRegression(), clip=0.01)
+    fit = A.crossfit_aipw(V, y, w, fold, propensity=LOGIT, outcome_model=LinearRegression(), clip=0.01)
     e, mu0, mu1 = fit.e[0], fit.mu0[0], fit.mu1[0]
-    s = dml_sensitivity(y, w, e, mu0, mu1, cf_y=0.1, cf_d=0.05, rho=0.8, level=0.9)
+    s = dml_sensitivity(y, w, e, mu0, mu1, cf_y=0.1, cf_d=0.05, rho=0.8, alpha=0.1)
     g = np.where(w == 1, mu1, mu0)
     alpha = w / e - (1 - w) / (1 - e)
     sigma2 = np.mean((y - g) ** 2)
@@ -185,7 +185,7 @@ def test_dml_sensitivity_hand_formulas():
     assert 0 < rv < 1
     assert s.estimate - 0.8 * rv / math.sqrt(1 - rv) * s.max_bias == pytest.approx(0.0, abs=1e-10)
     # RVa: the confidence bound with cf_y = cf_d = RVa reaches zero, and RVa < RV
-    at = dml_sensitivity(y, w, e, mu0, mu1, cf_y=s.rva, cf_d=s.rva, rho=0.8, level=0.9)
+    at = dml_sensitivity(y, w, e, mu0, mu1, cf_y=s.rva, cf_d=s.rva, rho=0.8, alpha=0.1)
     assert at.ci_lower == pytest.approx(0.0, abs=1e-8)
     assert 0 < s.rva < s.rv
     # no confounding: bounds collapse onto the estimate
@@ -197,7 +197,7 @@ def test_dml_sensitivity_clustered_se():
     V, y, w = _data(seed=2)
     clusters = np.repeat(np.arange(len(y) // 6), 6)
     fold = grouped_folds(len(y), clusters, 5, 2, stratify=w)
-    fit = A.crossfit_aipw(V, y, w, fold, propensity=LOGIT, outcome=LinearRegression(), clip=0.01)
+    fit = A.crossfit_aipw(V, y, w, fold, propensity=LOGIT, outcome_model=LinearRegression(), clip=0.01)
     s = dml_sensitivity(y, w, fit.e[0], fit.mu0[0], fit.mu1[0], clusters=clusters)
     iid = dml_sensitivity(y, w, fit.e[0], fit.mu0[0], fit.mu1[0])
     pe = A.aipw(y, w, fit.e[0], fit.mu0[0], fit.mu1[0])

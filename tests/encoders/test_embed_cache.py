@@ -16,54 +16,32 @@ import pytest
 
 import eocausal
 from eocausal.data.cache import EmbeddingCache, cache_key, keys_digest
-from eocausal.encoders import RandomFeatures
+from eocausal.encoders import RandomFeatures, encoder_fingerprint
 from eocausal.encoders.executors import LocalExecutor
-from eocausal.errors import CacheError, DataQualityWarning, InputError
+from eocausal.errors import CacheError, CacheWarning, DataQualityWarning, InputError
 
 N_FEATURES = 16
 
 
 # ----------------------------------------------------------------------------- helpers
-def array_setup(n_images=12, per=2, seed=0, shift=0):
-    """Units with ``per`` units per image; ``shift`` changes the pixels of image 0."""
-    rng = np.random.default_rng(seed)
-    images = rng.integers(0, 255, (n_images, 10, 10, 3)).astype(np.float32)
-    images[0] += shift
-    keys = [f"img{i:03d}" for i in range(n_images)]
-    n = n_images * per
-    df = pd.DataFrame({"id": [f"u{i:03d}" for i in range(n)], "w": np.arange(n) % 2,
-                       "y": rng.normal(size=n), "key": np.repeat(keys, per)})
-    units = eocausal.Units.from_frame(df, id="id", treatment="w", outcome="y", image_key="key")
-    return units, eocausal.ArraySource(images, keys=keys)
+def counting(enc, sleep: float = 0.0):
+    """``enc`` with its transform calls and rows counted in ``enc.calls`` and ``enc.rows``.
 
+    The encoder stays itself (its class and settings, so its cache key, are unchanged); only
+    this instance's ``transform`` is wrapped. ``sleep``: seconds to wait per call.
+    """
+    plain = enc.transform
+    enc.calls = enc.rows = 0
 
-class Counting:
-    """An encoder wrapper that counts transform calls and rows; optionally sleeps per call."""
+    def transform(chips):
+        enc.calls += 1
+        enc.rows += len(chips)
+        if sleep:
+            time.sleep(sleep)
+        return plain(chips)
 
-    def __init__(self, inner, sleep: float = 0.0):
-        self.inner, self.sleep = inner, sleep
-        self.calls = self.rows = 0
-
-    def get_config(self):
-        return self.inner.get_config()
-
-    def state_hash(self):
-        return self.inner.state_hash()
-
-    @property
-    def is_fitted(self):
-        return self.inner.is_fitted
-
-    def fit(self, chips):
-        self.inner.fit(chips)
-        return self
-
-    def transform(self, chips):
-        self.calls += 1
-        self.rows += len(chips)
-        if self.sleep:
-            time.sleep(self.sleep)
-        return self.inner.transform(chips)
+    enc.transform = transform
+    return enc
 
 
 def rf(seed=0):
@@ -92,7 +70,6 @@ class PlaceSource:
 
 
 def place_units(n, dx=0.0):
-    import geopandas as gpd
 
     df = pd.DataFrame({"id": [f"p{i:02d}" for i in range(n)], "w": np.arange(n) % 2, "y": np.arange(n) * 1.0,
                        "lon": 10 + np.arange(n) * 0.01, "lat": np.full(n, 45.0)})
@@ -106,9 +83,9 @@ def shard_files(cache_dir: Path, key: str, i: int) -> tuple[Path, Path]:
 
 
 # ----------------------------------------------------------------------------- reuse
-def test_cache_hit_reuses_every_shard_without_encoding(tmp_path):
-    units, src = array_setup()
-    first = Counting(rf())
+def test_cache_hit_reuses_every_shard_without_encoding(tmp_path, array_units):
+    units, src = array_units()
+    first = counting(rf())
     Z1 = eocausal.embed(units, src, first, cache_dir=tmp_path, shard_size=5, batch_size=3)
     st = Z1.attrs["embed_stats"]
     assert (st["n_shards"], st["computed"], st["reused"], st["recomputed"]) == (3, 3, 0, 0)
@@ -116,40 +93,42 @@ def test_cache_hit_reuses_every_shard_without_encoding(tmp_path):
     meta = json.loads((tmp_path / st["cache_key"] / "meta.json").read_text())
     assert (meta["n_shards"], meta["shard_size"], meta["dim"], meta["dtype"]) == (3, 5, N_FEATURES, "<f4")
     assert meta["material"]["source"] == src.fingerprint()
+    assert meta["material"]["encoder"] == encoder_fingerprint(first)
 
-    again = Counting(rf())
+    again = counting(rf())
     Z2 = eocausal.embed(units, src, again, cache_dir=tmp_path, shard_size=5, batch_size=3)
     assert again.calls == 0
     assert (Z2.attrs["embed_stats"]["reused"], Z2.attrs["embed_stats"]["computed"]) == (3, 0)
     assert Z2.attrs["embed_stats"]["cache_key"] == st["cache_key"]
     pd.testing.assert_frame_equal(Z1, Z2, check_exact=True)
-    plain = eocausal.embed(units, src, rf(), shard_size=5)
-    assert np.array_equal(plain.to_numpy(), Z1.to_numpy())
+    plain = eocausal.embed(units, src, rf(), shard_size=5)  # another batch size: float sums may differ in the last bits
+    np.testing.assert_allclose(plain.to_numpy(), Z1.to_numpy(), rtol=1e-5, atol=1e-6)
     assert list(Z1.index) == list(units.ids)
 
 
-def test_without_cache_dir_nothing_is_written(tmp_path, monkeypatch):
+def test_without_cache_dir_nothing_is_written(tmp_path, monkeypatch, array_units):
     monkeypatch.chdir(tmp_path)
-    units, src = array_setup()
+    units, src = array_units()
     Z = eocausal.embed(units, src, rf(), shard_size=4)
     assert Z.attrs["embed_stats"]["cache_key"] is None
     assert list(tmp_path.iterdir()) == []
 
 
-def test_shard_size_and_threads_do_not_change_the_embeddings(tmp_path):
-    units, src = array_setup(n_images=13)
+def test_shard_size_and_threads_do_not_change_the_embeddings(tmp_path, array_units):
+    units, src = array_units(n_images=13)
     ref = eocausal.embed(units, src, rf(), shard_size=100, batch_size=100, num_workers=0).to_numpy()
     for shard_size, batch_size, workers in [(1, 1, 3), (4, 3, 2), (5, 7, 1)]:
         Z = eocausal.embed(units, src, rf(), shard_size=shard_size, batch_size=batch_size,
                            num_workers=workers, cache_dir=tmp_path / f"c{shard_size}")
-        assert np.array_equal(Z.to_numpy(), ref)
+        # other batch shapes may change the last bits of float32 sums (BLAS order), nothing more
+        np.testing.assert_allclose(Z.to_numpy(), ref, rtol=1e-5, atol=1e-6)
 
 
-def test_return_frame_false_fills_the_cache_only(tmp_path):
-    units, src = array_setup()
+def test_return_frame_false_fills_the_cache_only(tmp_path, array_units):
+    units, src = array_units()
     stats = eocausal.embed(units, src, rf(), cache_dir=tmp_path, shard_size=5, return_frame=False)
     assert isinstance(stats, dict) and stats["computed"] == 3 and stats["dropped_ids"] == []
-    enc = Counting(rf())
+    enc = counting(rf())
     Z = eocausal.embed(units, src, enc, cache_dir=tmp_path, shard_size=5)
     assert enc.calls == 0 and Z.shape == (24, N_FEATURES)
     with pytest.raises(InputError, match="cache_dir"):
@@ -162,15 +141,18 @@ def _key(units, src, enc, tmp_path, **kw):
     return Z.attrs["embed_stats"]["cache_key"], Z.attrs["embed_stats"]["computed"]
 
 
-def test_key_follows_encoder_source_and_units(tmp_path):
-    units, src = array_setup()
+def test_key_follows_encoder_source_and_units(tmp_path, array_units):
+    units, src = array_units()
     base, computed = _key(units, src, rf(), tmp_path)
     assert computed == 3
-    assert _key(*array_setup(), rf(), tmp_path) == (base, 0)  # rebuilt equal inputs: same key
+    assert _key(*array_units(), rf(), tmp_path) == (base, 0)  # rebuilt equal inputs: same key
     assert _key(units, src, rf(seed=1), tmp_path)[0] != base  # encoder seed -> other filters
     other_config = RandomFeatures(n_features=N_FEATURES, seed=0, bias=0.5, device="cpu")
     assert _key(units, src, other_config, tmp_path)[0] != base
-    key_px, computed = _key(*array_setup(shift=1), rf(), tmp_path)  # pixels of one image
+    # how the features are computed is not part of the key: a new batch and chunk size reuse the run
+    runtime = RandomFeatures(n_features=N_FEATURES, seed=0, device="cpu", batch_size=2, chunk_size=3)
+    assert _key(units, src, runtime, tmp_path) == (base, 0)
+    key_px, computed = _key(*array_units(shift=1), rf(), tmp_path)  # pixels of one image
     assert key_px != base and computed == 3
     units_sub = units.subset(np.arange(units.n) < 22)  # drops the last image's two units
     assert _key(units_sub, src, rf(), tmp_path)[0] != base
@@ -228,6 +210,15 @@ def test_cache_key_and_keys_digest_are_sensitive():
     k = cache_key({"c": 1}, {"s": 1}, d, 4096)
     assert k != cache_key({"c": 1}, {"s": 1}, d, 2048) and k != cache_key({"c": 2}, {"s": 1}, d, 4096)
     assert len(k) == 64 and k == cache_key({"c": 1}, {"s": 1}, d, 4096)
+    with pytest.raises(InputError, match="geometry_wkb: 1 geometries for 2 keys"):
+        keys_digest(["a", "b"], [b"\x01"], "EPSG:4326")
+
+
+def test_write_shard_refuses_rows_that_do_not_match_the_keys(tmp_path):
+    run = EmbeddingCache(tmp_path).open_run({"e": 1}, {"s": 1}, "d", shard_size=2, n_shards=1)
+    with pytest.raises(InputError, match=r"values: shard 0 expects \(2, dim\) values"):
+        run.write_shard(0, np.zeros((3, 4), np.float32), ["k1", "k2"], "dig")
+    assert run.load_shard(0, "dig") is None  # nothing was written
 
 
 # ----------------------------------------------------------------------------- damage
@@ -264,27 +255,28 @@ DAMAGE = {
 
 
 @pytest.mark.parametrize("damage", list(DAMAGE))
-def test_damaged_shard_is_detected_and_recomputed(tmp_path, damage):
-    units, src = array_setup()
+def test_damaged_shard_is_detected_and_recomputed(tmp_path, damage, array_units):
+    units, src = array_units()
     clean = eocausal.embed(units, src, rf(), cache_dir=tmp_path, shard_size=4)
     key = clean.attrs["embed_stats"]["cache_key"]
     tamper, n_bad = DAMAGE[damage]
     tamper(tmp_path, key)
-    enc = Counting(rf())
-    Z = eocausal.embed(units, src, enc, cache_dir=tmp_path, shard_size=4)
+    enc = counting(rf())
+    with pytest.warns(CacheWarning, match=rf"{n_bad} of 3 cached embedding shards .* rejected and computed again"):
+        Z = eocausal.embed(units, src, enc, cache_dir=tmp_path, shard_size=4)
     st = Z.attrs["embed_stats"]
     assert st["computed"] == n_bad and st["reused"] == 3 - n_bad
     assert st["recomputed"] == n_bad
     assert len(st["rejected"]) == n_bad and all(isinstance(r, str) for _, r in st["rejected"])
     assert enc.rows == 4 * n_bad
     pd.testing.assert_frame_equal(Z, clean, check_exact=True)
-    healed = Counting(rf())
+    healed = counting(rf())
     eocausal.embed(units, src, healed, cache_dir=tmp_path, shard_size=4)
     assert healed.calls == 0
 
 
-def test_missing_sidecar_counts_as_missing_not_damaged(tmp_path):
-    units, src = array_setup()
+def test_missing_sidecar_counts_as_missing_not_damaged(tmp_path, array_units):
+    units, src = array_units()
     clean = eocausal.embed(units, src, rf(), cache_dir=tmp_path, shard_size=4)
     shard_files(tmp_path, clean.attrs["embed_stats"]["cache_key"], 2)[1].unlink()
     Z = eocausal.embed(units, src, rf(), cache_dir=tmp_path, shard_size=4)
@@ -307,28 +299,28 @@ def test_shard_of_another_run_is_refused(tmp_path):
     assert "belongs to run" in b.rejected[0][1]
 
 
-def test_unwritable_cache_dir_raises_cache_error(tmp_path):
+def test_unwritable_cache_dir_raises_cache_error(tmp_path, array_units):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
-    units, src = array_setup()
+    units, src = array_units()
     with pytest.raises(CacheError, match="a_file") as err:
         eocausal.embed(units, src, rf(), cache_dir=blocker / "cache")
     assert isinstance(err.value, OSError) and "writable" in str(err.value)
 
 
-def test_encoder_without_state_hash_needs_no_cache(tmp_path):
+def test_encoder_without_state_hash_needs_no_cache(tmp_path, array_units):
     class Bare:
         def transform(self, chips):
             return np.asarray(chips).reshape(len(chips), -1)[:, :4]
 
-    units, src = array_setup()
+    units, src = array_units()
     assert eocausal.embed(units, src, Bare()).shape == (24, 4)
     with pytest.raises(InputError, match="state_hash"):
         eocausal.embed(units, src, Bare(), cache_dir=tmp_path)
 
 
-def test_bad_arguments():
-    units, src = array_setup()
+def test_bad_arguments(array_units):
+    units, src = array_units()
     with pytest.raises(InputError, match="shard_size"):
         eocausal.embed(units, src, rf(), shard_size=0)
     with pytest.raises(InputError, match="executor"):
@@ -344,17 +336,17 @@ def test_invalid_chips_drop_their_units_with_one_warning(tmp_path):
     units = place_units(12)
     bad = ["p03", "p07"]
     src = PlaceSource(12, bad=bad)
-    enc = Counting(rf())
+    enc = counting(rf())
     with pytest.warns(DataQualityWarning, match=r"2 of 12 units .*attrs\['dropped_ids'\]") as rec:
         Z = eocausal.embed(units, src, enc, cache_dir=tmp_path, shard_size=5, batch_size=4)
     assert len(rec) == 1
     assert Z.attrs["dropped_ids"] == bad and Z.attrs["embed_stats"]["n_dropped"] == 2
     assert list(Z.index) == [u for u in units.ids if u not in bad]
     good = np.stack([src.chips[u] for u in Z.index])
-    assert np.allclose(Z.to_numpy(), enc.inner.transform(good), rtol=1e-6, atol=1e-6)
+    assert np.allclose(Z.to_numpy(), RandomFeatures.transform(enc, good), rtol=1e-6, atol=1e-6)
     assert enc.rows == 10  # NaN chips never reach the encoder
     assert np.isfinite(Z.to_numpy()).all()
-    again = Counting(rf())
+    again = counting(rf())
     with pytest.warns(DataQualityWarning, match="2 of 12"):
         Z2 = eocausal.embed(units, src, again, cache_dir=tmp_path, shard_size=5, batch_size=4)
     assert again.calls == 0
@@ -392,24 +384,28 @@ def test_raster_units_off_the_scene_warn_once_from_embed(tmp_path):
 N_KILL_IMAGES, KILL_SHARD = 48, 4  # 12 shards
 
 
-def kill_setup():
-    return array_setup(n_images=N_KILL_IMAGES, per=1, seed=5)
+def kill_setup(make):
+    """``make``: tests/conftest.py's make_array_units (the ``array_units`` fixture)."""
+    return make(n_images=N_KILL_IMAGES, per=1, seed=5)
 
 
-def run_slow(cache_dir: str) -> None:
+def run_slow(cache_dir: str, make) -> None:
     """Entry point of the subprocess killed by the resume test."""
-    units, src = kill_setup()
-    eocausal.embed(units, src, Counting(rf(), sleep=0.25), cache_dir=cache_dir,
+    units, src = kill_setup(make)
+    eocausal.embed(units, src, counting(rf(), sleep=0.25), cache_dir=cache_dir,
                    shard_size=KILL_SHARD, batch_size=2, num_workers=1)
 
 
-def test_killed_run_resumes_with_only_missing_shards_and_equal_embeddings(tmp_path):
+def test_killed_run_resumes_with_only_missing_shards_and_equal_embeddings(tmp_path, array_units):
     cache = tmp_path / "cache"
     script = (
-        "import importlib.util, sys\n"
-        f"spec = importlib.util.spec_from_file_location('embed_cache_kill', {str(Path(__file__))!r})\n"
-        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
-        f"m.run_slow({str(cache)!r})\n"
+        "import importlib.util\n"
+        "def load(name, path):\n"
+        "    spec = importlib.util.spec_from_file_location(name, path)\n"
+        "    m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); return m\n"
+        f"c = load('tests_conftest', {str(Path(__file__).parents[1] / 'conftest.py')!r})\n"
+        f"m = load('embed_cache_kill', {str(Path(__file__))!r})\n"
+        f"m.run_slow({str(cache)!r}, c.make_array_units)\n"
     )
     log = open(tmp_path / "child.log", "wb")
     child = subprocess.Popen([sys.executable, "-c", script], stdout=log, stderr=subprocess.STDOUT)
@@ -429,19 +425,19 @@ def test_killed_run_resumes_with_only_missing_shards_and_equal_embeddings(tmp_pa
     done = len(list(cache.glob("*/shard-*.json")))
     assert 2 <= done < 12  # killed part way
 
-    units, src = kill_setup()
-    enc = Counting(rf())
+    units, src = kill_setup(array_units)
+    enc = counting(rf())
     Z = eocausal.embed(units, src, enc, cache_dir=cache, shard_size=KILL_SHARD, batch_size=2)
     st = Z.attrs["embed_stats"]
     assert (st["reused"], st["computed"], st["recomputed"]) == (done, 12 - done, 0)
     assert enc.rows == KILL_SHARD * (12 - done)
-    whole = eocausal.embed(units, src, rf(), shard_size=KILL_SHARD)
-    assert np.array_equal(Z.to_numpy(), whole.to_numpy())
+    whole = eocausal.embed(units, src, rf(), shard_size=KILL_SHARD)  # another batch size than the resumed run
+    np.testing.assert_allclose(Z.to_numpy(), whole.to_numpy(), rtol=1e-5, atol=1e-6)
     assert list(Z.index) == list(whole.index)
 
 
-def test_progress_bar_goes_to_stderr(capsys):
-    units, src = array_setup()
+def test_progress_bar_goes_to_stderr(capsys, array_units):
+    units, src = array_units()
     eocausal.embed(units, src, rf(), progress=True, batch_size=2)
     captured = capsys.readouterr()
     assert "embedding" in captured.err and captured.out == ""

@@ -23,13 +23,7 @@ gpu = pytest.mark.gpu
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread, and the test machine's cores are shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def _random_state(arch: str, in_chans: int, seed: int = 0) -> dict:
@@ -101,9 +95,8 @@ def test_resnet18_equals_functional_forward_with_sidecar_normalization(r18):
     std = torch.tensor(meta["std"]).view(1, 3, 1, 1)
     expect = _manual_resnet18(sd, (torch.from_numpy(chips) / 255 - mean) / std).numpy()
     assert np.allclose(feats, expect, rtol=1e-4, atol=1e-5)
-    cfg = enc.get_config()
-    assert cfg["norm_source"] == "sidecar" and cfg["scale"] == 255 and cfg["arch_resolved"] == "resnet18"
-    assert cfg["band_adaptation"] == "none" and cfg["bands"] == meta["bands"]
+    assert enc.norm_source_ == "sidecar" and enc.scale_ == 255 and enc.arch_ == "resnet18"
+    assert enc.band_adaptation_ == "none" and enc.bands_ == meta["bands"]
     # deterministic: the same weights and batch size give bit-identical features, in a new encoder too
     again = Pretrained(weights=path, device="cpu", batch_size=2).fit(chips)
     assert np.array_equal(again.transform(chips), feats)
@@ -147,7 +140,7 @@ def test_first_conv_is_adapted_to_the_data_bands(tmp_path, ckpt_bands, data_band
         expect = torch.stack([w0[:, j % ckpt_bands] for j in range(data_bands)], 1) * ckpt_bands / data_bands
         label = "repeated cyclically"
     assert torch.allclose(w, expect, atol=1e-6)
-    assert label in enc.get_config()["band_adaptation"]
+    assert label in enc.band_adaptation_
     if data_bands % ckpt_bands == 0 or data_bands == 1:  # then a constant image excites it as before
         assert torch.allclose(w.sum((1, 2, 3)), w0.sum((1, 2, 3)), atol=1e-4)
     if ckpt_bands == 3 and data_bands == 7:  # the whole forward with the adapted kernel

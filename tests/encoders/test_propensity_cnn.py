@@ -12,13 +12,7 @@ from eocausal.errors import InputError, NotFittedError
 from eocausal.estimators.weighting import difference_in_means, hajek, se_from_psi
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread, and the test machine's cores are shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def _auc(score, w):
@@ -39,7 +33,7 @@ def fitted(demo):
     d, chips = demo
     u = d.units
     model = PropensityCNN(folds=3, epochs=15, patience=5, lr=3e-3, width=8, batch_size=32, seed=0, device="cpu")
-    return model.fit_oof(chips, u.w(), X=u.x(), groups=u.keys())
+    return model.fit_oof(chips, u.w(), X=u.x(), clusters=u.keys())
 
 
 def test_oof_propensities_predict_treatment_and_ipw_covers_the_effect(demo, fitted):
@@ -128,7 +122,8 @@ def test_frozen_backbone_and_given_folds():
     folds = np.arange(40) % 4
     m = PropensityCNN(epochs=3, width=4, backbone=RandomFeatures(n_features=16, seed=0), seed=0,
                       val_fraction=0.0, device="cpu").fit_oof(chips, w, fold_ids=folds)
-    assert np.array_equal(m.fold_ids_, folds) and m.backbone.is_fitted
+    assert np.array_equal(m.fold_ids_, folds) and m.backbone_.is_fitted
+    assert not m.backbone.is_fitted  # the clone was fitted; the argument stays as given
     assert all(h["n_val"] == 0 and len(h["train_loss"]) == 3 for h in m.history_)
     emb = m.torch_forward(torch.from_numpy(chips[:4])).detach().numpy()
     assert np.allclose(emb, m.transform(chips[:4]), rtol=1e-4, atol=1e-5)
@@ -143,8 +138,8 @@ def test_input_errors():
         m.fit(chips)
     with pytest.raises(InputError, match="one arm"):
         m.fit_oof(chips, np.r_[np.zeros(10), np.ones(10)], fold_ids=np.r_[np.zeros(10), np.ones(10)])
-    with pytest.raises(InputError, match="only 1 groups"):
-        m.fit_oof(chips, w, groups=np.zeros(20))
+    with pytest.raises(InputError, match="only 1 clusters"):
+        m.fit_oof(chips, w, clusters=np.zeros(20))
     with pytest.raises(NotFittedError):
         m.transform(chips)
 

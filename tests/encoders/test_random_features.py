@@ -68,7 +68,7 @@ def test_band_scaling_and_multispectral_input():
     assert np.allclose(enc.band_low_[:6], chips[:, :6].min(axis=(0, 2, 3)))
     assert np.allclose(enc.band_high_[:6], chips[:, :6].max(axis=(0, 2, 3)))
     assert np.isfinite(enc.transform(chips)).all()
-    pct = RandomFeatures(n_features=8, seed=0, scale="percentile").fit(chips)
+    pct = RandomFeatures(n_features=8, seed=0, scaling="percentile").fit(chips)
     assert (pct.band_high_[:6] < enc.band_high_[:6]).all()
 
 
@@ -76,6 +76,8 @@ def test_errors():
     chips = _chips()
     with pytest.raises(InputError, match="even"):
         RandomFeatures(n_features=7).fit(chips)
+    with pytest.raises(InputError, match="scaling='max'"):
+        RandomFeatures(n_features=4, scaling="max").fit(chips)
     with pytest.raises(NotFittedError, match="fit"):
         RandomFeatures().transform(chips)
     with pytest.raises(InputError, match="TemporalPool"):

@@ -6,17 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from eocausal.encoders import PropensityCNN, RandomFeatures, TemporalPool, salience_gallery, salience_maps
+from eocausal.encoders import PropensityCNN, RandomFeatures, TemporalPool, salience_examples, salience_maps
 from eocausal.errors import InputError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread, and the test machine's cores are shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def _chips(n=6, c=2, px=8, seed=0):
@@ -75,7 +69,7 @@ def test_salience_is_highest_where_treatment_is_decided():
     chips, w = _square_driven()
     cnn = PropensityCNN(folds=2, epochs=10, width=8, lr=3e-3, batch_size=32, augment=False, seed=0,
                         device="cpu").fit_oof(chips, w)
-    gal = salience_gallery(cnn, chips, cnn.oof_propensity_, w, k=4)  # the CNN's own log-odds
+    gal = salience_examples(cnn, chips, cnn.oof_propensity_, w, n_per_arm=4)  # the CNN's own log-odds
     assert gal["treated_maps"].shape == (4, 16, 16) and gal["control_maps"].shape == (4, 16, 16)
     assert np.all(w[gal["treated_index"]] == 1) and np.all(w[gal["control_index"]] == 0)
     e = cnn.oof_propensity_
@@ -111,4 +105,6 @@ def test_salience_errors():
     with pytest.raises(InputError, match="torch_forward"):
         salience_maps(NoGrad(), chips, np.ones(1))
     with pytest.raises(InputError, match="one per chip"):
-        salience_gallery(enc, chips, np.ones(3) / 2, np.ones(2), np.ones(4))
+        salience_examples(enc, chips, np.ones(3) / 2, np.ones(2), np.ones(4))
+    with pytest.raises(InputError, match="n_per_arm=0"):
+        salience_examples(enc, chips, np.ones(2) / 2, np.array([0, 1]), np.ones(4), n_per_arm=0)

@@ -8,18 +8,12 @@ import pytest
 import torch
 
 import eocausal
-from eocausal.encoders import RandomFeatures, TemporalPool
+from eocausal.encoders import RandomFeatures, TemporalPool, encoder_fingerprint
 from eocausal.encoders.temporal import AttentionPool
 from eocausal.errors import InputError, NotFittedError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread, and the test machine's cores are shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def _seq(n=5, t=4, c=2, px=10, seed=0):
@@ -30,7 +24,8 @@ def test_the_frame_encoder_is_fitted_on_all_frames_stacked():
     seq = _seq()
     pool = TemporalPool(RandomFeatures(n_features=8, seed=1, device="cpu"), how="concat").fit(seq)
     direct = RandomFeatures(n_features=8, seed=1).fit(seq.reshape(-1, *seq.shape[2:]))
-    assert np.array_equal(pool.encoder.filters_.numpy(), direct.filters_.numpy())
+    assert np.array_equal(pool.encoder_.filters_.numpy(), direct.filters_.numpy())
+    assert not pool.encoder.is_fitted  # a clone is fitted; the argument stays as given
     assert pool.n_frames_ == 4 and pool.frame_dim_ == 8
 
 
@@ -39,7 +34,7 @@ def test_pooled_values_equal_a_direct_numpy_computation(how):
     seq = _seq()
     pool = TemporalPool(RandomFeatures(n_features=8, seed=1, device="cpu"), how=how).fit(seq)
     out = pool.transform(seq)
-    e = pool.encoder.transform(seq.reshape(-1, *seq.shape[2:])).reshape(5, 4, 8).astype(np.float64)
+    e = pool.encoder_.transform(seq.reshape(-1, *seq.shape[2:])).reshape(5, 4, 8).astype(np.float64)
     expect = {
         "concat": e.reshape(5, 32),
         "mean_diff": np.concatenate([e.mean(1), e[:, -1] - e[:, 0]], 1),
@@ -71,7 +66,8 @@ def test_shapes_errors_and_hash():
     a = TemporalPool(enc(), how="attention", seed=3).fit(seq)
     b = TemporalPool(enc(), how="attention", seed=3).fit(seq)
     assert a.transform(seq).shape == (3, 6) and a.state_hash() == b.state_hash()
-    assert a.get_config()["encoder"]["kind"] == "random-features"
+    params = encoder_fingerprint(a)["params"]
+    assert params["encoder"].endswith("RandomFeatures") and params["encoder__n_features"] == 6
     with pytest.raises(InputError, match="how='max'"):
         TemporalPool(enc(), how="max").fit(seq)
     with pytest.raises(InputError, match=r"\(n, T, C, H, W\)"):

@@ -28,9 +28,10 @@ from scipy.special import expit
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.linear_model import LinearRegression, LogisticRegression
 
+from eocausal.data.folds import grouped_folds
 from eocausal.errors import InputError, NotEstimableError
 from eocausal.estimators import aipw as A
-from eocausal.estimators.crossfit import grouped_folds
+from eocausal.estimators.learners import make_outcome_model
 from eocausal.estimators.weighting import se_from_psi
 
 RTOL = 1e-8  # agreement tolerance with DoubleML / EconML (observed: ~1e-15)
@@ -71,26 +72,26 @@ class ByArmRegressor(RegressorMixin, BaseEstimator):
         return out
 
 
-# Solved to the optimum by scikit-learn too, so that eocausal's native Newton solver (native=True,
+# Solved to the optimum by scikit-learn too, so that eocausal's native Newton solver (solver="native",
 # the default) and scikit-learn's own fit inside DoubleML give the same model to ~1e-12.
 LOGIT = LogisticRegression(C=np.inf, solver="newton-cholesky", tol=1e-12, max_iter=1000)
-# scikit-learn's defaults (L-BFGS, tol=1e-4): agreement to the last digit needs native=False,
+# scikit-learn's defaults (L-BFGS, tol=1e-4): agreement to the last digit needs solver="sklearn",
 # which calls the learner's own fit on each fold as DoubleML does.
 LOGIT_LBFGS = LogisticRegression(C=np.inf)
 
 
-@pytest.mark.parametrize("native", [True, False])
+@pytest.mark.parametrize("solver", ["native", "sklearn"])
 @pytest.mark.parametrize("score,estimand", [("ATE", "ATE"), ("ATTE", "ATT")])
-def test_aipw_equals_doubleml_irm(score, estimand, native):
+def test_aipw_equals_doubleml_irm(score, estimand, solver):
     dml = pytest.importorskip("doubleml")
     from doubleml.utils import PSProcessorConfig
 
     V, y, w = _data()
     fold = grouped_folds(len(y), None, 5, 0, stratify=w)
     clip = 0.08  # some propensities are clipped, so the clipping rules must match too
-    logit = LOGIT if native else LOGIT_LBFGS
-    fit = A.crossfit_aipw(V, y, w, fold, propensity=logit, outcome=LinearRegression(),
-                          estimand=estimand, clip=clip, native=native)
+    logit = LOGIT if solver == "native" else LOGIT_LBFGS
+    fit = A.crossfit_aipw(V, y, w, fold, propensity=logit, outcome_model=LinearRegression(),
+                          estimand=estimand, clip=clip, solver=solver)
     assert fit.n_clipped[0] > 0
     m = dml.DoubleMLIRM(dml.DoubleMLData.from_arrays(V, y, w), LinearRegression(), logit, n_folds=5,
                         score=score, normalize_ipw=False, draw_sample_splitting=False,
@@ -109,7 +110,7 @@ def test_repeated_crossfitting_equals_doubleml_n_rep():
 
     V, y, w = _data(seed=1)
     folds = np.stack([grouped_folds(len(y), None, 4, s, stratify=w) for s in range(3)])
-    fit = A.crossfit_aipw(V, y, w, folds, propensity=LOGIT, outcome=LinearRegression(), clip=0.01,
+    fit = A.crossfit_aipw(V, y, w, folds, propensity=LOGIT, outcome_model=LinearRegression(), clip=0.01,
                           combine="doubleml")
     m = dml.DoubleMLIRM(dml.DoubleMLData.from_arrays(V, y, w), LinearRegression(), LOGIT,
                         draw_sample_splitting=False, ps_processor_config=PSProcessorConfig(clipping_threshold=0.01))
@@ -134,7 +135,7 @@ def test_aipw_ate_equals_econml_lineardrlearner(cov_type, factor):
     V, y, w = _data(seed=2)
     n = len(y)
     fold = grouped_folds(n, None, 5, 0, stratify=w)
-    fit = A.crossfit_aipw(V, y, w, fold, propensity=LOGIT, outcome=LinearRegression(), clip=1e-6)
+    fit = A.crossfit_aipw(V, y, w, fold, propensity=LOGIT, outcome_model=LinearRegression(), clip=1e-6)
     est = LinearDRLearner(model_propensity=LOGIT, model_regression=ByArmRegressor(LinearRegression()),
                           cv=_smpls(fold), min_propensity=1e-6)
     est.fit(y, w, X=None, W=V, inference=StatsModelsInferenceDiscrete(cov_type=cov_type))
@@ -147,7 +148,7 @@ def test_clustered_se_equals_formula_and_statsmodels():
     V, y, w = _data(n=800, seed=3)
     g = np.repeat(np.arange(200), 4)
     fold = grouped_folds(len(y), g, 5, 0, stratify=w)
-    fit = A.crossfit_aipw(V, y, w, fold, propensity=LOGIT, outcome=LinearRegression(), clusters=g)
+    fit = A.crossfit_aipw(V, y, w, fold, propensity=LOGIT, outcome_model=LinearRegression(), clusters=g)
     psi = fit.psi[0]
     direct = np.sqrt(sum(psi[g == c].sum() ** 2 for c in range(200))) / len(y)
     assert fit.n_clusters == 200
@@ -183,7 +184,7 @@ def test_aipw_recovers_the_effect_and_is_doubly_robust():
     w = (rng.uniform(size=n) < expit(V[:, 0] - 0.5 * V[:, 1])).astype(float)
     y = 1.0 * w + 2 * V[:, 0] + V[:, 1] + rng.normal(size=n)
     fold = grouped_folds(n, None, 5, 0, stratify=w)
-    e, _ = A.crossfit_propensity(V, w, model=LOGIT, fold_ids=fold)
+    e, _ = A.crossfit_propensity(V, w, propensity=LOGIT, fold_ids=fold)
     # outcome model misspecified (no covariates), propensity right
     mu0, mu1 = A.crossfit_outcome(V[:, :0], y, w, fold)
     pe = A.aipw(y, w, e, mu0, mu1)
@@ -197,7 +198,7 @@ def test_gbm_outcome_model_is_seeded_histgradientboosting():
     # fitting it is left out: HistGradientBoosting's OpenMP threads take ~30 s on a shared 2-core box
     from sklearn.ensemble import HistGradientBoostingRegressor
 
-    m = A.make_outcome_model("gbm", seed=3)
+    m = make_outcome_model("gbm", seed=3)
     assert isinstance(m, HistGradientBoostingRegressor) and m.random_state == 3
 
 
@@ -226,7 +227,7 @@ def test_errors_are_typed_and_say_what_to_do():
     fold = grouped_folds(len(y), None, 2, 0, stratify=w)
     bad = y.copy()
     bad[3] = np.nan
-    with pytest.raises(InputError, match="non-finite"):
+    with pytest.raises(InputError, match=r"outcome: NaN or infinite values in rows \[3\]"):
         A.crossfit_outcome(V, bad, w, fold)
     with pytest.raises(InputError, match="shape"):
         A.crossfit_outcome(V[:50], y, w, fold)
@@ -242,7 +243,11 @@ def test_errors_are_typed_and_say_what_to_do():
         A.aipw(y, np.zeros_like(w), np.full(len(y), 0.5), y, y)
     with pytest.raises(InputError, match="ATO"):
         A.aipw(y, w, np.full(len(y), 0.5), y, y, "ATO")
-    with pytest.raises(InputError, match="combine"):
+    with pytest.raises(InputError, match="rule='mean'"):
         A.combine_repeated([1.0, 2.0], [0.1, 0.1], "mean")
-    with pytest.raises(InputError, match="outcome model"):
-        A.make_outcome_model(object())
+    with pytest.raises(InputError, match="outcome_model: object has no fit/predict"):
+        make_outcome_model(object())
+    with pytest.raises(InputError, match=r"solver='fast': use one of \['native', 'sklearn'\]"):
+        A.crossfit_outcome(V, y, w, fold, solver="fast")
+    with pytest.raises(InputError, match="solver=True"):
+        A.crossfit_aipw(V, y, w, fold, solver=True)

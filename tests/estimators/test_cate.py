@@ -1,4 +1,4 @@
-"""eocausal.cate: EconML learners, out-of-fold predictions, known propensities, grouped folds."""
+"""eocausal.cate: EconML learners, out-of-fold predictions, known propensities, folds by cluster."""
 
 from __future__ import annotations
 
@@ -38,7 +38,8 @@ FAST = {
 @pytest.mark.parametrize("learner", list(FAST))
 def test_each_learner_runs_and_finds_the_heterogeneity(learner):
     X, Z, groups, w, y, tau = _trial()
-    r = cate(y, w, X, {"image": Z}, learner=learner, e=0.5, groups=groups, folds=3, seed=0, **FAST[learner])
+    r = cate(y, w, X, {"image": Z}, learner=learner, propensity_scores=0.5, clusters=groups, folds=3, seed=0,
+             **FAST[learner])
     assert r.tau_hat.shape == (400,) and np.isfinite(r.tau_hat).all() and np.isfinite(r.scores).all()
     assert r.feature_names[:2] == ("x1", "x2") and r.feature_names[2] == "image_0" and r.n_tabular == 2
     assert np.corrcoef(r.tau_hat, tau)[0, 1] > 0.6
@@ -49,7 +50,7 @@ def test_each_learner_runs_and_finds_the_heterogeneity(learner):
 
 def test_predictions_for_a_fold_do_not_change_when_its_outcomes_change():
     X, Z, groups, w, y, tau = _trial(seed=1)
-    kw = dict(learner="causal_forest", e=0.5, groups=groups, folds=4, seed=3, fit_final=False,
+    kw = dict(learner="causal_forest", propensity_scores=0.5, clusters=groups, folds=4, seed=3, fit_final=False,
               **FAST["causal_forest"])
     a = cate(y, w, X, Z, **kw)
     k = a.fold_ids == 2
@@ -65,8 +66,8 @@ def test_predictions_for_a_fold_do_not_change_when_its_outcomes_change():
 def test_known_propensities_replace_the_learners_propensity_model():
     X, Z, groups, w, y, tau = _trial(seed=2)
     e = np.where(X["x1"] > 0, 0.3, 0.6)  # a stratified design
-    r = cate(y, w, X, learner="dr", e=e, groups=groups, folds=3, keep_fold_models=True, **FAST["dr"])
-    assert r.e_known and np.array_equal(r.e, e)
+    r = cate(y, w, X, learner="dr", propensity_scores=e, clusters=groups, folds=3, keep_fold_models=True, **FAST["dr"])
+    assert r.propensity_known and np.array_equal(r.propensity_scores, e)
     est = r.fold_estimators_[0]
     assert isinstance(est.model_propensity, KnownPropensity)
     # the DR learner's propensity model returns the design's e for the rows it is given
@@ -76,48 +77,46 @@ def test_known_propensities_replace_the_learners_propensity_model():
     expected = mu1 - mu0 + w * (y - mu1) / e - (1 - w) * (y - mu0) / (1 - e)
     assert np.allclose(r.scores, expected)
     # constant e: the X-learner's weighting uses it
-    rx = cate(y, w, X, learner="x", e=0.5, folds=3, fit_final=True, **FAST["x"])
+    rx = cate(y, w, X, learner="x", propensity_scores=0.5, folds=3, fit_final=True, **FAST["x"])
     assert isinstance(rx.estimator_.propensity_model, ConstantPropensity)
     with pytest.raises(InputError, match="known propensities replace"):
-        cate(y, w, X, learner="dr", e=0.5, model_propensity=LogisticRegression(), **FAST["dr"])
+        cate(y, w, X, learner="dr", propensity_scores=0.5, model_propensity=LogisticRegression(), **FAST["dr"])
 
 
-def test_estimated_propensities_are_out_of_fold_when_e_is_not_given():
+def test_estimated_propensities_are_out_of_fold_when_propensity_scores_are_not_given():
     X, Z, groups, w, y, tau = _trial(seed=3)
     # default: fold k's EconML estimator predicts fold k with its own fitted propensity models
-    r = cate(y, w, X, learner="dr", groups=groups, folds=3, keep_fold_models=True,
+    r = cate(y, w, X, learner="dr", clusters=groups, folds=3, keep_fold_models=True,
              model_propensity=LogisticRegression(), **FAST["dr"])
-    assert not r.e_known and r.propensity_source == "learner"
+    assert not r.propensity_known and r.propensity_source == "learner"
     k = r.fold_ids == 1
     est = r.fold_estimators_[1]
     expected = np.mean([m.predict_proba(X.to_numpy()[k])[:, 1] for fold in est.models_propensity for m in fold],
                        axis=0)
-    assert np.allclose(r.e[k], np.clip(expected, 1e-3, 1 - 1e-3))
+    assert np.allclose(r.propensity_scores[k], np.clip(expected, 1e-3, 1 - 1e-3))
     # the T-learner has no propensity model: a cross-fitted one on the same folds
-    t = cate(y, w, X, learner="t", groups=groups, folds=3, **FAST["t"])
-    assert t.propensity_source == "ridge-logit" and ((t.e > 0) & (t.e < 1)).all()
-    lg = cate(y, w, X, learner="t", groups=groups, folds=3, propensity_model="logit", **FAST["t"])
-    assert lg.propensity_source == "logit" and not np.allclose(lg.e, lg.e[0])
+    t = cate(y, w, X, learner="t", clusters=groups, folds=3, **FAST["t"])
+    assert t.propensity_source == "ridge-logit" and ((t.propensity_scores > 0) & (t.propensity_scores < 1)).all()
+    lg = cate(y, w, X, learner="t", clusters=groups, folds=3, propensity="logit", **FAST["t"])
+    assert lg.propensity_source == "logit" and not np.allclose(lg.propensity_scores, lg.propensity_scores[0])
 
 
-def test_folds_keep_clusters_whole_and_diagnostics_delegate():
+def test_folds_keep_clusters_whole_and_the_ate_uses_the_clusters():
     X, Z, groups, w, y, tau = _trial(seed=4)
-    r = cate(y, w, X, Z, learner="t", e=0.5, groups=groups, folds=5, **FAST["t"])
+    r = cate(y, w, X, Z, learner="t", propensity_scores=0.5, clusters=groups, folds=5, **FAST["t"])
+    assert np.array_equal(r.clusters, groups)
     for g in np.unique(groups):
         assert len(np.unique(r.fold_ids[groups == g])) == 1
-    rr = r.rate(B=50)
-    assert rr.n_clusters == len(np.unique(groups)) and rr.estimate > 0
-    assert r.rate(compare=r, B=20).diff == pytest.approx(0.0)
-    c = r.calibration()
-    assert c.n_clusters == len(np.unique(groups)) and c.beta > 0
-    assert list(r.gates().gates["term"])[-1] == "G5 - G1"
-    assert r.blp().blp.shape[0] == 2
-    assert list(r.clan(X).index) == ["x1", "x2"]
     ext = r.extremes(3)
     assert (ext[ext.group == "highest"].tau_hat.min() >= ext[ext.group == "lowest"].tau_hat.max())
-    assert len(r.effects_by(X["x2"].to_numpy(), bins=4)) == 4
     est, se = r.ate()
     assert abs(est - tau.mean()) < 4 * se
+    # the cluster-robust SE by hand: sum the centred scores within each cluster
+    psi = r.scores - r.scores.mean()
+    by_cluster = np.bincount(np.unique(groups, return_inverse=True)[1], weights=psi)
+    assert se == pytest.approx(np.sqrt(np.sum(by_cluster**2)) / len(y), rel=1e-12)
+    # the evaluation lives in eocausal.diagnostics (layer 5), not on the result (layer 4)
+    assert not any(hasattr(r, m) for m in ("rate", "calibration", "gates", "blp", "clan", "effects_by"))
 
 
 def test_cate_input_errors():
@@ -132,9 +131,13 @@ def test_cate_input_errors():
         cate(y, w, embeddings=np.zeros((80, 4, 3)), learner="t", **FAST["t"])
     with pytest.raises(InputError, match="non-finite"):
         cate(np.r_[np.nan, y[1:]], w, X, learner="t", **FAST["t"])
-    r = cate(y, w, X, learner="t", e=0.5, folds=2, fit_final=False, **FAST["t"])
+    with pytest.raises(InputError, match=r"clusters: expected 80 cluster labels"):
+        cate(y, w, X, learner="t", clusters=groups[:-1], **FAST["t"])
+    with pytest.raises(InputError, match=r"propensity_scores: .*inside \(0, 1\), got range \[0, 0.5\]"):
+        cate(y, w, X, learner="t", propensity_scores=np.r_[0.0, np.full(79, 0.5)], **FAST["t"])
+    r = cate(y, w, X, learner="t", propensity_scores=0.5, folds=2, fit_final=False, **FAST["t"])
     with pytest.raises(NotFittedError):
         r.predict(X)
-    r = cate(y, w, X, learner="t", e=0.5, folds=2, **FAST["t"])
+    r = cate(y, w, X, learner="t", propensity_scores=0.5, folds=2, **FAST["t"])
     with pytest.raises(InputError, match="blocks"):
         r.predict(X, Z)

@@ -17,19 +17,12 @@ and sit far below 0.95.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("coverage_benchmark", ROOT / "benchmarks" / "coverage_study.py")
-cov = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = cov  # dataclasses look their module up while the file executes
-_spec.loader.exec_module(cov)
+from benchmarks import coverage_study as cov  # the repository root is on sys.path (pyproject: pythonpath)
 
 R = 80
 

@@ -13,7 +13,7 @@ What is checked, and why:
   ``propensity._fit_folds`` with clusters), solved by Newton-Cholesky to ``tol=1e-12``. Both are
   then converged to near machine precision, so propensities must agree to 1e-9 (observed
   ~1e-14) and the chosen inverse penalty per fold must be identical.
-- Fixed-penalty logistic models and least squares / ridge: native vs ``native=False`` (the
+- Fixed-penalty logistic models and least squares / ridge: native vs ``solver='sklearn'`` (the
   learner's own fit). The scikit-learn side is also Newton-Cholesky at ``tol=1e-12`` (logistic)
   or a direct solve (least squares), so 1e-8 / 1e-9 are generous (observed ~1e-12 or smaller).
 - Models the native code cannot reproduce must be recognised as such (``logistic_spec`` /
@@ -31,21 +31,32 @@ import numpy as np
 import pytest
 from scipy.linalg import LinAlgWarning
 from scipy.special import expit
-from threadpoolctl import threadpool_limits
 from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.linear_model import (Lasso, LinearRegression, LogisticRegression, LogisticRegressionCV, Ridge,
-                                  RidgeCV)
+from sklearn.linear_model import (
+    Lasso,
+    LinearRegression,
+    LogisticRegression,
+    LogisticRegressionCV,
+    Ridge,
+    RidgeCV,
+)
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import PolynomialFeatures, StandardScaler
+from threadpoolctl import threadpool_limits
 
+from eocausal.data.folds import grouped_folds
 from eocausal.errors import SeparationError
-from eocausal.estimators.aipw import crossfit_outcome, linear_spec
-from eocausal.estimators.crossfit import grouped_folds
+from eocausal.estimators.aipw import crossfit_outcome
 from eocausal.estimators.glm import newton_logistic
 from eocausal.estimators.inference import logit_adjusted_psi
-from eocausal.estimators.propensity import (RIDGE_CS, BlockStandardizer, crossfit_propensity,
-                                            logistic_spec)
+from eocausal.estimators.learners import (
+    RIDGE_CS,
+    BlockStandardizer,
+    linear_spec,
+    logistic_spec,
+)
+from eocausal.estimators.propensity import crossfit_propensity
 from eocausal.estimators.weighting import hajek, se_from_psi
 
 N, P, K = 800, 8, 5
@@ -96,7 +107,7 @@ def test_ridge_logit_matches_logistic_regression_cv(data, grouped, n_tabular):
     g = groups if grouped else None
     folds = grouped_folds(N, g, K, 0, stratify=w)
     det: dict = {}
-    e, _ = crossfit_propensity(V, w, groups=g, fold_ids=folds, n_tabular=n_tabular, details=det, seed=0)
+    e, _ = crossfit_propensity(V, w, clusters=g, fold_ids=folds, n_tabular=n_tabular, details=det, seed=0)
 
     def make(tr):
         scaler = StandardScaler() if n_tabular is None else BlockStandardizer(n_tabular)
@@ -129,11 +140,11 @@ def test_fixed_penalty_logistic_native_equals_sklearn(data, kind, grouped):
     folds = grouped_folds(N, g, K, 0, stratify=w)
     model = FIXED[kind]()
     assert logistic_spec(model) is not None
-    e_nat, _ = crossfit_propensity(V, w, groups=g, fold_ids=folds, model=model, native=True)
-    e_skl, _ = crossfit_propensity(V, w, groups=g, fold_ids=folds, model=model, native=False)
+    e_nat, _ = crossfit_propensity(V, w, clusters=g, fold_ids=folds, propensity=model, solver="native")
+    e_skl, _ = crossfit_propensity(V, w, clusters=g, fold_ids=folds, propensity=model, solver="sklearn")
     assert np.max(np.abs(e_nat - e_skl)) < 1e-8
     # the penalty matters here (C = 0.05 shrinks strongly), so agreement is not by accident
-    e_weak, _ = crossfit_propensity(V, w, groups=g, fold_ids=folds, model=FIXED[kind]().set_params(
+    e_weak, _ = crossfit_propensity(V, w, clusters=g, fold_ids=folds, propensity=FIXED[kind]().set_params(
         **{("logisticregression__C" if kind != "alone" else "C"): 100.0}))
     assert np.max(np.abs(e_nat - e_weak)) > 1e-2
 
@@ -143,12 +154,12 @@ def test_logit_matches_newton_cholesky_reference(data):
     V, w, _, groups = data
     folds = grouped_folds(N, groups, K, 0, stratify=w)
     det: dict = {}
-    e, _ = crossfit_propensity(V, w, groups=groups, fold_ids=folds, model="logit", details=det)
+    e, _ = crossfit_propensity(V, w, clusters=groups, fold_ids=folds, propensity="logit", details=det)
     assert det["spec"].C == 1e6 and np.all(det["C"] == 1e6)
     ref, _ = _reference(V, w, folds, lambda tr: make_pipeline(
         StandardScaler(), LogisticRegression(C=1e6, solver="newton-cholesky", tol=1e-12)))
     assert np.max(np.abs(e - ref)) < 1e-8
-    e_lbfgs, _ = crossfit_propensity(V, w, groups=groups, fold_ids=folds, model="logit", native=False)
+    e_lbfgs, _ = crossfit_propensity(V, w, clusters=groups, fold_ids=folds, propensity="logit", solver="sklearn")
     assert np.max(np.abs(e - e_lbfgs)) < 1e-3
 
 
@@ -174,9 +185,9 @@ def test_unrecognised_classifiers_fall_back_to_their_own_fit(data, kind):
         det: dict = {}
         # one OpenMP thread: HistGradientBoosting's threads crawl on a busy two-core machine
         with threadpool_limits(1, user_api="openmp"):
-            e_nat, _ = crossfit_propensity(V, w, groups=groups, fold_ids=folds, model=model, native=True,
+            e_nat, _ = crossfit_propensity(V, w, clusters=groups, fold_ids=folds, propensity=model, solver="native",
                                            details=det)
-            e_skl, _ = crossfit_propensity(V, w, groups=groups, fold_ids=folds, model=model, native=False)
+            e_skl, _ = crossfit_propensity(V, w, clusters=groups, fold_ids=folds, propensity=model, solver="sklearn")
         assert det["spec"] is None and det["C"] is None
         assert np.all((e_nat > 0) & (e_nat < 1))
         np.testing.assert_array_equal(e_nat, e_skl)
@@ -187,8 +198,8 @@ def test_unrecognised_pipeline_still_fits():
     folds = grouped_folds(300, groups, 3, 0, stratify=w)
     model = make_pipeline(PolynomialFeatures(2), StandardScaler(), LogisticRegression())
     assert logistic_spec(model) is None
-    e, _ = crossfit_propensity(V, w, groups=groups, fold_ids=folds, model=model)
-    e_skl, _ = crossfit_propensity(V, w, groups=groups, fold_ids=folds, model=model, native=False)
+    e, _ = crossfit_propensity(V, w, clusters=groups, fold_ids=folds, propensity=model)
+    e_skl, _ = crossfit_propensity(V, w, clusters=groups, fold_ids=folds, propensity=model, solver="sklearn")
     np.testing.assert_array_equal(e, e_skl)
 
 
@@ -211,8 +222,8 @@ def test_outcome_native_equals_sklearn(data, kind, grouped):
     model, n_tab = OUTCOME[kind]
     assert linear_spec(model, n_tab) is not None
     folds = grouped_folds(N, groups if grouped else None, K, 0, stratify=w)
-    mu_nat = crossfit_outcome(V, y, w, folds, model, n_tabular=n_tab, native=True)
-    mu_skl = crossfit_outcome(V, y, w, folds, model, n_tabular=n_tab, native=False)
+    mu_nat = crossfit_outcome(V, y, w, folds, model, n_tabular=n_tab, solver="native")
+    mu_skl = crossfit_outcome(V, y, w, folds, model, n_tabular=n_tab, solver="sklearn")
     for a, b in zip(mu_nat, mu_skl):
         assert np.max(np.abs(a - b)) < 1e-9 * np.std(y)
 
@@ -224,8 +235,8 @@ def test_outcome_native_with_collinear_column(data):
     V[:, 3] = 2 * V[:, 2] + 1
     folds = grouped_folds(N, groups, K, 0, stratify=w)
     for model in (LinearRegression(), "linear", Ridge(3.0)):
-        mu_nat = crossfit_outcome(V, y, w, folds, model, native=True)
-        mu_skl = crossfit_outcome(V, y, w, folds, model, native=False)
+        mu_nat = crossfit_outcome(V, y, w, folds, model, solver="native")
+        mu_skl = crossfit_outcome(V, y, w, folds, model, solver="sklearn")
         for a, b in zip(mu_nat, mu_skl):
             assert np.all(np.isfinite(a))
             assert np.max(np.abs(a - b)) < 1e-9 * np.std(y)
@@ -243,8 +254,8 @@ def test_linear_spec_rejects_models_it_cannot_reproduce(model):
 def test_unrecognised_outcome_model_falls_back(data):
     V, w, y, groups = data
     folds = grouped_folds(N, groups, K, 0, stratify=w)
-    mu_nat = crossfit_outcome(V, y, w, folds, Lasso(alpha=0.1), native=True)
-    mu_skl = crossfit_outcome(V, y, w, folds, Lasso(alpha=0.1), native=False)
+    mu_nat = crossfit_outcome(V, y, w, folds, Lasso(alpha=0.1), solver="native")
+    mu_skl = crossfit_outcome(V, y, w, folds, Lasso(alpha=0.1), solver="sklearn")
     for a, b in zip(mu_nat, mu_skl):
         np.testing.assert_array_equal(a, b)
 
@@ -339,8 +350,8 @@ def _degenerate_design(seed=0, n=900):
                               "scaled LinearRegression"])
 def test_outcome_columns_constant_or_collinear_within_an_arm(model):
     V, y, w, fold = _degenerate_design()
-    a = crossfit_outcome(V, y, w, fold, model, native=False)
-    b = crossfit_outcome(V, y, w, fold, model, native=True)
+    a = crossfit_outcome(V, y, w, fold, model, solver="sklearn")
+    b = crossfit_outcome(V, y, w, fold, model, solver="native")
     # least squares with collinear columns: the minimum-norm solution in the learner's coordinates,
     # as scipy's lstsq, so even the predictions off the training rows agree
     for arm in (0, 1):
@@ -353,8 +364,8 @@ def test_logistic_column_constant_in_a_training_fold(model):
     V, _, w, fold = _degenerate_design(seed=1)
     V = V.copy()
     V[:, 5] = np.where(fold == 2, 1.0, 0.0) * (V[:, 0] > 0)  # nonzero only in fold 2: constant elsewhere
-    a, _ = crossfit_propensity(V, w, model=model, fold_ids=fold, native=False)
-    b, _ = crossfit_propensity(V, w, model=model, fold_ids=fold, native=True)
+    a, _ = crossfit_propensity(V, w, propensity=model, fold_ids=fold, solver="sklearn")
+    b, _ = crossfit_propensity(V, w, propensity=model, fold_ids=fold, solver="native")
     np.testing.assert_allclose(b, a, atol=1e-7)
 
 

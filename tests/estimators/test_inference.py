@@ -14,11 +14,11 @@ from scipy import stats
 from scipy.special import expit
 from sklearn.linear_model import LinearRegression, LogisticRegression
 
+from eocausal.data.folds import grouped_folds
 from eocausal.errors import InputError, NotEstimableError, SeparationError
 from eocausal.estimators import aipw as A
 from eocausal.estimators import inference as I
 from eocausal.estimators import weighting as W
-from eocausal.estimators.crossfit import grouped_folds
 
 
 def _data(n=2000, seed=0):
@@ -126,10 +126,38 @@ def test_score_bootstrap_se_matches_if_se_and_is_deterministic():
     se, _ = W.se_from_psi(pe.psi)
     assert boot.n_boot == B
     assert boot.std_error == pytest.approx(se, rel=_tol(B))
+    # chunking does not change the draws: replicate b's counts depend on (seed, b) only, and the
+    # totals differ at most in the last bits (BLAS summation order depends on the chunk's shape)
     again = I.bootstrap_scores(pe.psi, pe.estimate, n_boot=B, seed=1, chunk_size=7)
-    np.testing.assert_array_equal(boot.draws, again.draws)  # chunking does not change the draws
+    np.testing.assert_allclose(again.draws, boot.draws, rtol=1e-12, atol=0)
+    assert again.std_error == pytest.approx(boot.std_error, rel=1e-12)
+    # ... while another seed gives other draws (so the tolerance above can fail)
+    other = I.bootstrap_scores(pe.psi, pe.estimate, n_boot=B, seed=2)
+    assert np.max(np.abs(other.draws - boot.draws)) > se
     aipw_boot = I.bootstrap_aipw(y, w, e, 1 + V @ [1.5, 1.0], 3 + V @ [1.5, 1.0], n_boot=B, seed=1)
     np.testing.assert_allclose(aipw_boot.draws, boot.draws, rtol=1e-10)  # ATE: the same statistic
+
+
+@pytest.mark.parametrize("weights", ["normal", "rademacher", "mammen", "bayes"])
+def test_multiplier_draws_do_not_depend_on_the_chunk_size(weights):
+    psi = np.random.default_rng(0).standard_t(3, size=500)
+    g = np.arange(500) // 4
+    kw = dict(n_boot=300, weights=weights, clusters=g, seed=9)
+    whole = I.multiplier_bootstrap(psi, 0.0, **kw)
+    chunked = I.multiplier_bootstrap(psi, 0.0, chunk_size=7, **kw)
+    np.testing.assert_allclose(chunked.draws, whole.draws, rtol=1e-12, atol=1e-15 * np.abs(psi).sum())
+    assert np.std(whole.draws) > 0.5 * np.sqrt(np.sum(np.bincount(g, psi) ** 2)) / 500
+    # replicate b is drawn from (seed, b): the first 50 replicates of B = 300 and of B = 50 agree
+    head = I.multiplier_bootstrap(psi, 0.0, **{**kw, "n_boot": 50})
+    np.testing.assert_allclose(head.draws, whole.draws[:50], rtol=1e-12, atol=1e-15 * np.abs(psi).sum())
+
+
+def test_bootstrap_counts_of_a_replicate_depend_only_on_seed_and_index():
+    g = np.random.default_rng(1).integers(0, 30, size=200)
+    for counts in ("multinomial", "poisson"):
+        C = I.bootstrap_counts(200, g, n_boot=40, counts=counts, seed=3)
+        np.testing.assert_array_equal(I.bootstrap_counts(200, g, n_boot=10, counts=counts, seed=3), C[:10])
+        assert not np.array_equal(I.bootstrap_counts(200, g, n_boot=10, counts=counts, seed=4), C[:10])
 
 
 def test_bootstrap_totals_equal_explicit_counts_and_keep_clusters_whole():
@@ -205,7 +233,7 @@ def test_multiplier_bootstrap_equals_doubleml(method, ours):
     V, y, w = _data(n=500, seed=7)
     fold = grouped_folds(len(y), None, 5, 0, stratify=w)
     logit = LogisticRegression(C=np.inf, solver="newton-cholesky", tol=1e-12, max_iter=1000)  # as native Newton
-    fit = A.crossfit_aipw(V, y, w, fold, propensity=logit, outcome=LinearRegression(), clip=0.01)
+    fit = A.crossfit_aipw(V, y, w, fold, propensity=logit, outcome_model=LinearRegression(), clip=0.01)
     m = dml.DoubleMLIRM(dml.DoubleMLData.from_arrays(V, y, w), LinearRegression(), logit,
                         draw_sample_splitting=False, ps_processor_config=PSProcessorConfig(clipping_threshold=0.01))
     m.set_sample_splitting([(np.flatnonzero(fold != k), np.flatnonzero(fold == k)) for k in range(5)]).fit()
@@ -280,8 +308,15 @@ def test_bootstrap_input_errors():
         I.multiplier_bootstrap(psi, 0.0, weights="wild")
     with pytest.raises(InputError, match="clusters"):
         I.bootstrap_scores(psi, 0.0, clusters=np.arange(5))
-    with pytest.raises(InputError, match="non-finite"):
+    with pytest.raises(InputError, match=r"psi: NaN or infinite values in rows \[10\]"):
         I.multiplier_bootstrap(np.r_[psi, np.nan], 0.0)
+    for bad in (2.5, "100", True):  # n_boot must be an integer: 2.5, a string and a bool are refused
+        with pytest.raises(InputError, match="n_boot=.*expected an integer"):
+            I.bootstrap_scores(psi, 0.0, n_boot=bad)
+    with pytest.raises(InputError, match="chunk_size=0: must be at least 1"):
+        I.bootstrap_scores(psi, 0.0, chunk_size=0)
+    with pytest.raises(InputError, match="clusters: missing cluster labels"):
+        I.bootstrap_scores(psi, 0.0, clusters=np.r_[np.zeros(9), np.nan])
     # one treated unit in cluster 0 of 2: draws without cluster 0 are undefined, dropped and counted
     y, w = np.arange(6.0), np.r_[1.0, 0, 0, 0, 0, 0]
     boot = I.bootstrap_ipw(y, w, np.full(6, 0.5), n_boot=40, clusters=np.arange(6) // 3, seed=0)

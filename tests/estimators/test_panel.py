@@ -46,7 +46,7 @@ def _dummies_ols(df, regressors):
 
 def test_iid_equals_ols_with_unit_and_period_dummies():
     df = _panel()
-    fit = panel_fe(df, outcome="y", treatment="w", unit="unit", period="period", controls=["x1"], vcov="iid")
+    fit = panel_fe(df, outcome="y", treatment="w", unit="unit", period="period", controls=["x1"], se="iid")
     model, X = _dummies_ols(df, ["w", "x1"])
     ols = model.fit()
     assert fit.estimate == pytest.approx(ols.params["w"], rel=RTOL)
@@ -71,7 +71,7 @@ def test_hetero_equals_statsmodels_hc1():
 @pytest.mark.parametrize("cluster,nested", [("adm2", True), ("unit", True), ("crossing", False)])
 def test_crv1_equals_statsmodels_cluster_cov_with_fixest_factors(cluster, nested):
     df = _panel(seed=2)
-    fit = panel_fe(df, outcome="y", treatment="w", unit="unit", period="period", cluster=cluster,
+    fit = panel_fe(df, outcome="y", treatment="w", unit="unit", period="period", clusters=cluster,
                    controls=["x1"])
     model, X = _dummies_ols(df, ["w", "x1"])
     raw = model.fit(cov_type="cluster", cov_kwds={"groups": df[cluster].to_numpy(), "use_correction": False})
@@ -99,7 +99,7 @@ def test_equals_pyfixest_called_directly():
     import pyfixest as pf
 
     df = _panel(seed=3)
-    fit = panel_fe(df, outcome="y", treatment="w", unit="unit", period="period", cluster="adm2",
+    fit = panel_fe(df, outcome="y", treatment="w", unit="unit", period="period", clusters="adm2",
                    controls=["x1"], alpha=0.1)
     ref = pf.feols("y ~ w + x1 | unit + period", data=df, vcov={"CRV1": "adm2"})
     assert fit.estimate == pytest.approx(ref.coef()["w"], rel=1e-12)
@@ -113,14 +113,14 @@ def test_equals_pyfixest_called_directly():
 def test_cluster_column_is_respected():
     df = _panel(seed=4)
     kw = dict(outcome="y", treatment="w", unit="unit", period="period")
-    by_adm, by_unit = panel_fe(df, cluster="adm2", **kw), panel_fe(df, cluster="unit", **kw)
+    by_adm, by_unit = panel_fe(df, clusters="adm2", **kw), panel_fe(df, clusters="unit", **kw)
     assert by_adm.estimate == by_unit.estimate
     assert (by_adm.n_clusters, by_unit.n_clusters) == (8, 40)
     assert abs(by_adm.std_error - by_unit.std_error) > 1e-4
     # relabelling the clusters changes nothing; merging two admin units does
-    relabelled = panel_fe(df.assign(adm2=df["adm2"].map(lambda g: f"adm-{g}")), cluster="adm2", **kw)
+    relabelled = panel_fe(df.assign(adm2=df["adm2"].map(lambda g: f"adm-{g}")), clusters="adm2", **kw)
     assert relabelled.std_error == pytest.approx(by_adm.std_error, rel=1e-12)
-    merged = panel_fe(df.assign(adm2=df["adm2"].replace({1: 0})), cluster="adm2", **kw)
+    merged = panel_fe(df.assign(adm2=df["adm2"].replace({1: 0})), clusters="adm2", **kw)
     assert merged.n_clusters == 7 and abs(merged.std_error - by_adm.std_error) > 1e-4
 
 
@@ -132,17 +132,17 @@ def test_missing_values_raise_input_error():
     df = _panel()
     df.loc[7, "adm2"] = np.nan
     with pytest.raises(InputError, match="adm2"):
-        panel_fe(df, outcome="y", treatment="w", unit="unit", period="period", cluster="adm2")
+        panel_fe(df, outcome="y", treatment="w", unit="unit", period="period", clusters="adm2")
 
 
 def test_bad_inputs_raise_typed_errors():
     df = _panel()
     with pytest.raises(ColumnError, match="nope"):
-        panel_fe(df, outcome="y", treatment="w", unit="unit", period="period", cluster="nope")
+        panel_fe(df, outcome="y", treatment="w", unit="unit", period="period", clusters="nope")
     with pytest.raises(InputError, match="0/1"):
         panel_fe(df.assign(w=df["w"] * 2), outcome="y", treatment="w", unit="unit", period="period")
-    with pytest.raises(InputError, match="vcov"):
-        panel_fe(df, outcome="y", treatment="w", unit="unit", period="period", vcov="HC3")
+    with pytest.raises(InputError, match="se="):
+        panel_fe(df, outcome="y", treatment="w", unit="unit", period="period", se="HC3")
 
 
 def test_unit_observed_once_is_dropped_as_a_singleton():
@@ -150,7 +150,7 @@ def test_unit_observed_once_is_dropped_as_a_singleton():
     extra = pd.DataFrame({"unit": [999], "period": [2], "adm2": [0], "crossing": [0], "x1": [0.3],
                           "w": [1.0], "y": [7.0]})
     with_single = pd.concat([df, extra], ignore_index=True)
-    kw = dict(outcome="y", treatment="w", unit="unit", period="period", controls=["x1"], vcov="iid")
+    kw = dict(outcome="y", treatment="w", unit="unit", period="period", controls=["x1"], se="iid")
     with pytest.warns(DataQualityWarning, match=r"dropped 1 singleton observation.*from 161 to 160"):
         fit = panel_fe(with_single, **kw)
     ref = panel_fe(df, **kw)
@@ -183,7 +183,7 @@ def test_embedding_components_enter_as_controls():
     rng = np.random.default_rng(6)
     Z = rng.normal(size=(len(df), 24)) + df[["y"]].to_numpy() * rng.normal(size=24)  # informative
     fit = panel_fe(df, outcome="y", treatment="w", unit="unit", period="period", embeddings=Z,
-                   n_components=3, vcov="iid")
+                   n_components=3, se="iid")
     P = PCA(n_components=3, svd_solver="full").fit(Z)
     pcs = pd.DataFrame(P.transform(Z), columns=["p1", "p2", "p3"])
     ols = _dummies_ols(pd.concat([df, pcs], axis=1), ["w", "p1", "p2", "p3"])[0].fit()
@@ -195,7 +195,7 @@ def test_embedding_components_enter_as_controls():
     # a frame is aligned on the data's index, not by position
     Zf = pd.DataFrame(Z, index=df.index)
     shuffled = panel_fe(df, outcome="y", treatment="w", unit="unit", period="period",
-                        embeddings=Zf.sample(frac=1.0, random_state=0), n_components=3, vcov="iid")
+                        embeddings=Zf.sample(frac=1.0, random_state=0), n_components=3, se="iid")
     assert shuffled.estimate == pytest.approx(fit.estimate, rel=1e-8)
     with pytest.raises(InputError, match="n_components"):
         panel_fe(df, outcome="y", treatment="w", unit="unit", period="period", embeddings=Z, n_components=17)
@@ -207,15 +207,15 @@ def test_embeddings_constant_within_units_are_absorbed_and_reported():
     Z = rng.normal(size=(df["unit"].nunique(), 8))[df["unit"]]  # one image per unit
     with pytest.warns(DataQualityWarning, match="absorbed by the unit effects"):
         fit = panel_fe(df, outcome="y", treatment="w", unit="unit", period="period", embeddings=Z,
-                       n_components=2, vcov="iid")
-    ref = panel_fe(df, outcome="y", treatment="w", unit="unit", period="period", vcov="iid")
+                       n_components=2, se="iid")
+    ref = panel_fe(df, outcome="y", treatment="w", unit="unit", period="period", se="iid")
     assert fit.dropped == ("emb_pc1", "emb_pc2")
     assert fit.estimate == pytest.approx(ref.estimate, rel=1e-8)
 
 
 def test_to_effect_row():
     df = _panel()
-    fit = panel_fe(df, outcome="y", treatment="w", unit="unit", period="period", cluster="adm2",
+    fit = panel_fe(df, outcome="y", treatment="w", unit="unit", period="period", clusters="adm2",
                    controls=["x1"])
     row = to_effect_row(fit, trial="china-health")
     assert isinstance(row, EffectRow)

@@ -79,25 +79,6 @@ def test_trim_that_empties_an_arm_is_not_estimable():
         T.trim(e, 0.1, w=w)
 
 
-def test_stabilised_weights_change_ht_not_hajek_or_ess():
-    rng = np.random.default_rng(5)
-    x = rng.normal(size=800)
-    e = expit(0.5 + x)
-    w = (rng.uniform(size=800) < e).astype(float)
-    y = 2 * w + x + rng.normal(size=800)
-    s1, s0 = T.stabilized_weights(w, e)
-    p = w.mean()
-    np.testing.assert_allclose(s1, p * w / e)
-    np.testing.assert_allclose(s0, (1 - p) * (1 - w) / (1 - e))
-    hajek_stab = np.sum(s1 * y) / s1.sum() - np.sum(s0 * y) / s0.sum()
-    assert hajek_stab == pytest.approx(W.hajek(y, w, e).estimate, rel=1e-12)
-    ht_stab = np.mean(s1 * y - s0 * y)
-    assert abs(ht_stab - W.horvitz_thompson(y, w, e).estimate) > 0.1
-    w1, w0 = W.arm_weights(w, e, "ATE")
-    assert W.effective_sample_size(s1[w == 1]) == pytest.approx(W.effective_sample_size(w1[w == 1]), rel=1e-12)
-    assert W.effective_sample_size(s0[w == 0]) == pytest.approx(W.effective_sample_size(w0[w == 0]), rel=1e-12)
-
-
 def test_input_errors():
     with pytest.raises(InputError, match=r"\[0, 1\]"):
         T.crump_threshold(np.r_[0.2, 1.3])

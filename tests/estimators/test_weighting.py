@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import statsmodels.api as sm
+from scipy.special import expit
 
+from eocausal.errors import InputError, NotEstimableError
 from eocausal.estimators import weighting as W
 
 
@@ -48,13 +50,70 @@ def test_ht_equals_direct_computation():
     assert W.horvitz_thompson(y, w, e, "ATT").estimate == pytest.approx(att, rel=1e-12)
 
 
-def test_stabilised_weights_leave_hajek_unchanged():
-    y, w, e = _data(seed=3)
-    # Hajek is invariant to rescaling each arm's weights (stabilisation multiplies by arm share)
-    a1, a0 = W.arm_weights(w, e, "ATE")
-    p = w.mean()
-    stab = np.sum(p * a1 * y) / np.sum(p * a1) - np.sum((1 - p) * a0 * y) / np.sum((1 - p) * a0)
-    assert W.hajek(y, w, e).estimate == pytest.approx(stab, rel=1e-12)
+def test_stabilized_weights_equal_the_textbook_formulas_by_hand():
+    """ATE: Robins, Hernan and Brumback (2000); ATT/ATO: Li, Morgan and Zaslavsky's (2018) weights
+    h/e and h/(1-e), h = e or e(1-e), times the arm share over mean(h), written out unit by unit."""
+    w = np.array([1.0, 0.0, 1.0, 0.0, 0.0])
+    e = np.array([0.8, 0.4, 0.5, 0.2, 0.6])
+    p = 2 / 5  # P(W=1)
+    mean_e = (0.8 + 0.4 + 0.5 + 0.2 + 0.6) / 5  # 0.5
+    mean_v = (0.16 + 0.24 + 0.25 + 0.16 + 0.24) / 5  # mean e(1-e) = 0.21
+    hand = {
+        "ATE": ([p / 0.8, 0, p / 0.5, 0, 0],
+                [0, (1 - p) / 0.6, 0, (1 - p) / 0.8, (1 - p) / 0.4]),
+        "ATT": ([p / mean_e, 0, p / mean_e, 0, 0],
+                [0, (1 - p) * (0.4 / 0.6) / mean_e, 0, (1 - p) * (0.2 / 0.8) / mean_e,
+                 (1 - p) * (0.6 / 0.4) / mean_e]),
+        "ATO": ([p * 0.2 / mean_v, 0, p * 0.5 / mean_v, 0, 0],
+                [0, (1 - p) * 0.4 / mean_v, 0, (1 - p) * 0.2 / mean_v, (1 - p) * 0.6 / mean_v]),
+    }
+    for estimand, (h1, h0) in hand.items():
+        s1, s0 = W.stabilized_weights(w, e, estimand)
+        np.testing.assert_allclose(s1, h1, rtol=1e-14, atol=0, err_msg=estimand)
+        np.testing.assert_allclose(s0, h0, rtol=1e-14, atol=0, err_msg=estimand)
+
+
+@pytest.mark.parametrize("estimand", ["ATE", "ATT", "ATO"])
+def test_stabilized_weights_sum_to_arm_sizes_in_expectation(estimand):
+    # E[sum of an arm's stabilised weights] = the arm's expected size; the spread of the sum over
+    # 400 samples of 2,000 units is checked against that, to 5 Monte Carlo SEs
+    rng = np.random.default_rng(11)
+    sums = []
+    for _ in range(400):
+        e = expit(rng.normal(0.3, 1.0, size=2000))
+        w = (rng.uniform(size=2000) < e).astype(float)
+        s1, s0 = W.stabilized_weights(w, e, estimand)
+        sums.append((s1.sum() - w.sum(), s0.sum() - (1 - w).sum()))
+    d = np.array(sums)
+    mc_se = d.std(axis=0, ddof=1) / np.sqrt(len(d))
+    assert (np.abs(d.mean(axis=0)) < 5 * mc_se + 1e-9).all()
+
+
+def test_stabilised_weights_change_ht_not_hajek_or_ess():
+    y, w, e = _data(n=800, seed=5)
+    s1, s0 = W.stabilized_weights(w, e)
+    hajek_stab = np.sum(s1 * y) / s1.sum() - np.sum(s0 * y) / s0.sum()
+    assert hajek_stab == pytest.approx(W.hajek(y, w, e).estimate, rel=1e-12)
+    ht_stab = np.mean(s1 * y - s0 * y)
+    assert abs(ht_stab - W.horvitz_thompson(y, w, e).estimate) > 0.1
+    w1, w0 = W.arm_weights(w, e, "ATE")
+    assert W.effective_sample_size(s1[w == 1]) == pytest.approx(W.effective_sample_size(w1[w == 1]), rel=1e-12)
+    assert W.effective_sample_size(s0[w == 0]) == pytest.approx(W.effective_sample_size(w0[w == 0]), rel=1e-12)
+
+
+def test_weighting_inputs_are_checked():
+    y, w, e = _data(n=50, seed=4)
+    bad = e.copy()
+    bad[7] = 1.0
+    with pytest.raises(InputError, match=r"propensity: values must lie strictly inside \(0, 1\)"):
+        W.hajek(y, w, bad)
+    W.hajek(y, w, np.clip(bad, 0, 1), "ATO")  # overlap weights stay finite at e = 1
+    with pytest.raises(InputError, match="treatment: must hold only 0 and 1"):
+        W.stabilized_weights(w * 2, e)
+    with pytest.raises(NotEstimableError, match="no treated units"):
+        W.difference_in_means(y, np.zeros_like(w))
+    with pytest.raises(InputError, match="clusters: missing cluster labels in rows \\[2\\]"):
+        W.se_from_psi(y - y.mean(), np.r_[0.0, 1.0, np.nan, np.ones(47)])
 
 
 def test_hajek_and_se_equal_statsmodels_wls_hc0():

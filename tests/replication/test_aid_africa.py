@@ -3,7 +3,6 @@ simulated study's consistency, and the --quick run end to end."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -18,17 +17,16 @@ from eocausal.errors import ColumnError, DataFileError, DataQualityWarning, Inpu
 FOLDER = Path(__file__).resolve().parents[2] / "replication" / "aid_africa"
 
 
-def _load(name):
-    if str(FOLDER) not in sys.path:
-        sys.path.insert(0, str(FOLDER))  # simulate.py imports aiddata by name
-    spec = importlib.util.spec_from_file_location(f"aid_africa_{name}", FOLDER / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(mod)
-    return mod
+@pytest.fixture(scope="module")
+def aid(load_script):
+    """replication/aid_africa/aiddata.py as a module."""
+    return load_script(FOLDER / "aiddata.py")
 
 
-aid = _load("aiddata")
+@pytest.fixture(scope="module")
+def simulate(load_script):
+    """replication/aid_africa/simulate.py as a module (it imports aiddata by name)."""
+    return load_script(FOLDER / "simulate.py")
 
 PROJECTS = pd.DataFrame({"project_id": ["p1", "p2", "p3", "p4", "p5", "p6"],
                          "funder": ["China", "China", "World Bank", "china", "China", "WB"],
@@ -49,7 +47,7 @@ def _write(tmp_path, projects=PROJECTS, locations=LOCATIONS):
 
 
 # ----------------------------------------------------------------------------- reader
-def test_reader_normalises_codes_funders_and_drops_coarse_locations(tmp_path):
+def test_reader_normalises_codes_funders_and_drops_coarse_locations(tmp_path, aid):
     recs = aid.read_aiddata(*_write(tmp_path))
     assert list(recs.columns) == ["project_id", "funder", "sector", "start_year", "precision", "latitude",
                                   "longitude", "adm2"]
@@ -62,7 +60,7 @@ def test_reader_normalises_codes_funders_and_drops_coarse_locations(tmp_path):
     assert "p5" in set(wider["project_id"])
 
 
-def test_reader_accepts_aiddata_column_names_and_a_funder_per_release(tmp_path):
+def test_reader_accepts_aiddata_column_names_and_a_funder_per_release(tmp_path, aid):
     proj = PROJECTS.drop(columns="funder").rename(columns={"sector": "ad_sector_codes",
                                                            "start_year": "transactions_start_year"})
     loc = LOCATIONS.rename(columns={"precision": "precision_code"})
@@ -84,14 +82,14 @@ def test_reader_accepts_aiddata_column_names_and_a_funder_per_release(tmp_path):
     ("locations", "longitude", "east", InputError, r"column 'longitude'"),
     ("locations", "project_id", "p99", InputError, r"project ids \['p99'\].*not in the projects table"),
 ])
-def test_reader_errors_name_the_column_and_the_fix(tmp_path, table, column, value, exc, match):
+def test_reader_errors_name_the_column_and_the_fix(tmp_path, table, column, value, exc, match, aid):
     frames = {"projects": PROJECTS.copy(), "locations": LOCATIONS.copy()}
     frames[table].loc[0, column] = value
     with pytest.raises(exc, match=match):
         aid.read_aiddata(*_write(tmp_path, frames["projects"], frames["locations"]))
 
 
-def test_reader_missing_columns_files_and_values(tmp_path):
+def test_reader_missing_columns_files_and_values(tmp_path, aid):
     with pytest.raises(ColumnError, match=r"no 'sector' column.*ad_sector_codes.*columns=\{'sector'"):
         aid.read_aiddata(*_write(tmp_path, PROJECTS.drop(columns="sector")))
     with pytest.raises(ColumnError, match=r"locations: no 'adm2' column"):
@@ -130,7 +128,7 @@ def _neighbourhoods():
     return pd.DataFrame(rows, columns=["neighbourhood", "adm2", "period", "wealth", "wealth_pred"])
 
 
-def test_panel_treatment_and_next_period_outcome_on_a_tiny_example(tmp_path):
+def test_panel_treatment_and_next_period_outcome_on_a_tiny_example(tmp_path, aid):
     recs = aid.read_aiddata(*_write(tmp_path))
     panel = aid.build_panel(_neighbourhoods(), recs, carry_next=["wealth_pred"])
     assert [c for c, _, _ in panel.attrs["trials"]] == ["China_140", "WorldBank_110", "WorldBank_210"]
@@ -156,7 +154,7 @@ def test_panel_treatment_and_next_period_outcome_on_a_tiny_example(tmp_path):
     assert dict(zip(zip(panel["neighbourhood"], panel["t"]), keep_prior))[("n3", 1)] == 0
 
 
-def test_panel_validation_errors(tmp_path):
+def test_panel_validation_errors(tmp_path, aid):
     recs = aid.read_aiddata(*_write(tmp_path))
     nb = _neighbourhoods()
     with pytest.raises(ColumnError, match="no 'wealth' column"):
@@ -184,8 +182,8 @@ def test_panel_validation_errors(tmp_path):
 
 
 # ----------------------------------------------------------------------------- simulation
-def test_simulated_records_rebuild_the_true_placements(tmp_path):
-    sim = _load("simulate").simulate_aid(quick=True, seed=3)
+def test_simulated_records_rebuild_the_true_placements(tmp_path, aid, simulate):
+    sim = simulate.simulate_aid(quick=True, seed=3)
     paths = sim.write(tmp_path)
     projects = pd.read_csv(paths["projects"], dtype=str)
     assert projects["sector"].str.len().eq(5).any() and projects["sector"].str.contains("|", regex=False).any()
@@ -229,8 +227,8 @@ def test_quick_run_writes_its_table_and_recovers_the_fixed_effects(tmp_path):
 
 
 @pytest.mark.slow
-def test_real_file_mode_runs_the_same_design_on_user_files(tmp_path):
-    sim = _load("simulate").simulate_aid(quick=True, seed=5)
+def test_real_file_mode_runs_the_same_design_on_user_files(tmp_path, simulate):
+    sim = simulate.simulate_aid(quick=True, seed=5)
     paths = sim.write(tmp_path / "in")
     projects = pd.read_csv(paths["projects"], dtype=str)
     china = projects["funder"] == "China"
@@ -245,7 +243,7 @@ def test_real_file_mode_runs_the_same_design_on_user_files(tmp_path):
     cmd = [sys.executable, str(FOLDER / "run.py"), "--projects", str(files[0][0]), str(files[1][0]),
            "--locations", str(files[0][1]), str(files[1][1]), "--funder", "China", "World Bank",
            "--panel", str(paths["panel"]), "--calibration", str(paths["calibration"]), "--max-trials", "4",
-           "--bootstrap", "20", "--out", str(out)]
+           "--n-boot", "50", "--out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads((out / "results.json").read_text())

@@ -6,11 +6,6 @@ Reads the real Landsat scene in ../shared/data/landsat; skipped when it is absen
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,21 +21,10 @@ SETTINGS = ("A:unadjusted", "A:oracle", "A:f1", "A:f2", "A:f4", "A:f8",
 METRICS = ("bias", "bias_mcse", "rmse", "sd", "mean_se", "coverage", "coverage_mcse", "reps")
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("integrating_eo_run", RUN)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
+def quick_run(tmp_path_factory, run_quick):
     out = tmp_path_factory.mktemp("integrating_eo_quick")
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, str(RUN), "--quick", "--out", str(out)], capture_output=True,
-                          text=True, timeout=600, cwd=ROOT, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out, json.loads((out / "results.json").read_text())
+    return out, run_quick(RUN, out)
 
 
 @pytest.mark.slow
@@ -101,8 +85,8 @@ def test_quick_run_writes_the_readme_block_and_the_plot(quick_run):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_stripes_vanish_under_pooling_beyond_their_scale():
-    mod = _load()
+def test_stripes_vanish_under_pooling_beyond_their_scale(load_script):
+    mod = load_script(RUN)
     rng = np.random.default_rng(0)
     chips = rng.uniform(0, 255, size=(3, 3, mod.PX, mod.PX))
     planted = mod.plant(chips, np.array([10.0, 20.0, 30.0]), np.array([[0, 8], [16, 32], [32, 0]]),

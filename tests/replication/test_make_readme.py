@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,14 +10,10 @@ import pytest
 SCRIPT = Path(__file__).resolve().parents[2] / "replication" / "make_readme.py"
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("make_readme", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-mr = _load()
+@pytest.fixture(scope="module")
+def mr(load_script):
+    """replication/make_readme.py as a module."""
+    return load_script(SCRIPT)
 
 README = """# Replications
 
@@ -68,7 +63,7 @@ def _table_lines(text):
     return [line for line in block.strip().splitlines() if line.startswith("| [")]
 
 
-def test_table_covers_every_folder_in_order_and_says_why_rows_are_missing(tree):
+def test_table_covers_every_folder_in_order_and_says_why_rows_are_missing(tree, mr):
     assert mr.main([], root=tree) == 0
     text = (tree / "README.md").read_text()
     assert text.startswith("# Replications\n\nIntro text that must survive.")
@@ -89,7 +84,7 @@ def test_table_covers_every_folder_in_order_and_says_why_rows_are_missing(tree):
     assert "__pycache__" not in text
 
 
-def test_rewrite_is_idempotent_atomic_and_check_detects_stale_tables(tree):
+def test_rewrite_is_idempotent_atomic_and_check_detects_stale_tables(tree, mr):
     assert mr.main(["--check"], root=tree) == 1  # the README still holds "old table"
     mr.main([], root=tree)
     first = (tree / "README.md").read_text()
@@ -103,7 +98,7 @@ def test_rewrite_is_idempotent_atomic_and_check_detects_stale_tables(tree):
     assert "| new target |" in (tree / "README.md").read_text()
 
 
-def test_missing_or_repeated_markers_are_refused(tree):
+def test_missing_or_repeated_markers_are_refused(tree, mr):
     (tree / "README.md").write_text("# no markers here\n")
     with pytest.raises(ValueError, match="results:start"):
         mr.main([], root=tree)
@@ -114,14 +109,14 @@ def test_missing_or_repeated_markers_are_refused(tree):
     assert (tree / "README.md").read_text() == twice  # left untouched
 
 
-def test_malformed_rows_are_shown_not_dropped(tree):
+def test_malformed_rows_are_shown_not_dropped(tree, mr):
     (tree / "aid_africa" / "results.json").write_text(json.dumps({"rows": ["just text", {"target": "partial"}]}))
     lines = [line for line in _table_lines(mr.replace_block(README, mr.table(tree))) if "aid_africa" in line]
     assert "malformed row (not an object)" in lines[0]
     assert lines[1].startswith("| [aid_africa](aid_africa/) | partial |  |  |  |")
 
 
-def test_the_repository_readme_has_the_markers():
+def test_the_repository_readme_has_the_markers(mr):
     text = (SCRIPT.parent / "README.md").read_text()
     assert text.count(mr.START) == 1 and text.count(mr.END) == 1
     mr.replace_block(text, mr.table())  # the real folders render without error

@@ -35,25 +35,6 @@ needs_chromium = pytest.mark.skipif(
     CHROMIUM is None, reason="chromium is not installed (Debian package 'chromium'; `make test` installs it "
                              "when apt-get is available)")
 
-SMALL_STUDY = """
-[study]
-name = "browser check"
-seed = 3
-description = "A small simulated study for the headless-browser test."
-[units]
-format = "demo"
-[simulate]
-n_images = 120
-units_per_image = 2
-px = 16
-[encoder]
-n_features = 32
-[estimate]
-methods = ["dim", "ipw-hajek"]
-adjustments = ["tabular+image"]
-folds = 3
-"""
-
 #: Flags that keep Chromium off every network: all hosts unresolvable, every proxied request sent
 #: to a closed local port, and the browser's own background services (updates, sync, QUIC) off.
 OFFLINE_FLAGS = (
@@ -250,10 +231,12 @@ def assert_not_blank(pixels: np.ndarray) -> None:
 
 # ============================================================================= fixtures
 @pytest.fixture(scope="module")
-def study_out(tmp_path_factory) -> Path:
+def study_out(tmp_path_factory, small_study_toml) -> Path:
     base = tmp_path_factory.mktemp("browser")
     toml = base / "study.toml"
-    toml.write_text(SMALL_STUDY, encoding="utf-8")
+    toml.write_text(small_study_toml("browser check", 3,
+                                     description="A small simulated study for the headless-browser test.",
+                                     estimate='adjustments = ["tabular+image"]\n'), encoding="utf-8")
     return run_study(toml, base / "out").out
 
 

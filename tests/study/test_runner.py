@@ -17,22 +17,13 @@ from eocausal.study.runner import demo_study_path, run_study
 ROOT = Path(__file__).resolve().parents[2]
 CHECKS = ROOT.parent / "shared" / "checks"
 
-SMALL = """
-[study]
-name = "small <b>demo</b>"
-seed = 7
-[units]
-format = "demo"
-[simulate]
-n_images = 120
-units_per_image = 2
-px = 16
-[encoder]
-n_features = 32
-[estimate]
-methods = ["dim", "ipw-hajek"]
-folds = 3
-"""
+
+@pytest.fixture
+def study(tmp_path, small_study_toml):
+    """A small demo study file, ``tmp_path / "small.toml"``."""
+    path = tmp_path / "small.toml"
+    path.write_text(small_study_toml("small <b>demo</b>", 7))
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -85,9 +76,7 @@ def test_packaged_demo_study_is_the_repository_copy():
     assert demo_study_path().read_bytes() == (ROOT / "studies" / "demo.toml").read_bytes()
 
 
-def test_same_seed_gives_identical_outputs(tmp_path):
-    study = tmp_path / "small.toml"
-    study.write_text(SMALL)
+def test_same_seed_gives_identical_outputs(tmp_path, study):
     a = run_study(study, tmp_path / "a")
     b = run_study(study, tmp_path / "b")
     for f in ("effects.csv", "report.html", "tables/effects.md", "tables/effects.tex"):
@@ -97,9 +86,7 @@ def test_same_seed_gives_identical_outputs(tmp_path):
     assert "<b>demo</b>" not in html and "&lt;b&gt;demo&lt;/b&gt;" in html
 
 
-def test_failing_run_leaves_no_partial_output(tmp_path, monkeypatch):
-    study = tmp_path / "small.toml"
-    study.write_text(SMALL)
+def test_failing_run_leaves_no_partial_output(tmp_path, monkeypatch, study):
     out = tmp_path / "out"
 
     def boom(*a, **k):
@@ -112,9 +99,7 @@ def test_failing_run_leaves_no_partial_output(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == [study]  # no temporary folder left behind
 
 
-def test_failing_run_keeps_an_earlier_output(tmp_path, monkeypatch):
-    study = tmp_path / "small.toml"
-    study.write_text(SMALL)
+def test_failing_run_keeps_an_earlier_output(tmp_path, monkeypatch, study):
     first = run_study(study, tmp_path / "out")
     before = {p.relative_to(first.out): p.read_bytes() for p in first.out.rglob("*") if p.is_file()}
     monkeypatch.setattr("eocausal.analysis.estimate", lambda *a, **k: 1 / 0)
@@ -124,7 +109,7 @@ def test_failing_run_keeps_an_earlier_output(tmp_path, monkeypatch):
     assert before == after
 
 
-def test_cli_errors_are_one_line_and_exit_2(tmp_path, capsys):
+def test_cli_errors_are_one_line_and_exit_2(tmp_path, capsys, study):
     bad = tmp_path / "bad.toml"
     bad.write_text('[study]\nname = "x"\n[units]\nformat = "demo"\n[estimate]\nfold = 3\n')
     assert cli.main(["run", str(bad), "--out", str(tmp_path / "o")]) == 2
@@ -138,8 +123,6 @@ def test_cli_errors_are_one_line_and_exit_2(tmp_path, capsys):
     keep = tmp_path / "keep"
     keep.mkdir()
     (keep / "thesis.tex").write_text("precious")
-    study = tmp_path / "small.toml"
-    study.write_text(SMALL)
     assert cli.main(["run", str(study), "--out", str(keep), "--quiet"]) == 2
     assert (keep / "thesis.tex").read_text() == "precious" and len(list(keep.iterdir())) == 1
 
@@ -155,11 +138,9 @@ def test_console_script_runs(tmp_path):
     assert r.returncode == 0, r.stderr
 
 
-def test_cli_embed_and_report(tmp_path, capsys):
+def test_cli_embed_and_report(tmp_path, capsys, study):
     import numpy as np
 
-    study = tmp_path / "small.toml"
-    study.write_text(SMALL)
     out = tmp_path / "emb.npz"
     assert cli.main(["embed", str(study), "--out", str(out), "--cache", str(tmp_path / "cache"), "--quiet"]) == 0
     with np.load(out, allow_pickle=False) as z:

@@ -7,7 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from eocausal.debias import Tweedie, check_calibration, compare_debiasers, debiased_effects
+import eocausal
+
+from eocausal import debiased_effects
+from eocausal.debias import Tweedie, check_calibration, compare_debiasers
 from eocausal.errors import DebiasWarning, InputError
 
 RHO, MU, SY = 0.5, 40.0, 10.0
@@ -34,7 +37,7 @@ def _est(tab, outcome_type, trial=None):
 
 def test_attenuation_and_its_removal():
     d = _world(n=20_000, n_cal=3000, tau=4.0)
-    tab = debiased_effects(d["p"], d["w"], calibration=(d["p_cal"], d["y_cal"]), bootstrap=100, seed=1)
+    tab = debiased_effects(d["p"], d["w"], calibration=(d["p_cal"], d["y_cal"]), n_boot=100, seed=1)
     naive, lcc, tw = (_est(tab, k) for k in ("predicted", "predicted+lcc", "predicted+tweedie"))
     assert naive.method == "dim" and naive.outcome_type == "predicted"
     assert abs(naive.estimate - RHO * 4.0) < 4 * naive.std_error  # slope about rho
@@ -48,9 +51,9 @@ def test_attenuation_and_its_removal():
 def test_delta_and_bootstrap_ses_agree():
     d = _world(n=4000, n_cal=500, tau=3.0, seed=2)
     B = 400
-    kw = dict(calibration=(d["p_cal"], d["y_cal"]), debiasers=("naive", "lcc"), bootstrap=B, seed=3)
+    kw = dict(calibration=(d["p_cal"], d["y_cal"]), debiasers=("naive", "lcc"), n_boot=B, seed=3)
     boot = debiased_effects(d["p"], d["w"], se="bootstrap", **kw)
-    delta = debiased_effects(d["p"], d["w"], se="delta", **kw)
+    delta = debiased_effects(d["p"], d["w"], se="if", **kw)
     tol = 3 / np.sqrt(2 * B)  # Monte Carlo error of a bootstrap SD, three times over
     for ot in ("predicted", "predicted+lcc"):
         b, a = _est(boot, ot), _est(delta, ot)
@@ -75,21 +78,21 @@ def test_many_trials_in_one_call_match_single_calls():
                                   "propensity": e}))
     trials = pd.concat(recs)
     cal = (d["p_cal"], d["y_cal"])
-    tab = debiased_effects(p, trials=trials, calibration=cal, bootstrap=50, seed=5)
+    tab = debiased_effects(p, trials=trials, calibration=cal, n_boot=50, seed=5)
     assert len(tab) == 4 * 3
     assert {r.method for r in tab} == {"ipw-hajek"} and {r.trial for r in tab} == {"T0", "T1", "T2", "T3"}
     assert all(np.isfinite(r.p_holm) for r in tab)
     sub = trials[trials.trial == "T2"]
     pos = pd.Index(ids).get_indexer(sub.unit)
-    one = debiased_effects(d["p"][pos], sub.treated.to_numpy(), e=sub.propensity.to_numpy(), calibration=cal,
-                           bootstrap=50, seed=5)
+    one = debiased_effects(d["p"][pos], sub.treated.to_numpy(), propensity_scores=sub.propensity.to_numpy(), calibration=cal,
+                           n_boot=50, seed=5)
     for ot in ("predicted", "predicted+lcc", "predicted+tweedie"):
         assert _est(tab, ot, "T2").estimate == pytest.approx(_est(one, ot).estimate, rel=1e-6)
     # a mapping of trials works as well (difference in means)
-    tab2 = debiased_effects(p, trials={"a": (ids[:100], ids[100:300])}, calibration=cal, bootstrap=20)
+    tab2 = debiased_effects(p, trials={"a": (ids[:100], ids[100:300])}, calibration=cal, n_boot=50)
     assert {r.method for r in tab2} == {"dim"} and {r.n for r in tab2} == {300}
     # same seed, same table
-    again = debiased_effects(p, trials=trials, calibration=cal, bootstrap=50, seed=5)
+    again = debiased_effects(p, trials=trials, calibration=cal, n_boot=50, seed=5)
     pd.testing.assert_frame_equal(tab.tidy(), again.tidy())
 
 
@@ -100,10 +103,10 @@ def test_dataframe_map_with_named_columns():
                         "treated": d["w"], "x1": rng.normal(size=1200), "x2": rng.normal(size=1200)})
     tab = debiased_effects(gdf, "treated", prediction_col="iwi_pred", unit_ids="id", clusters="adm2",
                            calibration=(d["p_cal"], d["y_cal"]), calibration_ids=[f"cal{i}" for i in range(1500)],
-                           debiasers=("naive", "lcc"), bootstrap=20)
+                           debiasers=("naive", "lcc"), n_boot=50)
     assert {r.n_clusters for r in tab} == {60} and any("disjoint" in n for n in tab.notes)
-    tab = debiased_effects(gdf, "treated", prediction_col="iwi_pred", confounders=["x1", "x2"], method="aipw",
-                           e=np.full(1200, 0.5), calibration=(d["p_cal"], d["y_cal"]), debiasers=("lcc",), se="delta")
+    tab = debiased_effects(gdf, "treated", prediction_col="iwi_pred", confounders=["x1", "x2"], methods=["aipw"],
+                           propensity_scores=np.full(1200, 0.5), calibration=(d["p_cal"], d["y_cal"]), debiasers=("lcc",), se="if")
     assert tab.rows[0].method == "aipw" and np.isfinite(tab.rows[0].std_error)
     with pytest.raises(InputError, match="not column"):
         debiased_effects(gdf, "treated", prediction_col="iwi_pred", clusters="adm3", calibration=(d["p_cal"], d["y_cal"]))
@@ -116,14 +119,14 @@ def test_cluster_bootstrap_ppi_observed_and_ht():
     rng = np.random.default_rng(7)
     lab = np.where(rng.uniform(size=3000) < 0.2, d["y"], np.nan)
     g = np.arange(3000) // 6
-    tab = debiased_effects(d["p"], d["w"], e=np.full(3000, 0.5), calibration=(d["p_cal"], d["y_cal"]),
-                           labels=lab, clusters=g, method=("ipw-hajek", "ipw-ht"), bootstrap=60, seed=8)
+    tab = debiased_effects(d["p"], d["w"], propensity_scores=np.full(3000, 0.5), calibration=(d["p_cal"], d["y_cal"]),
+                           labels=lab, clusters=g, methods=["ipw-hajek", "ipw-ht"], n_boot=60, seed=8)
     assert {r.outcome_type for r in tab} == {"predicted", "predicted+lcc", "predicted+tweedie", "ppi"}
     assert all(r.n_clusters == 500 and "clustered" in r.se_type for r in tab)
     ppi = [r for r in tab if r.outcome_type == "ppi"]
     assert all(np.isfinite(r.std_error) and abs(r.estimate - 2.0) < 4 * r.std_error for r in ppi)
     obs = debiased_effects(d["p"], d["w"], calibration=(d["p_cal"], d["y_cal"]), labels=d["y"],
-                           debiasers=("observed", "naive"), bootstrap=30)
+                           debiasers=("observed", "naive"), n_boot=50)
     truth = d["y"][d["w"] == 1].mean() - d["y"][d["w"] == 0].mean()
     assert _est(obs, "observed").estimate == pytest.approx(truth)
 
@@ -136,23 +139,23 @@ def test_aipw_lcc_is_naive_over_k():
     w = (rng.uniform(size=n) < e).astype(float)
     y = MU + 2 * w + 3 * x[:, 0] + rng.normal(0, SY, n)
     d = _world(seed=10)
-    tab = debiased_effects(_predict(y, rng), w, e=e, confounders=x, method="aipw",
-                           calibration=(d["p_cal"], d["y_cal"]), debiasers=("naive", "lcc"), se="delta")
+    tab = debiased_effects(_predict(y, rng), w, propensity_scores=e, confounders=x, methods=["aipw"],
+                           calibration=(d["p_cal"], d["y_cal"]), debiasers=("naive", "lcc"), se="if")
     from eocausal.debias import LinearCalibration
 
     k = LinearCalibration().fit(d["p_cal"], d["y_cal"]).slope_
     assert _est(tab, "predicted+lcc").estimate == pytest.approx(_est(tab, "predicted").estimate / k, rel=1e-9)
     sub = slice(0, 1000)  # propensities estimated from the confounders (cross-fitted logit)
-    boot = debiased_effects(_predict(y[sub], rng), w[sub], confounders=x[sub], method="aipw", propensity="logit",
+    boot = debiased_effects(_predict(y[sub], rng), w[sub], confounders=x[sub], methods=["aipw"], propensity="logit",
                             calibration=(d["p_cal"], d["y_cal"]), debiasers=("lcc", Tweedie(density_on="map")),
-                            bootstrap=30)
+                            n_boot=50)
     assert all(np.isfinite(r.std_error) and r.adjustment == "tabular" for r in boot)
 
 
 def test_calibration_overlapping_trials_is_refused_unless_allowed():
     d = _world(n=500, n_cal=200, seed=11)
     ids = np.arange(1000, 1500)
-    kw = dict(calibration=(d["p_cal"], d["y_cal"]), unit_ids=ids, bootstrap=10)
+    kw = dict(calibration=(d["p_cal"], d["y_cal"]), unit_ids=ids, n_boot=50)
     overlapping = np.r_[ids[:5], np.arange(5000, 5195)]
     with pytest.raises(InputError, match="5 calibration units are also trial units"):
         debiased_effects(d["p"], d["w"], calibration_ids=overlapping, **kw)
@@ -175,12 +178,12 @@ def test_bad_inputs():
         debiased_effects(d["p"], d["w"], calibration=(np.full(200, 40.0), d["y_cal"]))
     with pytest.raises(InputError, match="NaN"):
         debiased_effects(d["p"], d["w"], calibration=(d["p_cal"], np.r_[d["y_cal"][:-1], np.nan]))
-    with pytest.raises(InputError, match="w= .* or trials="):
+    with pytest.raises(InputError, match="treatment= .* or trials="):
         debiased_effects(d["p"], calibration=cal)
     with pytest.raises(InputError, match="propensities"):
-        debiased_effects(d["p"], d["w"], calibration=cal, method="ipw-hajek")
+        debiased_effects(d["p"], d["w"], calibration=cal, methods=["ipw-hajek"])
     with pytest.raises(InputError, match="strictly inside"):
-        debiased_effects(d["p"], d["w"], e=np.r_[0.0, np.full(499, 0.5)], calibration=cal)
+        debiased_effects(d["p"], d["w"], propensity_scores=np.r_[0.0, np.full(499, 0.5)], calibration=cal)
     with pytest.raises(InputError, match="debiasers"):
         debiased_effects(d["p"], d["w"], calibration=cal, debiasers=("magic",))
 
@@ -188,7 +191,7 @@ def test_bad_inputs():
 def test_warnings_say_what_to_do():
     d = _world(n=500, n_cal=60, seed=13)
     with pytest.warns(DebiasWarning, match="60 labelled units .*add calibration labels"):
-        debiased_effects(d["p"], d["w"], calibration=(d["p_cal"], d["y_cal"]), bootstrap=10)
+        debiased_effects(d["p"], d["w"], calibration=(d["p_cal"], d["y_cal"]), n_boot=50)
     rng = np.random.default_rng(14)
     y = rng.normal(size=300)
     with pytest.warns(DebiasWarning, match=r"slope.*k = 0\.0?9"):
@@ -206,3 +209,27 @@ def test_compare_debiasers_recommends_a_correction():
     assert t.loc["naive", "slope"] == pytest.approx(RHO, abs=0.05)
     assert abs(t.loc["lcc", "slope"] - 1) < 0.05 and abs(t.loc["tweedie", "slope"] - 1) < 0.08
     assert cmp.recommended in ("lcc", "tweedie") and "Recommended" in str(cmp)
+
+
+def test_observed_rows_are_the_rows_of_estimate():
+    """One per-trial core: the 'observed' rows of debiased_effects are estimate()'s rows on the labels,
+    with the same folds, propensities, outcome models, SEs and p-value adjustment across trials."""
+    rng = np.random.default_rng(21)
+    n = 1200
+    x = rng.normal(size=(n, 2))
+    e = 1 / (1 + np.exp(-0.8 * x[:, 0]))
+    w = (rng.uniform(size=n) < e).astype(float)
+    y = MU + 2 * w + 3 * x[:, 0] + rng.normal(0, SY, n)
+    g = np.arange(n) // 3
+    d = _world(seed=22)
+    settings = dict(methods=["ipw-hajek", "aipw"], outcome_model="linear", propensity="logit", folds=4, seed=9)
+    tab = debiased_effects(_predict(y, rng), w, calibration=(d["p_cal"], d["y_cal"]), labels=y, confounders=x,
+                           clusters=g, debiasers=("observed", "naive"), se="if", **settings)
+    df = pd.DataFrame({"y": y, "w": w, "x1": x[:, 0], "x2": x[:, 1], "g": g})
+    ref = eocausal.estimate(df, treatment="w", outcome="y", confounders=["x1", "x2"], clusters="g", **settings)
+    for m in ("ipw-hajek", "aipw"):
+        a = ref.row(method=m, adjustment="tabular")
+        b = [r for r in tab if r.method == m and r.outcome_type == "observed"][0]
+        assert b.estimate == pytest.approx(a.estimate, rel=1e-10)
+        assert b.std_error == pytest.approx(a.std_error, rel=1e-10)
+        assert (b.folds, b.propensity, b.se_type.split(",")[0]) == (a.folds, a.propensity, a.se_type.split(",")[0])

@@ -1,4 +1,4 @@
-"""Rank-weighted average treatment effects (RATE), as grf defines them.
+"""Rank-weighted average treatment effects (RATE), as grf defines them: :func:`rate`.
 
 Definitions (Yadlowsky, Fleming, Shah, Brunskill and Wager 2021, "Evaluating treatment
 prioritization rules via rank-weighted average treatment effects", arXiv:2111.07966; grf's
@@ -15,10 +15,10 @@ priorities replace each Gamma_i by the group's mean. With C_j the sum of the fir
   TOC(q) = (C_floor(x) + (x - floor(x)) Gamma_(floor(x)+1)) / x - mean(Gamma), i.e. the
   average of the top fraction q counting the unit at the boundary fractionally (grf's rule).
 
-Standard errors: half-sample bootstrap over clusters. Each of B draws takes floor(G/2) of the
+Standard errors: half-sample bootstrap over clusters. Each of ``n_boot`` draws takes floor(G/2) of the
 G clusters without replacement (all units of a drawn cluster together, none of the others),
 recomputes the statistic on those units (their own sort order, tie groups, mean and TOC) and
-the SE is the standard deviation of the B draws, with no rescaling (sampling half without
+the SE is the standard deviation of the draws, with no rescaling (sampling half without
 replacement already has the variance of the full-sample estimate). A paired comparison of two
 priority rules computes both on the same draws and reports the SD of the differences. The
 nuisance models behind Gamma are not refitted (grf does the same).
@@ -35,7 +35,7 @@ the cumulative sum is piecewise linear within a group (see :func:`_grouped`). Up
 :data:`MATRIX_MAX_UNITS` units, blocks of draws are evaluated at once as (draws x n) 0/1
 weight matrices (cumulative sums along the sorted axis give each included unit's rank c, and
 the sums above become sum_i w_i g_i H(c_i - 1) and sum_i w_i g_i c_i); above it, draw by draw
-on the included units. The draws are exact uniform half-samples, generated for all B at once:
+on the included units. The draws are exact uniform half-samples, generated for all at once:
 random bits, then each draw's surplus (or deficit) of included clusters is removed (added)
 uniformly at random.
 
@@ -66,6 +66,7 @@ from statistics import NormalDist
 import numpy as np
 import pandas as pd
 
+from eocausal.diagnostics._cate_input import as_cate_result
 from eocausal.errors import InputError
 
 TARGETS = ("AUTOC", "QINI")
@@ -82,19 +83,21 @@ class RateResult:
     Attributes
     ----------
     estimate, std_error : float
-        RATE (AUTOC or QINI) of ``priority`` and the SD of the half-sample draws (NaN when B < 2).
+        RATE (AUTOC or QINI) of ``priority`` and the SD of the half-sample draws (NaN when
+        ``n_boot`` < 2).
     target : {'AUTOC', 'QINI'}
     toc : pandas.DataFrame
         Columns ``q, toc, std_error, lower, upper``: the TOC curve on the grid q with bootstrap
-        SEs and pointwise normal intervals at ``level``.
-    B : int
+        SEs and pointwise normal intervals at 1 - ``alpha``.
+    n_boot : int
         Number of half-sample draws.
     n, n_clusters : int
         Units and clusters (clusters = units when none are given).
-    draws : numpy.ndarray (B,)
+    draws : numpy.ndarray (n_boot,)
         The statistic on each half-sample.
-    level : float
-        Confidence level of ``toc.lower/upper`` and :meth:`conf_int`'s default.
+    alpha : float
+        Significance level of ``toc.lower/upper``, :meth:`tidy` and :meth:`conf_int`'s default
+        (0.05: 95% intervals).
     compare_estimate, compare_std_error : float or None
         The same for the second priority rule of a paired comparison.
     diff, diff_se : float or None
@@ -108,11 +111,11 @@ class RateResult:
     std_error: float
     target: str
     toc: pd.DataFrame
-    B: int
+    n_boot: int
     n: int
     n_clusters: int
     draws: np.ndarray = field(repr=False)
-    level: float = 0.95
+    alpha: float = 0.05
     compare_estimate: float | None = None
     compare_std_error: float | None = None
     diff: float | None = None
@@ -120,14 +123,17 @@ class RateResult:
     compare_toc: pd.DataFrame | None = field(default=None, repr=False)
     compare_draws: np.ndarray | None = field(default=None, repr=False)
 
-    def conf_int(self, level: float | None = None) -> tuple[float, float]:
-        """Normal interval estimate +- z * std_error."""
-        z = _NORMAL.inv_cdf(0.5 + (self.level if level is None else level) / 2)
+    def conf_int(self, alpha: float | None = None) -> tuple[float, float]:
+        """Normal interval estimate +- z_(1 - alpha/2) * std_error (default: the result's ``alpha``)."""
+        a = self.alpha if alpha is None else alpha
+        if not 0 < a < 1:
+            raise InputError(f"alpha={a}: must lie in (0, 1); 0.05 gives a 95% interval")
+        z = _NORMAL.inv_cdf(1 - a / 2)
         return self.estimate - z * self.std_error, self.estimate + z * self.std_error
 
     def tidy(self) -> pd.DataFrame:
         """One row per rule (and one for the difference): estimate, SE, interval, two-sided p."""
-        z = _NORMAL.inv_cdf(0.5 + self.level / 2)
+        z = _NORMAL.inv_cdf(1 - self.alpha / 2)
         rows = [("priority", self.estimate, self.std_error)]
         if self.diff is not None:
             rows += [("compare", self.compare_estimate, self.compare_std_error),
@@ -137,14 +143,14 @@ class RateResult:
             p = float(2 * (1 - _NORMAL.cdf(abs(est / se)))) if se and se > 0 else np.nan
             out.append({"rule": rule, "target": self.target, "estimate": est, "std_error": se,
                         "ci_low": est - z * se, "ci_high": est + z * se, "p_value": p,
-                        "B": self.B, "n": self.n, "n_clusters": self.n_clusters})
+                        "n_boot": self.n_boot, "n": self.n, "n_clusters": self.n_clusters})
         return pd.DataFrame(out)
 
     def summary(self) -> str:
         """Plain-text table (no timestamps)."""
         head = (f"RATE ({self.target}, grf definition); n = {self.n}, clusters = {self.n_clusters}, "
-                f"half-sample bootstrap B = {self.B}")
-        return head + "\n" + self.tidy().drop(columns=["target", "B", "n", "n_clusters"]).to_string(
+                f"half-sample bootstrap n_boot = {self.n_boot}")
+        return head + "\n" + self.tidy().drop(columns=["target", "n_boot", "n", "n_clusters"]).to_string(
             index=False, float_format=lambda v: f"{v:.4f}")
 
 
@@ -319,29 +325,29 @@ def _fix_counts(bits: np.ndarray, k: int, rng: np.random.Generator) -> None:
         rows = rows[d[rows] != 0]
 
 
-def _mask_chunks(n_clusters: int, B: int, seed: int | None):
+def _mask_chunks(n_clusters: int, n_boot: int, seed: int | None):
     """Yield blocks of half-sample masks (rows, G); the blocking depends on G only."""
     G = int(n_clusters)
     k = G // 2
     rng = np.random.default_rng(seed)
     per = max(1, _CHUNK // max(G, 1))
-    for s in range(0, B, per):
-        rows = min(per, B - s)
+    for s in range(0, n_boot, per):
+        rows = min(per, n_boot - s)
         raw = rng.integers(0, 256, size=(rows, (G + 7) // 8), dtype=np.uint8)
         bits = np.unpackbits(raw, axis=1, count=G).view(bool)
         _fix_counts(bits, k, rng)
         yield bits
 
 
-def half_sample_masks(n_clusters: int, B: int, seed: int | None = 0) -> np.ndarray:
-    """The B half-sample draws :func:`rate` uses, as a boolean (B, G) matrix over clusters.
+def half_sample_masks(n_clusters: int, n_boot: int, seed: int | None = 0) -> np.ndarray:
+    """The half-sample draws :func:`rate` uses, as a boolean (n_boot, G) matrix over clusters.
 
     Row b selects exactly floor(G/2) clusters (cluster codes in sorted order of the labels).
     Each row is a uniformly random subset of that size: random bits, then the surplus (or
     deficit) is removed (or added) uniformly at random; the procedure is invariant to permuting
     the clusters and always returns floor(G/2) of them. The same ``seed`` gives the same draws.
     """
-    chunks = list(_mask_chunks(n_clusters, B, seed))
+    chunks = list(_mask_chunks(n_clusters, n_boot, seed))
     return np.vstack(chunks) if chunks else np.zeros((0, int(n_clusters)), bool)
 
 
@@ -385,33 +391,42 @@ def _matrix_statistics(rule: _Sorted, kernel: _Kernel, Wt: np.ndarray) -> tuple[
     return val, toc
 
 
-def rate(priority, scores, *, target: str = "AUTOC", clusters=None, B: int = 200, seed: int | None = 0,
-         compare=None, q=None, level: float = 0.95) -> RateResult:
+def rate(priority, scores=None, *, target: str = "AUTOC", clusters=None, n_boot: int = 200,
+         seed: int | None = 0, compare=None, q=None, alpha: float = 0.05) -> RateResult:
     """Rank-weighted average treatment effect of a priority rule (grf's definition).
+
+    Two forms, as grf's ``rank_average_treatment_effect`` and its ``.fit`` twin:
+    ``rate(result)`` with a :class:`~eocausal.estimators.cate.CateResult` (its out-of-fold
+    predictions ``tau_hat`` as the priority, its doubly robust ``scores`` and its ``clusters``),
+    or ``rate(priority, scores)`` with priorities and scores computed elsewhere.
 
     Parameters
     ----------
-    priority : array (n,)
-        Priority scores S_i (higher = treat first), e.g. out-of-fold CATE predictions. They
-        must come from a model that never saw unit i's outcome.
-    scores : array (n,)
-        Doubly robust scores Gamma_i (e.g. AIPW scores with out-of-fold nuisances).
+    priority : CateResult or array (n,)
+        A CATE result, or priority scores S_i (higher = treat first), e.g. out-of-fold CATE
+        predictions. They must come from a model that never saw unit i's outcome.
+    scores : array (n,), optional
+        Doubly robust scores Gamma_i (e.g. AIPW scores with out-of-fold nuisances). Required
+        with an array ``priority``; not allowed with a CateResult (it carries its own).
     target : {'AUTOC', 'QINI'}
         AUTOC weights every TOC_j by 1 (power when few units benefit); QINI by j/n (power when
         effects vary across the whole population).
     clusters : array (n,), optional
-        Cluster labels: the half-sample bootstrap draws whole clusters. None: each unit its own.
-    B : int
-        Half-sample draws (grf's default 200). B = 0 computes the estimate and TOC only.
+        Cluster labels: the half-sample bootstrap draws whole clusters. None: the CateResult's
+        clusters, or each unit its own.
+    n_boot : int
+        Half-sample draws (grf's default 200). 0 computes the estimate and TOC only.
     seed : int or None
         Seeds the draws.
-    compare : array (n,), optional
+    compare : CateResult or array (n,), optional
         A second priority rule, evaluated on the same draws (paired comparison): ``diff`` and
-        ``diff_se`` give RATE(priority) - RATE(compare) and its SE.
+        ``diff_se`` give RATE(priority) - RATE(compare) and its SE. A CateResult (fitted on the
+        same units) stands for its ``tau_hat``.
     q : sequence of float, optional
         Grid for the TOC curve, increasing in (0, 1] and ending at 1 (default 0.1, ..., 1).
-    level : float
-        Confidence level of the pointwise TOC intervals.
+    alpha : float
+        Significance level of the pointwise TOC intervals and of :meth:`RateResult.tidy`
+        (0.05: 95% intervals).
 
     Returns
     -------
@@ -420,8 +435,9 @@ def rate(priority, scores, *, target: str = "AUTOC", clusters=None, B: int = 200
     Raises
     ------
     InputError
-        Wrong shapes, non-finite values, an unknown target, or fewer than 4 clusters with B > 0
-        (a half-sample needs at least 2 clusters).
+        Wrong shapes, non-finite values, an unknown target, ``scores`` missing (arrays) or given
+        twice (CateResult), a ``compare`` result fitted on other units, or fewer than 4 clusters
+        with ``n_boot`` > 0 (a half-sample needs at least 2 clusters).
 
     Notes
     -----
@@ -433,23 +449,39 @@ def rate(priority, scores, *, target: str = "AUTOC", clusters=None, B: int = 200
     t = str(target).upper()
     if t not in TARGETS:
         raise InputError(f"target={target!r}: use 'AUTOC' or 'QINI'")
+    res = as_cate_result(priority)
+    if res is not None:
+        if scores is not None:
+            raise InputError("scores: given together with a CateResult, which carries its own doubly robust "
+                             "scores; pass rate(result), or rate(priority, scores) with arrays")
+        priority, scores = res.tau_hat, res.scores
+        clusters = res.clusters if clusters is None else clusters
+    elif scores is None:
+        raise InputError("scores: required when priority is an array; pass the doubly robust scores, "
+                         "rate(priority, scores), or a CateResult alone, rate(result)")
     scores = _vector(scores, "scores")
     n = len(scores)
     if n < 2:
         raise InputError(f"scores: need at least 2 units, got {n}")
     priority = _vector(priority, "priority", n)
+    other_res = as_cate_result(compare)
+    if other_res is not None:
+        if other_res.n != n or (res is not None and not np.array_equal(other_res.y, res.y)):
+            raise InputError(f"compare: the CateResult was fitted on other units ({other_res.n} units; {n} here, "
+                             "or the same number with other outcomes); compare rules fitted on the same units")
+        compare = other_res.tau_hat
     other = _vector(compare, "compare", n) if compare is not None else None
-    B = int(B)
-    if B < 0:
-        raise InputError(f"B={B}: the number of half-sample draws must be >= 0")
-    if not 0 < level < 1:
-        raise InputError(f"level={level}: must lie in (0, 1)")
+    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 0:
+        raise InputError(f"n_boot={n_boot!r}: the number of half-sample draws must be an integer >= 0")
+    B = int(n_boot)
+    if not 0 < alpha < 1:
+        raise InputError(f"alpha={alpha}: must lie in (0, 1); 0.05 gives 95% intervals")
     qg = _check_q(q)
     codes, G = _cluster_codes(clusters, n)
     if B > 0 and G // 2 < 2:
         raise InputError(
             f"clusters: {G} cluster(s); a half-sample bootstrap needs at least 4 (2 per half). "
-            "Pass finer clusters, or B=0 for the estimate alone")
+            "Pass finer clusters, or n_boot=0 for the estimate alone")
 
     rules = [_Sorted(priority, scores)] + ([_Sorted(other, scores)] if other is not None else [])
     kernel = _Kernel(n, qg, t)
@@ -478,7 +510,7 @@ def rate(priority, scores, *, target: str = "AUTOC", clusters=None, B: int = 200
                     draws[r, b + i], toc_draws[r, b + i] = out
         b += len(masks)
 
-    z = _NORMAL.inv_cdf(0.5 + level / 2)
+    z = _NORMAL.inv_cdf(1 - alpha / 2)
 
     def sd(a, axis=0):
         return np.std(a, axis=axis, ddof=1) if B >= 2 else np.full(np.shape(a)[1:] if np.ndim(a) > 1 else (), np.nan)
@@ -493,5 +525,5 @@ def rate(priority, scores, *, target: str = "AUTOC", clusters=None, B: int = 200
         kw = dict(compare_estimate=est[1][0], compare_std_error=float(sd(draws[1])),
                   diff=est[0][0] - est[1][0], diff_se=float(sd(draws[0] - draws[1])),
                   compare_toc=toc_frame(1), compare_draws=draws[1])
-    return RateResult(estimate=est[0][0], std_error=float(sd(draws[0])), target=t, toc=toc_frame(0), B=B,
-                      n=n, n_clusters=G, draws=draws[0], level=level, **kw)
+    return RateResult(estimate=est[0][0], std_error=float(sd(draws[0])), target=t, toc=toc_frame(0), n_boot=B,
+                      n=n, n_clusters=G, draws=draws[0], alpha=alpha, **kw)

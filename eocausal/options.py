@@ -1,0 +1,236 @@
+"""One options object for estimation: :class:`EstimateOptions`.
+
+It is the single source of the settings of :func:`eocausal.estimate`, of
+:func:`eocausal.debiased_effects`, of the study file's ``[estimate]`` section (its keys, types,
+defaults, allowed values and error messages are derived from the fields below), of the runner
+and of the manifest. Nothing copies the list of settings by hand: the study schema calls
+:func:`toml_schema`, ``estimate(**settings)`` builds an ``EstimateOptions`` and the manifest
+records :meth:`EstimateOptions.to_dict`.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from eocausal._types import ADJUSTMENTS, ESTIMANDS, METHODS, OUTCOME_MODELS, PROPENSITY_MODELS, SOLVERS
+from eocausal.errors import InputError
+
+#: adjustment sets a user can ask for ('none' is the difference in means')
+ADJUSTMENT_SETS = ADJUSTMENTS[1:]
+SE_TYPES = ("if", "bootstrap")
+CI_TYPES = ("normal", "percentile")
+IPW_SE = ("auto", "corrected", "known-e")
+TRIM_RULES = ("optimal", "rule-of-thumb")
+
+__all__ = ["EstimateOptions", "toml_schema", "METHODS", "ESTIMANDS", "ADJUSTMENT_SETS", "PROPENSITY_MODELS",
+           "OUTCOME_MODELS", "SE_TYPES", "CI_TYPES", "IPW_SE", "SOLVERS"]
+
+
+def _opt(default, *, toml: tuple[type, ...], choices: tuple | None = None, doc: str = ""):
+    """A field with its study-file type(s), allowed values and one line of documentation."""
+    return field(default=default, metadata={"toml": toml, "choices": choices, "doc": doc})
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+@dataclass(frozen=True)
+class EstimateOptions:
+    """Settings of an estimation, validated once when the object is built.
+
+    Every field is also a keyword of :func:`eocausal.estimate` and a key of the study file's
+    ``[estimate]`` section (``seed`` comes from ``[study]`` there).
+
+    Parameters
+    ----------
+    methods : list of {'dim', 'ipw-ht', 'ipw-hajek', 'aipw'}
+        Difference in means, Horvitz-Thompson IPW, Hajek IPW and cross-fitted AIPW (DML).
+    estimand : {'ATE', 'ATT', 'ATO'}
+        Target of the weighting methods (the difference in means is the ATE under randomisation;
+        AIPW estimates the ATE or the ATT).
+    adjustments : list of {'tabular', 'image', 'tabular+image'}, optional
+        Confounder sets of the weighting methods; None: every set the inputs allow.
+    folds : int
+        Cross-fitting folds (at least 2); clusters are never split between folds.
+    clip : float
+        Propensities are clipped to [clip, 1 - clip] (causalimages uses 1e-3); every unit is kept.
+    trim : float, 'optimal' or 'rule-of-thumb', optional
+        Trimming, distinct from clipping: units with a propensity outside [a, 1 - a] are dropped
+        (a given, or from Crump et al. 2009); the estimand becomes the overlap population's.
+    propensity : {'ridge-logit', 'logit', 'gbm'} or scikit-learn classifier
+        Propensity model ('ridge-logit': penalty chosen by grouped cross-validation).
+    outcome_model : {'ridge', 'linear', 'gbm'} or scikit-learn regressor
+        Outcome regressions of AIPW, fitted by arm on the cross-fitting folds.
+    seed : int or None
+        Seeds the fold assignment and randomised models.
+    alpha : float
+        1 - confidence level of the intervals (0.05: 95% intervals).
+    se : {'if', 'bootstrap'}
+        Influence-function SEs (cluster-robust with clusters) or a (cluster) bootstrap with the
+        cross-fitted nuisances held fixed.
+    n_boot : int
+        Bootstrap draws (at least 50).
+    ci : {'normal', 'percentile'}
+        Interval of the bootstrap rows; with ``repeats > 1`` only 'normal' is defined.
+    ipw_se : {'auto', 'corrected', 'known-e'}
+        Influence function of the IPW rows: corrected for the estimated logistic propensity,
+        treating the propensities as known (conservative for the ATE), or 'auto' (see
+        :data:`eocausal.analysis.CORRECTION_CLUSTERS_PER_COEF`).
+    solver : {'native', 'sklearn'}
+        'native': logistic and least-squares nuisances solved by eocausal's fold-sharing solvers
+        (the same models, solved tighter and faster); 'sklearn': each learner's own ``fit``.
+    repeats : int
+        Repeated cross-fitting: the median over ``repeats`` fold assignments (seeds seed,
+        seed + 1, ...) with Chernozhukov et al.'s (2018, eq. 3.8) SE.
+    min_arm : int
+        A trial with fewer treated or control units gives rows marked not estimable.
+    """
+
+    methods: tuple = _opt(METHODS, toml=(list,), choices=METHODS,
+                         doc="estimators to run: dim, ipw-ht, ipw-hajek, aipw")
+    estimand: str = _opt("ATE", toml=(str,), choices=ESTIMANDS, doc="ATE, ATT or ATO")
+    adjustments: tuple | None = _opt(None, toml=(list,), choices=ADJUSTMENT_SETS,
+                                    doc="confounder sets; default: every set the inputs allow")
+    folds: int = _opt(5, toml=(int,), doc="cross-fitting folds, at least 2")
+    clip: float = _opt(1e-3, toml=(int, float), doc="propensities clipped to [clip, 1 - clip]")
+    trim: Any = _opt(None, toml=(int, float, str), doc="trimming threshold in [0, 0.5), 'optimal' or 'rule-of-thumb'")
+    propensity: Any = _opt("ridge-logit", toml=(str,), choices=PROPENSITY_MODELS, doc="propensity model")
+    outcome_model: Any = _opt("ridge", toml=(str,), choices=OUTCOME_MODELS, doc="outcome model of AIPW")
+    seed: int | None = _opt(0, toml=(int,), doc="seed of folds and randomised models")
+    alpha: float = _opt(0.05, toml=(float,), doc="1 - confidence level")
+    se: str = _opt("if", toml=(str,), choices=SE_TYPES, doc="standard errors: if or bootstrap")
+    n_boot: int = _opt(1000, toml=(int,), doc="bootstrap draws, at least 50")
+    ci: str = _opt("normal", toml=(str,), choices=CI_TYPES, doc="bootstrap interval: normal or percentile")
+    ipw_se: str = _opt("auto", toml=(str,), choices=IPW_SE, doc="IPW influence function: auto, corrected, known-e")
+    solver: str = _opt("native", toml=(str,), choices=SOLVERS, doc="nuisance solver: native or sklearn")
+    repeats: int = _opt(1, toml=(int,), doc="cross-fitting splits (median rule), at least 1")
+    min_arm: int = _opt(10, toml=(int,), doc="minimum treated and control units of a trial")
+
+    def __post_init__(self) -> None:
+        m = self.methods
+        if isinstance(m, str):
+            raise InputError(f"methods={m!r}: pass a list, even of one method, e.g. methods=[{m!r}]")
+        try:
+            m = list(m)
+        except TypeError:
+            raise InputError(f"methods={m!r}: pass a list of {list(METHODS)}") from None
+        if not m:
+            raise InputError(f"methods=[]: name at least one of {list(METHODS)}")
+        bad = [x for x in m if x not in METHODS]
+        if bad:
+            raise InputError(f"methods: unknown {bad}; choose from {list(METHODS)}")
+        object.__setattr__(self, "methods", tuple(dict.fromkeys(m)))
+        if self.estimand not in ESTIMANDS:
+            raise InputError(f"estimand={self.estimand!r}: use one of {list(ESTIMANDS)}")
+        if self.adjustments is not None:
+            if isinstance(self.adjustments, str):
+                raise InputError(f"adjustments={self.adjustments!r}: pass a list, e.g. [{self.adjustments!r}]")
+            adj = list(self.adjustments)
+            bad = [a for a in adj if a not in ADJUSTMENT_SETS]
+            if bad:
+                raise InputError(f"adjustments: {bad} are not among {list(ADJUSTMENT_SETS)}")
+            object.__setattr__(self, "adjustments", tuple(adj))
+        self._check_int("folds", 2)
+        self._check_int("n_boot", 50)
+        self._check_int("repeats", 1)
+        self._check_int("min_arm", 1)
+        if not _is_number(self.clip) or not 0 <= self.clip < 0.5:
+            raise InputError(f"clip={self.clip!r}: must be a number in [0, 0.5), e.g. 1e-3")
+        object.__setattr__(self, "clip", float(self.clip))
+        if not _is_number(self.alpha) or not 0 < self.alpha < 1:
+            raise InputError(f"alpha={self.alpha!r}: must be a number in (0, 1), e.g. 0.05 for 95% intervals")
+        object.__setattr__(self, "alpha", float(self.alpha))
+        if self.trim is not None:
+            if isinstance(self.trim, str):
+                if self.trim not in TRIM_RULES:
+                    raise InputError(f"trim={self.trim!r}: use a threshold in [0, 0.5) or one of {list(TRIM_RULES)}")
+            elif not _is_number(self.trim) or not 0 <= self.trim < 0.5:
+                raise InputError(f"trim={self.trim!r}: use a threshold in [0, 0.5) or one of {list(TRIM_RULES)}")
+        if self.seed is not None and (not _is_int(self.seed) or self.seed < 0):
+            raise InputError(f"seed={self.seed!r}: use a non-negative integer, or None for unseeded")
+        for name, allowed in (("se", SE_TYPES), ("ci", CI_TYPES), ("ipw_se", IPW_SE), ("solver", SOLVERS)):
+            v = getattr(self, name)
+            if v not in allowed:
+                raise InputError(f"{name}={v!r}: use one of {list(allowed)}")
+        for name, allowed, need in (("propensity", PROPENSITY_MODELS, "predict_proba"),
+                                    ("outcome_model", OUTCOME_MODELS, "predict")):
+            v = getattr(self, name)
+            if isinstance(v, str):
+                if v not in allowed:
+                    raise InputError(f"{name}={v!r}: use one of {list(allowed)} or a scikit-learn estimator")
+            elif not (hasattr(v, "fit") and hasattr(v, need)):
+                raise InputError(f"{name}: {type(v).__name__} has no fit/{need}; pass a name from "
+                                 f"{list(allowed)} or a scikit-learn estimator")
+        if "aipw" in self.methods and self.estimand == "ATO":
+            raise InputError("methods: 'aipw' estimates the ATE or the ATT; use estimand='ATE' or 'ATT', "
+                             "or drop 'aipw' for the ATO")
+        if self.repeats > 1 and self.seed is None:
+            raise InputError("repeats: repeated cross-fitting needs a seed (splits use seed, seed + 1, ...)")
+        if self.repeats > 1 and self.se == "bootstrap" and self.ci == "percentile":
+            raise InputError("ci='percentile' with repeats > 1: the median rule over splits gives a normal "
+                             "interval only; use ci='normal' or repeats=1")
+
+    def _check_int(self, name: str, minimum: int) -> None:
+        v = getattr(self, name)
+        if not _is_int(v) or v < minimum:
+            raise InputError(f"{name}={v!r}: must be an integer of at least {minimum}")
+        object.__setattr__(self, name, int(v))
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def build(cls, options: "EstimateOptions | None" = None, **settings) -> "EstimateOptions":
+        """``options`` (or the defaults) with ``settings`` replaced; unknown names are refused."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(settings) - names)
+        if unknown:
+            raise InputError(f"unknown setting(s) {unknown}; the settings are {sorted(names)}")
+        if options is None:
+            return cls(**settings)
+        if not isinstance(options, cls):
+            raise InputError(f"options: expected an EstimateOptions, got {type(options).__name__}")
+        return replace(options, **settings) if settings else options
+
+    def to_dict(self) -> dict:
+        """Plain values for a manifest (estimators given as objects appear as their class name)."""
+        out = asdict(self)
+        out["methods"] = list(self.methods)
+        out["adjustments"] = None if self.adjustments is None else list(self.adjustments)
+        for k in ("propensity", "outcome_model"):
+            if not isinstance(out[k], str):
+                out[k] = type(getattr(self, k)).__name__
+        return out
+
+    @property
+    def propensity_name(self) -> str:
+        return self.propensity if isinstance(self.propensity, str) else type(self.propensity).__name__
+
+    @property
+    def outcome_model_name(self) -> str:
+        return self.outcome_model if isinstance(self.outcome_model, str) else type(self.outcome_model).__name__
+
+
+def toml_schema(exclude: tuple[str, ...] = ("seed",)) -> dict[str, tuple[tuple[type, ...], Any, tuple | None]]:
+    """key -> (TOML types, default, allowed values) for the study file's ``[estimate]`` section.
+
+    List-valued keys carry the allowed values of their elements. ``seed`` comes from ``[study]``.
+    """
+    out = {}
+    for f in fields(EstimateOptions):
+        if f.name in exclude:
+            continue
+        default = list(f.default) if isinstance(f.default, tuple) else f.default
+        out[f.name] = (f.metadata["toml"], default, f.metadata["choices"])
+    return out
+
+
+def field_docs() -> dict[str, str]:
+    """key -> one line of documentation (for the study-file reference)."""
+    return {f.name: f.metadata["doc"] for f in fields(EstimateOptions)}
+
