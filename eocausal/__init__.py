@@ -14,14 +14,9 @@ __version__ = "0.1.0"
 
 __getattr__, __dir__, __all__ = attach(
     __name__,
-    {
-        "Units": "eocausal.data.units",
-        "ArraySource": "eocausal.data.arrays",
-        "RasterSource": "eocausal.data.raster",
-        "RasterSequence": "eocausal.data.sequences",
-        "EmbeddingRaster": "eocausal.data.embedding_raster",
-        "read_causalimages": "eocausal.data.causalimages",
-        "read_tfrecord": "eocausal.data.causalimages",
+    {  # the data names resolve through eocausal.data's own lazy map
+        **dict.fromkeys(("Units", "ArraySource", "RasterSource", "RasterSequence", "EmbeddingRaster",
+                         "read_causalimages", "read_tfrecord"), "eocausal.data"),
         "embed": "eocausal.encoders.embed",
         "estimate": "eocausal.analysis",
         "EstimateOptions": "eocausal.options",

@@ -36,7 +36,7 @@ def _rows(mask: np.ndarray, limit: int = 8) -> str:
 
 
 def check_vector(a, name: str, n: int | None = None, finite: bool = True) -> np.ndarray:
-    """A 1-d float array of ``n`` values (any length when ``n`` is None).
+    """A 1-d float array of ``n`` values (any length when ``n`` is None); a column (n, 1) is a vector.
 
     Raises
     ------
@@ -44,21 +44,7 @@ def check_vector(a, name: str, n: int | None = None, finite: bool = True) -> np.
         Not numeric, not one-dimensional, the wrong length, or (with ``finite``) NaN or infinite
         values.
     """
-    try:
-        arr = np.asarray(a, dtype=float)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"{name}: expected numbers, got values that are not numeric ({exc}); "
-                         "encode the column as numbers first") from exc
-    if arr.ndim != 1:
-        want = "(n,)" if n is None else f"({n},)"
-        raise InputError(f"{name}: expected a 1-d array of shape {want}, got shape {arr.shape}; "
-                         "pass one value per unit")
-    if n is not None and arr.shape[0] != n:
-        raise InputError(f"{name}: expected shape ({n},), one value per unit, got shape {arr.shape}")
-    if finite and not np.isfinite(arr).all():
-        raise InputError(f"{name}: NaN or infinite values in {_rows(~np.isfinite(arr))}; "
-                         "drop or impute those units first")
-    return arr
+    return _as_array(a, name, 1, n, finite)
 
 
 def check_treatment(w, name: str = "treatment", n: int | None = None) -> np.ndarray:
@@ -86,20 +72,29 @@ def check_propensity(e, name: str = "propensity", n: int | None = None, open_int
 
 def check_matrix(X, name: str, n: int | None = None, finite: bool = True) -> np.ndarray:
     """A 2-d float array with ``n`` rows (any number when ``n`` is None)."""
+    return _as_array(X, name, 2, n, finite)
+
+
+def _as_array(a, name: str, ndim: int, n: int | None, finite: bool) -> np.ndarray:
+    """A float array of ``ndim`` dimensions and ``n`` rows; a single column counts as a vector."""
+    what = "a numeric vector" if ndim == 1 else "a numeric matrix"
     try:
-        arr = np.asarray(X, dtype=float)
+        arr = np.asarray(a, dtype=float)
     except (TypeError, ValueError) as exc:
-        raise InputError(f"{name}: expected a numeric matrix, got values that are not numeric ({exc}); "
-                         "encode those columns as numbers first") from exc
-    if arr.ndim != 2:
-        want = "(n, p)" if n is None else f"({n}, p)"
-        raise InputError(f"{name}: expected a 2-d array of shape {want}, got shape {arr.shape}; "
-                         "pass one row per unit (reshape a single column with x[:, None])")
+        raise InputError(f"{name}: expected {what}, got values that are not numeric ({exc}); "
+                         "encode them as numbers first") from exc
+    if ndim == 1 and arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    want = ("(n" if n is None else f"({n}") + (",)" if ndim == 1 else ", p)")
+    if arr.ndim != ndim:
+        fix = "pass one value per unit" if ndim == 1 else "pass one row per unit (reshape a single column with x[:, None])"
+        raise InputError(f"{name}: expected a {ndim}-d array of shape {want}, got shape {arr.shape}; {fix}")
     if n is not None and arr.shape[0] != n:
-        raise InputError(f"{name}: expected shape ({n}, p), one row per unit, got shape {arr.shape}")
+        raise InputError(f"{name}: expected shape {want}, one {'value' if ndim == 1 else 'row'} per unit, got "
+                         f"shape {arr.shape}")
     if finite and not np.isfinite(arr).all():
-        raise InputError(f"{name}: NaN or infinite values in {_rows(~np.isfinite(arr).all(axis=1))}; "
-                         "impute or drop them before estimating")
+        bad = ~np.isfinite(arr) if ndim == 1 else ~np.isfinite(arr).all(axis=1)
+        raise InputError(f"{name}: NaN or infinite values in {_rows(bad)}; drop or impute those units first")
     return arr
 
 

@@ -705,12 +705,7 @@ def _trials(units: Units, trials, default_name: str) -> list[tuple[str, np.ndarr
     if trials is None:
         return [(default_name, np.ones(n, bool), units.w())]
     if isinstance(trials, str):
-        if trials not in units.frame.columns:
-            raise InputError(f"trials={trials!r}: no such column in the units")
-        labels = units.frame[trials]
-        if labels.isna().any():
-            raise InputError(f"trials={trials!r}: missing trial labels in rows "
-                             f"{units.ids[labels.isna().to_numpy()][:8].tolist()}")
+        labels = _label_column(units, "trials", trials, "trial labels")
         w = units.w()
         return [(str(t), (labels == t).to_numpy(), w[(labels == t).to_numpy()])
                 for t in sorted(pd.unique(labels), key=str)]
@@ -852,18 +847,22 @@ def _align_embeddings(embeddings, units: Units) -> np.ndarray | None:
     return Z
 
 
+def _label_column(units: Units, arg: str, column: str, what: str) -> pd.Series:
+    """A column of labels of the units, refused when absent or with missing labels (naming the units)."""
+    if column not in units.frame.columns:
+        raise InputError(f"{arg}={column!r}: no such column in the units")
+    col = units.frame[column]
+    if col.isna().any():
+        raise InputError(f"{arg}={column!r}: missing {what} for units {units.ids[col.isna().to_numpy()][:8].tolist()} "
+                         f"({int(col.isna().sum())} in all); give every unit one or drop those units")
+    return col
+
+
 def _cluster_codes(clusters, units: Units) -> np.ndarray | None:
     if clusters is None:
         return units.groups()
     if isinstance(clusters, str):
-        if clusters not in units.frame.columns:
-            raise InputError(f"clusters={clusters!r}: no such column in the units")
-        col = units.frame[clusters]
-        if col.isna().any():
-            raise InputError(f"clusters={clusters!r}: missing cluster labels for units "
-                             f"{units.ids[col.isna().to_numpy()][:8].tolist()} ({int(col.isna().sum())} in all); "
-                             "give every unit a cluster (e.g. its own id) or drop those units")
-        return pd.factorize(col, sort=True)[0]
+        return pd.factorize(_label_column(units, "clusters", clusters, "cluster labels"), sort=True)[0]
     return check_clusters(clusters, units.n)
 
 

@@ -33,6 +33,22 @@ def _opt(default, *, toml: tuple[type, ...], choices: tuple | None = None, doc: 
     return field(default=default, metadata={"toml": toml, "choices": choices, "doc": doc})
 
 
+def _choice_list(value, name: str, choices: tuple, allow_empty: bool = False) -> tuple:
+    """A list of allowed values as a tuple without repeats; a bare string is refused (not split)."""
+    if isinstance(value, str):
+        raise InputError(f"{name}={value!r}: pass a list, even of one value, e.g. {name}=[{value!r}]")
+    try:
+        items = list(value)
+    except TypeError:
+        raise InputError(f"{name}={value!r}: pass a list of {list(choices)}") from None
+    if not items and not allow_empty:
+        raise InputError(f"{name}=[]: name at least one of {list(choices)}")
+    bad = [x for x in items if x not in choices]
+    if bad:
+        raise InputError(f"{name}: unknown {bad}; choose from {list(choices)}")
+    return tuple(dict.fromkeys(items))
+
+
 def _is_int(v) -> bool:
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
@@ -114,29 +130,12 @@ class EstimateOptions:
     min_arm: int = _opt(10, toml=(int,), doc="minimum treated and control units of a trial")
 
     def __post_init__(self) -> None:
-        m = self.methods
-        if isinstance(m, str):
-            raise InputError(f"methods={m!r}: pass a list, even of one method, e.g. methods=[{m!r}]")
-        try:
-            m = list(m)
-        except TypeError:
-            raise InputError(f"methods={m!r}: pass a list of {list(METHODS)}") from None
-        if not m:
-            raise InputError(f"methods=[]: name at least one of {list(METHODS)}")
-        bad = [x for x in m if x not in METHODS]
-        if bad:
-            raise InputError(f"methods: unknown {bad}; choose from {list(METHODS)}")
-        object.__setattr__(self, "methods", tuple(dict.fromkeys(m)))
+        object.__setattr__(self, "methods", _choice_list(self.methods, "methods", METHODS))
         if self.estimand not in ESTIMANDS:
             raise InputError(f"estimand={self.estimand!r}: use one of {list(ESTIMANDS)}")
         if self.adjustments is not None:
-            if isinstance(self.adjustments, str):
-                raise InputError(f"adjustments={self.adjustments!r}: pass a list, e.g. [{self.adjustments!r}]")
-            adj = list(self.adjustments)
-            bad = [a for a in adj if a not in ADJUSTMENT_SETS]
-            if bad:
-                raise InputError(f"adjustments: {bad} are not among {list(ADJUSTMENT_SETS)}")
-            object.__setattr__(self, "adjustments", tuple(adj))
+            object.__setattr__(self, "adjustments",
+                               _choice_list(self.adjustments, "adjustments", ADJUSTMENT_SETS, allow_empty=True))
         self._check_int("folds", 2)
         self._check_int("n_boot", 50)
         self._check_int("repeats", 1)

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -51,7 +52,7 @@ def _unwritable_parent() -> Path:
     """A folder this process cannot create entries in (root ignores permission bits: use /sys)."""
     sys_dir = Path("/sys")
     try:
-        os.rmdir(__import__("tempfile").mkdtemp(dir=sys_dir))
+        os.rmdir(tempfile.mkdtemp(dir=sys_dir))
     except OSError:
         return sys_dir
     pytest.skip("no read-only folder on this machine")

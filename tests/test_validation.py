@@ -15,12 +15,13 @@ def test_check_vector_and_matrix():
     assert out.dtype == float and out.shape == (3,)
     with pytest.raises(InputError, match=r"outcome: expected shape \(4,\), one value per unit, got shape \(3,\)"):
         V.check_vector([1, 2, 3], "outcome", n=4)
-    with pytest.raises(InputError, match=r"outcome: expected a 1-d array of shape \(n,\), got shape \(3, 1\)"):
-        V.check_vector(np.ones((3, 1)), "outcome")
+    np.testing.assert_array_equal(V.check_vector([[1], [2], [3]], "outcome"), [1.0, 2.0, 3.0])  # a column is a vector
+    with pytest.raises(InputError, match=r"outcome: expected a 1-d array of shape \(n,\), got shape \(3, 2\)"):
+        V.check_vector(np.ones((3, 2)), "outcome")
     with pytest.raises(InputError, match=r"outcome: NaN or infinite values in rows \[1\] \(1 in all\)"):
         V.check_vector([1, np.inf, 3], "outcome")
     assert np.isnan(V.check_vector([1, np.nan], "outcome", finite=False)[1])
-    with pytest.raises(InputError, match="outcome: expected numbers"):
+    with pytest.raises(InputError, match="outcome: expected a numeric vector"):
         V.check_vector(["a", "b"], "outcome")
     X = V.check_matrix(np.ones((4, 2)), "confounders", n=4)
     assert X.shape == (4, 2)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from eocausal._validation import check_clusters, check_positive_int, check_treatment
-from eocausal.errors import InputError
+from eocausal.errors import InputError, NotEstimableError
 
-__all__ = ["grouped_folds"]
+__all__ = ["grouped_folds", "training_splits"]
 
 
 def grouped_folds(n: int, clusters=None, folds: int = 5, seed=0, stratify=None) -> np.ndarray:
@@ -85,3 +85,21 @@ def grouped_folds(n: int, clusters=None, folds: int = 5, seed=0, stratify=None) 
             sload[f] += sizes[gi]
             load[f] += sizes[gi]
     return fold_of_group[codes]
+
+
+def training_splits(fold_ids, w, what: str = "folds"):
+    """(fold label, held-out mask, training mask) of each fold, in sorted order of the labels.
+
+    Raises :class:`~eocausal.errors.NotEstimableError` when the training folds of a fold hold only
+    treated or only control units (``what`` names the model being fitted in the message).
+    """
+    fold_ids, w = np.asarray(fold_ids), np.asarray(w)
+    for f in np.unique(fold_ids):
+        test = fold_ids == f
+        train = ~test
+        wt = w[train]
+        if wt.min() == wt.max():
+            raise NotEstimableError(
+                f"{what}: the training folds for fold {f} hold only {'treated' if wt[0] else 'control'} units; "
+                "use fewer folds or check the treatment and cluster columns")
+        yield f, test, train

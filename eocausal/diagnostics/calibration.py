@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from eocausal._validation import check_vector
 from eocausal.diagnostics._cate_input import arrays_from, as_cate_result
 from eocausal.errors import InputError
 
@@ -46,22 +47,9 @@ SE_TYPES = ("HC0", "HC1", "HC3")
 # ----------------------------------------------------------------------------- helpers
 
 
-def _vec(a, name: str, n: int | None = None) -> np.ndarray:
-    a = np.asarray(a, dtype=float)
-    if a.ndim == 2 and a.shape[1] == 1:
-        a = a[:, 0]
-    if a.ndim != 1:
-        raise InputError(f"{name}: expected a 1-d array, got shape {a.shape}")
-    if n is not None and len(a) != n:
-        raise InputError(f"{name}: {len(a)} values for {n} units; pass one value per unit")
-    if not np.isfinite(a).all():
-        raise InputError(f"{name}: {int((~np.isfinite(a)).sum())} non-finite values; drop or fill them first")
-    return a
-
-
 def _propensity(e, n: int) -> np.ndarray:
     e = (np.broadcast_to(np.asarray(e, dtype=float), (n,)).copy() if np.ndim(e) == 0
-         else _vec(e, "propensity_scores", n))
+         else check_vector(e, "propensity_scores", n))
     if not ((e > 0) & (e < 1)).all():
         raise InputError(f"propensity_scores: must lie strictly inside (0, 1), got range [{e.min():.3g}, "
                          f"{e.max():.3g}]; clip them or trim the units first")
@@ -75,7 +63,7 @@ def _alpha(alpha: float) -> float:
 
 
 def _treatment(w, n: int | None = None) -> np.ndarray:
-    w = _vec(w, "w", n)
+    w = check_vector(w, "w", n)
     if not np.isin(w, (0.0, 1.0)).all():
         raise InputError("w: the treatment must hold only 0 and 1; recode it")
     return w
@@ -252,12 +240,12 @@ def test_calibration(result=None, *, y=None, w=None, propensity_scores=None, m_h
                     dict(y="y", w="w", propensity_scores="propensity_scores", m_hat="m_hat", tau_hat="tau_hat"))
     if clusters is None and result is not None:
         clusters = result.clusters
-    y = _vec(a["y"], "y")
+    y = check_vector(a["y"], "y")
     n = len(y)
     w = _treatment(a["w"], n)
     e = _propensity(a["propensity_scores"], n)
-    m_hat = _vec(a["m_hat"], "m_hat", n)
-    tau_hat = _vec(a["tau_hat"], "tau_hat", n)
+    m_hat = check_vector(a["m_hat"], "m_hat", n)
+    tau_hat = check_vector(a["tau_hat"], "tau_hat", n)
     mean_tau = float(tau_hat.mean())
     d = w - e
     target = y - m_hat
@@ -447,7 +435,7 @@ def blp_gates(result=None, *, y=None, w=None, propensity_scores=None, proxy=None
         raise InputError("baseline: only with an array proxy; a callable proxy returns its baseline as "
                          "(S, B) for each split")
     alpha = _alpha(alpha)
-    y = _vec(a["y"], "y")
+    y = check_vector(a["y"], "y")
     n = len(y)
     w = _treatment(a["w"], n)
     e = _propensity(a["propensity_scores"], n)
@@ -455,8 +443,8 @@ def blp_gates(result=None, *, y=None, w=None, propensity_scores=None, proxy=None
         raise InputError(f"n_groups={n_groups}: need at least 2 groups")
     codes = _codes(clusters, n)
     if not callable(proxy):
-        s = _vec(proxy, "proxy", n)
-        b = _vec(baseline, "baseline", n) if baseline is not None else None
+        s = check_vector(proxy, "proxy", n)
+        b = check_vector(baseline, "baseline", n) if baseline is not None else None
         rows, g, shares = _blp_gates_once(y, w, e, s, b, codes, n_groups, alpha)
         split = pd.DataFrame(rows).assign(split=0)
         agg = _aggregate(split, 1)
@@ -472,8 +460,8 @@ def blp_gates(result=None, *, y=None, w=None, propensity_scores=None, proxy=None
         aux, main = np.flatnonzero(half == 0), np.flatnonzero(half == 1)
         out = proxy(aux, main)
         s_m, b_m = (out if isinstance(out, tuple) else (out, None))
-        s_m = _vec(s_m, "proxy(train, test)", len(main))
-        b_m = _vec(b_m, "baseline from proxy(train, test)", len(main)) if b_m is not None else None
+        s_m = check_vector(s_m, "proxy(train, test)", len(main))
+        b_m = check_vector(b_m, "baseline from proxy(train, test)", len(main)) if b_m is not None else None
         rows, _, shares = _blp_gates_once(y[main], w[main], e[main], s_m, b_m,
                                           None if codes is None else codes[main], n_groups, alpha)
         all_rows += [dict(row, split=r) for row in rows]
@@ -624,9 +612,9 @@ def effects_by(result, values, *, tau_hat=None, scores=None, bins: int | None = 
                     dict(tau_hat="tau_hat", scores="scores"))
     if clusters is None and result is not None:
         clusters = result.clusters
-    tau_hat = _vec(a["tau_hat"], "tau_hat")
+    tau_hat = check_vector(a["tau_hat"], "tau_hat")
     n = len(tau_hat)
-    scores = _vec(a["scores"], "scores", n)
+    scores = check_vector(a["scores"], "scores", n)
     z = stats.norm.ppf(1 - _alpha(alpha) / 2)
     v = np.asarray(values)
     if v.ndim != 1 or len(v) != n:

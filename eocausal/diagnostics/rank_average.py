@@ -66,6 +66,7 @@ from statistics import NormalDist
 import numpy as np
 import pandas as pd
 
+from eocausal._validation import check_vector
 from eocausal.diagnostics._cate_input import as_cate_result
 from eocausal.errors import InputError
 
@@ -155,24 +156,6 @@ class RateResult:
 
 
 # ----------------------------------------------------------------------------- validation
-
-
-def _vector(a, name: str, n: int | None = None) -> np.ndarray:
-    a = np.asarray(a)
-    if a.ndim == 2 and a.shape[1] == 1:
-        a = a[:, 0]
-    if a.ndim != 1:
-        raise InputError(f"{name}: expected a 1-d array of length n, got shape {a.shape}")
-    if n is not None and len(a) != n:
-        raise InputError(f"{name}: {len(a)} values for {n} units; pass one value per unit")
-    if not np.issubdtype(a.dtype, np.number) and a.dtype != bool:
-        raise InputError(f"{name}: expected numbers, got dtype {a.dtype}")
-    a = a.astype(float)
-    bad = ~np.isfinite(a)
-    if bad.any():
-        raise InputError(f"{name}: {int(bad.sum())} non-finite values (first at index "
-                         f"{int(np.flatnonzero(bad)[0])}); drop those units or fill the values")
-    return a
 
 
 def _cluster_codes(clusters, n: int) -> tuple[np.ndarray, int]:
@@ -459,18 +442,18 @@ def rate(priority, scores=None, *, target: str = "AUTOC", clusters=None, n_boot:
     elif scores is None:
         raise InputError("scores: required when priority is an array; pass the doubly robust scores, "
                          "rate(priority, scores), or a CateResult alone, rate(result)")
-    scores = _vector(scores, "scores")
+    scores = check_vector(scores, "scores")
     n = len(scores)
     if n < 2:
         raise InputError(f"scores: need at least 2 units, got {n}")
-    priority = _vector(priority, "priority", n)
+    priority = check_vector(priority, "priority", n)
     other_res = as_cate_result(compare)
     if other_res is not None:
         if other_res.n != n or (res is not None and not np.array_equal(other_res.y, res.y)):
             raise InputError(f"compare: the CateResult was fitted on other units ({other_res.n} units; {n} here, "
                              "or the same number with other outcomes); compare rules fitted on the same units")
         compare = other_res.tau_hat
-    other = _vector(compare, "compare", n) if compare is not None else None
+    other = check_vector(compare, "compare", n) if compare is not None else None
     if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 0:
         raise InputError(f"n_boot={n_boot!r}: the number of half-sample draws must be an integer >= 0")
     B = int(n_boot)

@@ -58,7 +58,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from eocausal.errors import InputError, NotEstimableError, NotFittedError
-from eocausal.data.folds import grouped_folds
+from eocausal.data.folds import grouped_folds, training_splits
 from eocausal.estimators.learners import make_outcome_model
 from eocausal.estimators.propensity import crossfit_propensity
 
@@ -494,14 +494,8 @@ def cate(y, w, X=None, embeddings=None, *, learner: str = "causal_forest", prope
     fold_models = []
     from_learner = e_mode is None and isinstance(propensity, str) and propensity == "learner"
     e_hat = np.full(n, np.nan)
-    for k in range(folds):
-        test = fold_ids == k
-        train = ~test
+    for _, test, train in training_splits(fold_ids, w, "folds"):
         wt = w[train]
-        if wt.min() == wt.max():
-            raise NotEstimableError(
-                f"folds: the training folds for fold {k} hold only {'treated' if wt[0] else 'control'} units; "
-                "use fewer folds or check the treatment and cluster columns")
         est = learn.fit(y[train], wt, F[train], e_arr[train] if e_mode else None,
                         None if clusters is None else clusters[train])
         tau[test] = learn.effect(est, F[test])

@@ -346,6 +346,14 @@ def _fold_codes(fold_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return labels, codes.astype(np.intp)
 
 
+def _prepare(V, w, fold_ids, layout):
+    """Float arrays, fold labels and codes, and the (fold, arm) layout (built unless given)."""
+    V = np.asarray(V, dtype=float)
+    w = np.asarray(w, dtype=float)
+    labels, codes = _fold_codes(fold_ids)
+    return V, w, labels, codes, layout if layout is not None else FoldLayout.by_fold_and_arm(V, fold_ids, w)
+
+
 def crossfit_logistic(V: np.ndarray, w: np.ndarray, fold_ids: np.ndarray, spec: LogisticSpec, *,
                       clusters: np.ndarray | None = None, seed: int | None = 0,
                       layout: FoldLayout | None = None) -> LogisticCrossfit:
@@ -362,11 +370,8 @@ def crossfit_logistic(V: np.ndarray, w: np.ndarray, fold_ids: np.ndarray, spec: 
     steps stop shrinking fast. ``layout``: a :meth:`FoldLayout.by_fold_and_arm` of ``V`` for
     these folds and treatment, to share with :func:`crossfit_linear`.
     """
-    V = np.asarray(V, dtype=float)
-    w = np.asarray(w, dtype=float)
-    labels, codes = _fold_codes(fold_ids)
+    V, w, labels, codes, lay = _prepare(V, w, fold_ids, layout)
     K = len(labels)
-    lay = layout if layout is not None else FoldLayout.by_fold_and_arm(V, fold_ids, w)
     ws = w[lay.order]
     e_sorted = np.empty(lay.n)
     Cs = np.empty(K)
@@ -466,12 +471,9 @@ def crossfit_linear(V: np.ndarray, y: np.ndarray, w: np.ndarray, fold_ids: np.nd
     Same predictions as fitting ``spec``'s scikit-learn model on the control and on the treated
     units of the training folds (DoubleML's IRM ``ml_g``), from one pass of cross-products.
     """
-    V = np.asarray(V, dtype=float)
+    V, w, labels, codes, lay = _prepare(V, w, fold_ids, layout)
     y = np.asarray(y, dtype=float)
-    w = np.asarray(w, dtype=float)
-    labels, codes = _fold_codes(fold_ids)
     K = len(labels)
-    lay = layout if layout is not None else FoldLayout.by_fold_and_arm(V, fold_ids, w)
     ys = y[lay.order]
     p = lay.p
     nb = (lay.ends - lay.starts).astype(float)

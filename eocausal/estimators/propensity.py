@@ -15,8 +15,8 @@ from sklearn.exceptions import ConvergenceWarning
 
 from eocausal._types import SOLVERS
 from eocausal._validation import check_choice, check_clusters, check_fold_ids, check_matrix, check_treatment
-from eocausal.data.folds import grouped_folds
-from eocausal.errors import InputError, NotEstimableError
+from eocausal.data.folds import grouped_folds, training_splits
+from eocausal.errors import InputError
 from eocausal.estimators.learners import logistic_spec, make_propensity_model
 
 __all__ = ["crossfit_propensity", "small_problem_threads"]
@@ -130,15 +130,8 @@ def _check_layout(layout, V, fold_ids, w) -> None:
 def _fit_folds(V, w, e, fold_ids, codes, propensity, seed, n_tabular) -> list:
     """Fit the learner on each training fold; returns the inverse penalty per fold (None if unknown)."""
     Cs = []
-    for f in np.unique(fold_ids):
-        test = fold_ids == f
-        train = ~test
+    for _, test, train in training_splits(fold_ids, w, "propensity"):
         wt = w[train]
-        if wt.min() == wt.max():
-            raise NotEstimableError(
-                f"propensity: the training folds for fold {f} hold only {'treated' if wt[0] else 'control'} "
-                "units; use fewer folds or check the treatment and cluster columns"
-            )
         if V.shape[1] == 0:
             e[test] = wt.mean()
             Cs.append(None)

@@ -8,6 +8,7 @@ type, and paths are resolved against the study file's folder.
 from __future__ import annotations
 
 import hashlib
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,7 +197,7 @@ _RANGES = {  # (section, key): (test, description)
     ("imagery", "chip_px"): (lambda v: v is None or 1 <= v <= MAX_CHIP_PX, f"between 1 and {MAX_CHIP_PX}"),
     ("imagery", "chip_size_m"): (lambda v: v is None or 0 < v < float("inf"), "positive and finite"),
     ("imagery", "min_valid"): (lambda v: 0 <= v <= 1, "a fraction in [0, 1] (0.5: at least half of a chip is imagery)"),
-    ("imagery", "nodata"): (lambda v: v is None or v == v, "a number (not nan; pixels equal to it are invalid)"),
+    ("imagery", "nodata"): (lambda v: v is None or math.isfinite(v), "a finite number (pixels equal to it are invalid)"),
     ("encoder", "n_features"): (lambda v: 2 <= v <= MAX_FEATURES and v % 2 == 0,
                                 f"an even number from 2 to {MAX_FEATURES} (embedding columns; 1024 is typical)"),
     ("encoder", "kernel"): (lambda v: 1 <= v <= 64, "between 1 and 64 (pixels)"),
