@@ -228,7 +228,7 @@ def estimate(
     Z = _align_embeddings(embeddings, units)
     g = _cluster_codes(_per_unit(clusters, units, "clusters", keep) if not isinstance(clusters, str) else clusters,
                        units)
-    cluster_name = clusters if isinstance(clusters, str) else (units.cluster or units.image_key)
+    cluster_name = clusters if isinstance(clusters, str) else (units.clusters or units.image_key)
     if clusters is not None and not isinstance(clusters, str):
         cluster_name = "clusters"
     shared = None
@@ -753,7 +753,7 @@ def _as_units(data, formula_data, treatment, outcome, confounders, clusters, nee
             raise InputError("estimate: name the treatment= and outcome= columns (or use a formula)")
         conf = tuple(confounders or ())
         cl = clusters if isinstance(clusters, str) else None
-        return Units.from_frame(data, treatment=treatment, outcome=outcome, covariates=conf, cluster=cl), conf
+        return Units.from_frame(data, treatment=treatment, outcome=outcome, covariates=conf, clusters=cl), conf
     raise InputError(f"data: expected Units, a DataFrame or a formula string, got {type(data).__name__}")
 
 
@@ -860,7 +860,7 @@ def _label_column(units: Units, arg: str, column: str, what: str) -> pd.Series:
 
 def _cluster_codes(clusters, units: Units) -> np.ndarray | None:
     if clusters is None:
-        return units.groups()
+        return units.cluster_codes()
     if isinstance(clusters, str):
         return pd.factorize(_label_column(units, "clusters", clusters, "cluster labels"), sort=True)[0]
     return check_clusters(clusters, units.n)

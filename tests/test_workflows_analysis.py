@@ -134,7 +134,7 @@ def test_results_do_not_depend_on_row_order():
 
 def test_units_dropped_by_the_embedding_step_leave_the_study_with_a_note():
     df, Z = _villages(seed=7)
-    units = eocausal.Units.from_frame(df, treatment="W", outcome="Y", covariates=CONF, cluster="village")
+    units = eocausal.Units.from_frame(df, treatment="W", outcome="Y", covariates=CONF, clusters="village")
     frame = pd.DataFrame(Z, index=units.ids)
     gone = units.ids[:8]
     kept = frame.drop(index=gone)

@@ -216,7 +216,7 @@ def read_causalimages(path: str | PathLike, *, covariates: str | Sequence[str] =
         warnings.warn(message, DataQualityWarning, stacklevel=2)
 
     units = Units.from_frame(frame, id="unit", treatment="W", outcome="Y", covariates=selected,
-                             cluster="cluster", image_key="image_key", lon="geo_long",
+                             clusters="cluster", image_key="image_key", lon="geo_long",
                              lat="geo_lat")
     source = ArraySource(images, keys=keys_img, bands=BANDS)
     return CausalImagesData(units=units, images=source, notes=tuple(notes))

@@ -48,8 +48,8 @@ class Units:
         Names of the binary treatment and numeric outcome columns.
     covariates : tuple of str
         Numeric pre-treatment covariates.
-    cluster, period, trial, image_key : str or None
-        Optional columns: cluster for grouped folds and clustered SEs, period for panels,
+    clusters, period, trial, image_key : str or None
+        Optional columns: clusters for grouped folds and clustered SEs, period for panels,
         trial for many trials in one table, image_key mapping units to images.
     """
 
@@ -57,7 +57,7 @@ class Units:
     treatment: str | None
     outcome: str | None
     covariates: tuple[str, ...]
-    cluster: str | None = None
+    clusters: str | None = None
     period: str | None = None
     trial: str | None = None
     image_key: str | None = None
@@ -72,7 +72,7 @@ class Units:
         treatment: str | None,
         outcome: str | None,
         covariates: Sequence[str] = (),
-        cluster: str | None = None,
+        clusters: str | None = None,
         period: str | None = None,
         trial: str | None = None,
         image_key: str | None = None,
@@ -97,7 +97,7 @@ class Units:
             Numeric outcome column; None when no outcome is observed.
         covariates : sequence of str
             Numeric pre-treatment covariates. Missing values are refused: impute first.
-        cluster, period, trial, image_key : str, optional
+        clusters, period, trial, image_key : str, optional
             Columns for clusters, panel periods, trials and the unit -> image mapping.
         lon, lat : str, optional
             Longitude/latitude columns for a DataFrame without geometry.
@@ -118,7 +118,7 @@ class Units:
         if len(data) == 0:
             raise InputError("data: the table has no rows; a study needs at least one unit")
         covariates = tuple(covariates)
-        roles = {"treatment": treatment, "outcome": outcome, "cluster": cluster,
+        roles = {"treatment": treatment, "outcome": outcome, "clusters": clusters,
                  "period": period, "trial": trial, "image_key": image_key, "lon": lon, "lat": lat}
         if id is not None:
             roles["id"] = id
@@ -197,7 +197,7 @@ class Units:
                 )
             frame[c] = v
         # ---- optional keys
-        for role, col in (("cluster", cluster), ("period", period), ("trial", trial), ("image_key", image_key)):
+        for role, col in (("clusters", clusters), ("period", period), ("trial", trial), ("image_key", image_key)):
             if col is not None and frame[col].isna().any():
                 raise InputError(
                     f"{role}={col!r}: missing values in rows {_rows(frame.index[frame[col].isna()])}"
@@ -205,7 +205,7 @@ class Units:
         # ---- place
         frame = _with_place(frame, lon=lon, lat=lat, crs=crs)
         return cls(frame=frame, treatment=treatment, outcome=outcome, covariates=covariates,
-                   cluster=cluster, period=period, trial=trial, image_key=image_key)
+                   clusters=clusters, period=period, trial=trial, image_key=image_key)
 
     # ------------------------------------------------------------------ accessors
     @property
@@ -256,13 +256,13 @@ class Units:
             return np.empty((self.n, 0))
         return self.frame[list(self.covariates)].to_numpy(dtype=float)
 
-    def groups(self) -> np.ndarray | None:
+    def cluster_codes(self) -> np.ndarray | None:
         """Integer codes of the cluster column, else of the image key, else None.
 
         Cross-fitting folds and clustered SEs group by these codes, so units sharing one image
         never fall on both sides of a split.
         """
-        col = self.cluster or self.image_key
+        col = self.clusters or self.image_key
         if col is None:
             return None
         return pd.factorize(self.frame[col], sort=True)[0]
@@ -278,7 +278,7 @@ class Units:
         return Units(frame=self.frame.iloc[np.asarray(mask)] if np.asarray(mask).dtype != bool
                      else self.frame.loc[np.asarray(mask)],
                      treatment=self.treatment, outcome=self.outcome, covariates=self.covariates,
-                     cluster=self.cluster, period=self.period, trial=self.trial,
+                     clusters=self.clusters, period=self.period, trial=self.trial,
                      image_key=self.image_key)
 
     def describe(self) -> dict:
@@ -286,7 +286,7 @@ class Units:
         out = {"n": self.n, "covariates": list(self.covariates)}
         if self.treatment is not None:
             out["n_treated"] = int(self.w().sum())
-        g = self.groups()
+        g = self.cluster_codes()
         if g is not None:
             out["n_clusters"] = int(g.max() + 1)
         if self.has_place:

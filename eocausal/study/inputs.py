@@ -60,7 +60,7 @@ def load_inputs(study: Study) -> Inputs:
         files.append(path)
         frame = _read_table(path, fmt)
         units = Units.from_frame(frame, id=u["id"], treatment=u["treatment"], outcome=u["outcome"],
-                                 covariates=u["covariates"] or (), cluster=u["cluster"],
+                                 covariates=u["covariates"] or (), clusters=u["clusters"],
                                  image_key=u["image_key"], lon=u["lon"], lat=u["lat"], crs=u["crs"])
         source, notes = None, ()
 

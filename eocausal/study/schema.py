@@ -33,7 +33,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any, tuple | None]]] = {
         "treatment": ((str,), None, None),
         "outcome": ((str,), None, None),
         "covariates": ((list,), None, None),
-        "cluster": ((str,), None, None),
+        "clusters": ((str,), None, None),
         "image_key": ((str,), None, None),
         "lon": ((str,), None, None),
         "lat": ((str,), None, None),

@@ -324,7 +324,7 @@ def test_units_and_images(tutorial):
     assert u.n == 2082
     np.testing.assert_array_equal(u.ids, np.arange(1, 2083))
     assert int(u.w().sum()) == 825
-    assert (u.treatment, u.outcome, u.image_key, u.cluster) == ("W", "Y", "image_key", "cluster")
+    assert (u.treatment, u.outcome, u.image_key, u.clusters) == ("W", "Y", "image_key", "cluster")
     np.testing.assert_array_equal(u.frame["cluster"], u.frame["image_key"])
     assert u.describe()["n_clusters"] == 327
     assert u.crs.to_epsg() == 4326

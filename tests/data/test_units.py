@@ -163,19 +163,19 @@ def test_integer_outcome_becomes_float():
 
 
 def test_groups_from_cluster_are_sorted_codes():
-    u = build(cluster="village", image_key="img")
+    u = build(clusters="village", image_key="img")
     # village: b a b c a c -> sorted codes a=0, b=1, c=2 (cluster wins over image_key)
-    np.testing.assert_array_equal(u.groups(), [1, 0, 1, 2, 0, 2])
+    np.testing.assert_array_equal(u.cluster_codes(), [1, 0, 1, 2, 0, 2])
 
 
 def test_groups_from_image_key_when_no_cluster():
     u = build(image_key="img")
     # img: k2 k1 k1 k3 k2 k3 -> k1=0, k2=1, k3=2
-    np.testing.assert_array_equal(u.groups(), [1, 0, 0, 2, 1, 2])
+    np.testing.assert_array_equal(u.cluster_codes(), [1, 0, 0, 2, 1, 2])
 
 
 def test_groups_none_without_cluster_or_image_key():
-    assert build().groups() is None
+    assert build().cluster_codes() is None
 
 
 def test_keys_are_image_keys_or_ids():
@@ -190,11 +190,11 @@ def test_ids_len_and_n():
 
 
 def test_subset_by_boolean_mask_and_positions_keeps_roles():
-    u = build(cluster="village", image_key="img", lon="lon", lat="lat")
+    u = build(clusters="village", image_key="img", lon="lon", lat="lat")
     mask = np.array([True, False, True, False, False, True])
     s = u.subset(mask)
     assert s.ids.tolist() == ["u0", "u2", "u5"]
-    assert (s.treatment, s.outcome, s.covariates, s.cluster, s.image_key) == (
+    assert (s.treatment, s.outcome, s.covariates, s.clusters, s.image_key) == (
         "w", "y", ("x1", "x2"), "village", "img")
     np.testing.assert_array_equal(s.y(), [0.0, 3.0, 7.5])
     assert s.has_place and s.crs.to_epsg() == 4326
@@ -206,7 +206,7 @@ def test_subset_by_boolean_mask_and_positions_keeps_roles():
 
 
 def test_describe_counts():
-    d = build(cluster="village", lon="lon", lat="lat").describe()
+    d = build(clusters="village", lon="lon", lat="lat").describe()
     assert d == {"n": 6, "covariates": ["x1", "x2"], "n_treated": 3, "n_clusters": 3,
                  "crs": "EPSG:4326"}
 
@@ -230,7 +230,7 @@ def test_empty_table():
     assert isinstance(ei.value, ValueError)
 
 
-@pytest.mark.parametrize("role", ["treatment", "outcome", "cluster", "period", "trial",
+@pytest.mark.parametrize("role", ["treatment", "outcome", "clusters", "period", "trial",
                                   "image_key", "lon", "lat", "id"])
 def test_missing_column_names_role_column_and_available_columns(role):
     kw = {"treatment": "w", "outcome": "y", role: "nosuch"}
@@ -422,7 +422,7 @@ def test_covariates_stored_as_float_and_as_tuple():
 
 
 # ----------------------------------------------------------------------------- errors: keys
-@pytest.mark.parametrize("role,col", [("cluster", "village"), ("image_key", "img"),
+@pytest.mark.parametrize("role,col", [("clusters", "village"), ("image_key", "img"),
                                       ("period", "village"), ("trial", "village")])
 def test_missing_key_values(role, col):
     df = make_frame()
