@@ -80,7 +80,7 @@ def main() -> None:
 
     g, lon, lat = random_points(args.n, args.seed)
     t0 = time.perf_counter()
-    with RasterSource(LANDSAT, size_m=SIZE_M, px=PX) as src:  # opening counts
+    with RasterSource(LANDSAT, chip_size_m=SIZE_M, chip_px=PX) as src:  # opening counts
         ours = src.chips(g)
     t_ours = time.perf_counter() - t0
 

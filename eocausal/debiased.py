@@ -31,6 +31,7 @@ from scipy import stats
 from sklearn.base import clone
 
 from eocausal._types import EffectRow
+from eocausal._validation import check_clusters
 from eocausal.analysis import TrialData, TrialResult, run_trials, table_notes
 from eocausal.debias.calibration import check_pair
 from eocausal.debias.diagnostics import check_calibration
@@ -119,12 +120,7 @@ def debiased_effects(predictions, treatment=None, *, calibration, debiasers="aut
     g_arr = read_column(table, clusters, "clusters", n_map)
     y_arr = read_column(table, labels, "labels", n_map)
     V = read_column(table, confounders, "confounders", n_map)
-    if g_arr is not None:
-        if np.asarray(g_arr).dtype.kind in "fc" and np.isnan(np.asarray(g_arr, dtype=float)).any():
-            bad = np.flatnonzero(np.isnan(np.asarray(g_arr, dtype=float)))
-            raise InputError(f"clusters: missing labels for {len(bad)} units (positions {bad[:8].tolist()}); "
-                             "give every unit a cluster")
-        g_arr = np.unique(g_arr, return_inverse=True)[1].reshape(-1)
+    g_arr = check_clusters(g_arr, n_map)
     if y_arr is not None:
         y_arr = y_arr.astype(float)
         if np.isinf(y_arr).any():
@@ -151,47 +147,15 @@ def debiased_effects(predictions, treatment=None, *, calibration, debiasers="aut
     P_cal, Y_cal = check_pair(*calibration)
     deb = make_debiasers(debiasers, y_arr is not None)
 
-    notes = []
     used = np.unique(np.concatenate([t.idx for t in trial_list]))
-    if calibration_ids is not None and ids is not None:
-        cal_ids = np.asarray(calibration_ids)
-        if len(cal_ids) != len(P_cal):
-            raise InputError(f"calibration_ids: {len(cal_ids)} ids for {len(P_cal)} calibration pairs")
-        both = np.intersect1d(ids[used], cal_ids)
-        if len(both) and not allow_overlap:
-            raise InputError(
-                f"calibration: {len(both)} calibration units are also trial units (e.g. {both[:5].tolist()}); "
-                "a calibration set that overlaps the trials makes the correction fit the outcomes it "
-                "corrects. Drop them from one side, or pass allow_overlap=True to accept it")
-        notes.append("Calibration set and trial units " + (f"overlap in {len(both)} units (allowed)." if len(both)
-                                                           else "are disjoint (checked on unit ids)."))
-    else:
-        notes.append("Overlap of calibration and trial units not checked (pass unit ids and calibration_ids).")
-
+    notes = [_calibration_overlap(ids, used, calibration_ids, len(P_cal), allow_overlap)]
     facts = check_calibration(P_cal, Y_cal, P[used], stacklevel=2)
-    fitted = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DebiasWarning)  # check_calibration has warned once
-        for name, d in deb.items():
-            if name == "lcc":
-                fitted[name] = clone(d).fit(P_cal, Y_cal)
-            elif name == "tweedie":
-                fitted[name] = clone(d).fit(P_cal, Y_cal, map_predictions=P)
+    fitted = _fit_debiasers(deb, P_cal, Y_cal, P)
     outcome_of = {"naive": P, **{k: v.transform(P) for k, v in fitted.items()}}
     notes += debias_notes(fitted, facts, len(P_cal))
 
     boot = _JointBootstrap(deb, fitted, P, P_cal, Y_cal, y_arr, lam, opts, se_kind, used)
-    data = []
-    for t in trial_list:
-        outcomes = {OUTCOME_TYPES[k]: outcome_of[k][t.idx] for k in deb if k in outcome_of}
-        if "observed" in deb and y_arr is not None and not np.isnan(y_arr[t.idx]).any():
-            outcomes = {"observed": y_arr[t.idx], **outcomes}
-        if not outcomes:  # only 'ppi' or 'observed' asked: the core still needs an outcome for the folds
-            outcomes = {"predicted": P[t.idx]}
-        scores = {} if t.e is None else {"given": t.e}
-        data.append(TrialData(name=t.name, w=t.w, outcomes=outcomes,
-                              X=np.empty((len(t.idx), 0)) if V is None else V[t.idx],
-                              clusters=None if g_arr is None else g_arr[t.idx], scores=scores))
+    data = [_trial_data(t, deb, outcome_of, y_arr, V, g_arr, P) for t in trial_list]
     adj = () if has_e else (("tabular",) if V is not None else ())
     opts = replace(opts, adjustments=adj)
     by_name = {t.name: (i, t) for i, t in enumerate(trial_list)}
@@ -206,6 +170,47 @@ def debiased_effects(predictions, treatment=None, *, calibration, debiasers="aut
     design = {"n": n_map, "n_clusters": n_clusters, "estimand": opts.estimand, "trials": len(trial_list),
               "outcome": "predicted from imagery, debiased (" + ", ".join(OUTCOME_TYPES[k] for k in deb) + ")"}
     return EffectTable(rows=tuple(rows), notes=tuple(notes), design=design, propensities=result.fits)
+
+
+def _calibration_overlap(ids, used, calibration_ids, n_cal: int, allow_overlap: bool) -> str:
+    """The note on calibration and trial units; refuses an overlap unless allowed."""
+    if calibration_ids is None or ids is None:
+        return "Overlap of calibration and trial units not checked (pass unit ids and calibration_ids)."
+    cal_ids = np.asarray(calibration_ids)
+    if len(cal_ids) != n_cal:
+        raise InputError(f"calibration_ids: {len(cal_ids)} ids for {n_cal} calibration pairs")
+    both = np.intersect1d(ids[used], cal_ids)
+    if len(both) and not allow_overlap:
+        raise InputError(
+            f"calibration: {len(both)} calibration units are also trial units (e.g. {both[:5].tolist()}); "
+            "a calibration set that overlaps the trials makes the correction fit the outcomes it "
+            "corrects. Drop them from one side, or pass allow_overlap=True to accept it")
+    return "Calibration set and trial units " + (f"overlap in {len(both)} units (allowed)." if len(both)
+                                                 else "are disjoint (checked on unit ids).")
+
+
+def _fit_debiasers(deb, P_cal, Y_cal, P) -> dict:
+    """The fitted LCC and Tweedie corrections asked for (name -> fitted debiaser)."""
+    fitted = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DebiasWarning)  # check_calibration has warned once
+        for name, d in deb.items():
+            if name == "lcc":
+                fitted[name] = clone(d).fit(P_cal, Y_cal)
+            elif name == "tweedie":
+                fitted[name] = clone(d).fit(P_cal, Y_cal, map_predictions=P)
+    return fitted
+
+
+def _trial_data(t, deb, outcome_of, y_arr, V, g_arr, P) -> TrialData:
+    """One trial of the map as the core's TrialData: every debiaser's corrected outcome is an outcome."""
+    outcomes = {OUTCOME_TYPES[k]: outcome_of[k][t.idx] for k in deb if k in outcome_of}
+    if "observed" in deb and y_arr is not None and not np.isnan(y_arr[t.idx]).any():
+        outcomes = {"observed": y_arr[t.idx], **outcomes}
+    if not outcomes:  # only 'ppi' or 'observed' asked: the core still needs an outcome for the folds
+        outcomes = {"predicted": P[t.idx]}
+    return TrialData(name=t.name, w=t.w, outcomes=outcomes, X=np.empty((len(t.idx), 0)) if V is None else V[t.idx],
+                     clusters=None if g_arr is None else g_arr[t.idx], scores={} if t.e is None else {"given": t.e})
 
 
 def _fill_missing(rows: list[EffectRow], asked: list[str]) -> list[EffectRow]:

@@ -153,13 +153,13 @@ def test_mostly_nodata_chips_are_dropped_by_default_and_counted(tmp_path):
     cols = [DEAD[1] - 1.5, DEAD[1] + 1.5]  # 5 px chips: cols 46-51 (1 of 5 on data), 49-54 (4 of 5)
     g = gpd.GeoSeries(gpd.points_from_xy([X0 + c * RES for c in cols], [Y0 - 100 * RES] * 2), crs=UTM,
                       index=["mostly_nodata", "mostly_data"])
-    src = RasterSource(raster, size_m=50, px=5)
+    src = RasterSource(raster, chip_size_m=50, chip_px=5)
     assert src.min_valid == 0.5 and src.on_invalid == "drop" and src.valid == "all-bands"
     with pytest.warns(DataQualityWarning, match=r"1 of 2 units dropped .*min_valid=0.5.*'mostly_nodata'"):
         chips, valid = src.chips(g, return_valid=True)
     assert valid.tolist() == [pytest.approx(0.8)] and len(chips) == 1
     assert src.last_report_["invalid_valid_fraction"] == [pytest.approx(0.2)]
-    _, valid = RasterSource(raster, size_m=50, px=5, min_valid=0).chips(g, return_valid=True)
+    _, valid = RasterSource(raster, chip_size_m=50, chip_px=5, min_valid=0).chips(g, return_valid=True)
     assert valid.tolist() == [pytest.approx(0.2), pytest.approx(0.8)]
     # through embed(): the count in the warning, the ids in attrs
     frame = pd.DataFrame({"id": ["mostly_nodata", "mostly_data"], "w": [0, 1], "y": [0.0, 1.0],
@@ -207,7 +207,7 @@ def test_landsat7_400_random_points_run_end_to_end(tmp_path, capsys):
     # the units dropped are exactly those whose chips are under half valid by the all-bands rule
     units = eocausal.Units.from_frame(table, id="id", treatment="w", outcome="y", lon="lon", lat="lat",
                                       crs="EPSG:4326")
-    _, valid = RasterSource(LANDSAT7, size_m=900, px=16, on_invalid="keep").chips(units.geometry, return_valid=True)
+    _, valid = RasterSource(LANDSAT7, chip_size_m=900, chip_px=16, on_invalid="keep").chips(units.geometry, return_valid=True)
     expected = table.id[valid < 0.5].tolist()
     assert 0 < man["dropped_units"]["n"] == len(expected) < 400
     assert man["dropped_units"]["ids"] == expected[:50]  # the first 50, in the units' order
@@ -223,12 +223,12 @@ def test_landsat7_water_is_invalid_under_all_bands_and_valid_under_any_band():
     water = gpd.GeoSeries(gpd.points_from_xy([-13621575.0], [4550685.0]), crs="EPSG:3857", index=["water"])
     land = gpd.GeoSeries(gpd.points_from_xy([-13601595.0], [4545705.0]), crs="EPSG:3857", index=["land"])
     g = pd.concat([water, land])
-    _, v_all = RasterSource(LANDSAT7, size_m=900, px=16, on_invalid="keep").chips(g, return_valid=True)
-    chips, v_any = RasterSource(LANDSAT7, size_m=900, px=16, valid="any-band").chips(g, return_valid=True)
+    _, v_all = RasterSource(LANDSAT7, chip_size_m=900, chip_px=16, on_invalid="keep").chips(g, return_valid=True)
+    chips, v_any = RasterSource(LANDSAT7, chip_size_m=900, chip_px=16, valid="any-band").chips(g, return_valid=True)
     assert v_all.tolist() == [0.0, 1.0] and v_any.tolist() == [1.0, 1.0]
     assert (chips[0, :2] == 0).all() and (chips[0, 2] > 0).all()  # R = G = 0 (nodata), B > 0
     with pytest.warns(DataQualityWarning, match=r"1 of 2 units dropped.*'water'"):
-        kept = RasterSource(LANDSAT7, size_m=900, px=16).chips(g)
+        kept = RasterSource(LANDSAT7, chip_size_m=900, chip_px=16).chips(g)
     assert len(kept) == 1
 
 

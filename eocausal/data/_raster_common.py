@@ -338,21 +338,21 @@ def local_metric_epsg(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
     return np.where(lat < -80, 32761, code)
 
 
-def chip_boxes(geoms, dst_crs, size_m: float | None) -> np.ndarray:
+def chip_boxes(geoms, dst_crs, chip_size_m: float | None) -> np.ndarray:
     """Bounds (minx, miny, maxx, maxy) in ``dst_crs`` of each unit's chip square.
 
-    Points: a square of ``size_m`` metres centred on the point in the point's UTM zone.
+    Points: a square of ``chip_size_m`` metres centred on the point in the point's UTM zone.
     Other geometries: the square around their bounds in that zone (side = the larger extent,
-    or ``size_m``). The square's edges are densified and reprojected; the result is the
+    or ``chip_size_m``). The square's edges are densified and reprojected; the result is the
     bounding box in ``dst_crs``. Rows are NaN where the reprojection fails.
     """
     from pyproj import Transformer
 
     is_point = (geoms.geom_type == "Point").to_numpy()
-    if is_point.any() and size_m is None:
+    if is_point.any() and chip_size_m is None:
         raise InputError(
-            f"size_m: point units need a chip size in metres (units {listed(geoms.index[is_point])} "
-            "are points); pass size_m= to the source or to chips()"
+            f"chip_size_m: point units need a chip size in metres (units {listed(geoms.index[is_point])} "
+            "are points); pass chip_size_m= to the source or to chips()"
         )
     g84 = geoms.to_crs(4326)
     b = g84.bounds.to_numpy()
@@ -365,14 +365,14 @@ def chip_boxes(geoms, dst_crs, size_m: float | None) -> np.ndarray:
         sel = epsg == code
         lb = geoms[sel].to_crs(int(code)).bounds.to_numpy()
         cx, cy = (lb[:, 0] + lb[:, 2]) / 2, (lb[:, 1] + lb[:, 3]) / 2
-        if size_m is not None:
-            half = np.full(len(cx), size_m / 2.0)
+        if chip_size_m is not None:
+            half = np.full(len(cx), chip_size_m / 2.0)
         else:
             half = np.maximum(lb[:, 2] - lb[:, 0], lb[:, 3] - lb[:, 1]) / 2
             flat = ~(half > 0)
             if flat.any():
                 raise InputError(
-                    f"size_m: units {listed(geoms.index[sel][flat])} have no extent; pass size_m="
+                    f"chip_size_m: units {listed(geoms.index[sel][flat])} have no extent; pass chip_size_m="
                 )
         xs = cx[:, None] + half[:, None] * ring_x[None, :]
         ys = cy[:, None] + half[:, None] * ring_y[None, :]

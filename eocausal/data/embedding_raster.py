@@ -30,10 +30,10 @@ class EmbeddingRaster:
     how : {"point", "mean"}
         ``"point"``: the pixel under each point (under the centroid of a polygon, computed in
         the raster CRS). ``"mean"``: the mean over the valid pixels whose centres fall in the
-        polygon, or, for points, in the ``size_m`` square around the point (its bounding box
+        polygon, or, for points, in the ``chip_size_m`` square around the point (its bounding box
         in the raster CRS, as for chips); a polygon covering no pixel centre uses every pixel
         it touches.
-    size_m : float, optional
+    chip_size_m : float, optional
         Side of the square, in metres, for ``how="mean"`` on point units.
 
     Attributes
@@ -43,14 +43,14 @@ class EmbeddingRaster:
         ``e00, e01, ...``.
     """
 
-    def __init__(self, path, *, how: str = "point", size_m=None):
+    def __init__(self, path, *, how: str = "point", chip_size_m=None):
         paths = resolve_paths(path, "path")
         if len(paths) != 1:
             raise InputError(f"path: expected one embedding raster, got {len(paths)} files")
         if how not in HOWS:
             raise InputError(f"how: expected one of {HOWS}, got {how!r}")
         self.path, self.how = paths[0], how
-        self.size_m, _ = check_chip_size(size_m, None)
+        self.chip_size_m, _ = check_chip_size(chip_size_m, None)
         self.file = read_meta(self.path)
         self.crs = self.file.crs
         desc = list(self.file.descriptions)
@@ -66,7 +66,7 @@ class EmbeddingRaster:
     def fingerprint(self) -> dict:
         """JSON-able identity of the file and the sampling rule."""
         return {"kind": "embedding-raster", "file": file_fingerprint(self.path), "how": self.how,
-                "size_m": self.size_m}
+                "chip_size_m": self.chip_size_m}
 
     def sample(self, units) -> pd.DataFrame:
         """One row of embedding values per unit, indexed by unit id.
@@ -93,7 +93,7 @@ class EmbeddingRaster:
             warnings.warn(
                 f"{int(missing.sum())} of {len(out)} units have no valid embedding pixel (off the "
                 f"raster, or nodata): {listed(geoms.index[missing])}. Their rows are NaN; drop "
-                "them, impute them, or use how='mean' with a larger size_m",
+                "them, impute them, or use how='mean' with a larger chip_size_m",
                 DataQualityWarning, stacklevel=2,
             )
         return frame
@@ -121,10 +121,10 @@ class EmbeddingRaster:
         is_point = (geoms.geom_type == "Point").to_numpy()
         regions = np.empty(len(geoms), dtype=object)
         if is_point.any():
-            if self.size_m is None:
-                raise InputError("size_m: how='mean' on point units needs the square's side in metres; "
-                                 "pass size_m= (or use how='point')")
-            boxes = chip_boxes(geoms[is_point], self.crs, self.size_m)
+            if self.chip_size_m is None:
+                raise InputError("chip_size_m: how='mean' on point units needs the square's side in metres; "
+                                 "pass chip_size_m= (or use how='point')")
+            boxes = chip_boxes(geoms[is_point], self.crs, self.chip_size_m)
             regions[is_point] = [box(*b) if np.isfinite(b).all() else None for b in boxes]
         if (~is_point).any():
             regions[~is_point] = geoms[~is_point].to_crs(self.crs).to_numpy()

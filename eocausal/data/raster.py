@@ -2,15 +2,15 @@
 
 How a chip is cut
 -----------------
-* Point unit: a square of ``size_m`` metres centred on the point, drawn in the point's UTM
+* Point unit: a square of ``chip_size_m`` metres centred on the point, drawn in the point's UTM
   zone (UPS beyond 84N / 80S). The square's edges are densified (21 points per edge, as
   ``rasterio.warp.transform_bounds``) and reprojected to the raster CRS; the chip covers the
-  bounding box there, resampled to ``px`` x ``px``. In a geographic raster (EPSG:4326) the
-  chip therefore spans more degree-pixels east-west than north-south, but about ``size_m``
-  metres each way on the ground; in Web Mercator (EPSG:3857) it spans ``size_m / cos(lat)``
-  map metres, which is ``size_m`` on the ground.
+  bounding box there, resampled to ``chip_px`` x ``chip_px``. In a geographic raster (EPSG:4326) the
+  chip therefore spans more degree-pixels east-west than north-south, but about ``chip_size_m``
+  metres each way on the ground; in Web Mercator (EPSG:3857) it spans ``chip_size_m / cos(lat)``
+  map metres, which is ``chip_size_m`` on the ground.
 * Polygon unit: the square around the polygon's bounds in its UTM zone (side = the larger
-  extent, or ``size_m`` when given), then as above. ``mask_polygons=True`` sets the pixels
+  extent, or ``chip_size_m`` when given), then as above. ``mask_polygons=True`` sets the pixels
   whose centres fall outside the polygon to invalid.
 
 Reading
@@ -82,20 +82,20 @@ _EPS = 1e-6
 _MAX_OPEN = 64  # open datasets kept per thread
 
 
-def check_chip_size(size_m, px) -> tuple[float | None, int | None]:
-    """Validate ``size_m`` (metres > 0 or None) and ``px`` (int >= 1 or None)."""
-    if size_m is not None:
+def check_chip_size(chip_size_m, chip_px) -> tuple[float | None, int | None]:
+    """Validate ``chip_size_m`` (metres > 0 or None) and ``chip_px`` (int >= 1 or None)."""
+    if chip_size_m is not None:
         try:
-            size_m = float(size_m)
+            chip_size_m = float(chip_size_m)
         except (TypeError, ValueError):
-            raise InputError(f"size_m: expected a chip side in metres, got {size_m!r}") from None
-        if not np.isfinite(size_m) or size_m <= 0:
-            raise InputError(f"size_m: expected a positive chip side in metres, got {size_m!r}")
-    if px is not None:
-        if isinstance(px, bool) or not isinstance(px, (int, np.integer)) or px < 1:
-            raise InputError(f"px: expected a positive whole number of pixels, got {px!r}")
-        px = int(px)
-    return size_m, px
+            raise InputError(f"chip_size_m: expected a chip side in metres, got {chip_size_m!r}") from None
+        if not np.isfinite(chip_size_m) or chip_size_m <= 0:
+            raise InputError(f"chip_size_m: expected a positive chip side in metres, got {chip_size_m!r}")
+    if chip_px is not None:
+        if isinstance(chip_px, bool) or not isinstance(chip_px, (int, np.integer)) or chip_px < 1:
+            raise InputError(f"chip_px: expected a positive whole number of pixels, got {chip_px!r}")
+        chip_px = int(chip_px)
+    return chip_size_m, chip_px
 
 
 class RasterSource:
@@ -109,9 +109,9 @@ class RasterSource:
     bands : None, int, str or sequence, optional
         Bands to read, in this order: 1-based numbers (as rasterio) or band descriptions
         (such as ``"B4"``). Default: all bands.
-    size_m : float, optional
+    chip_size_m : float, optional
         Default chip side in metres (needed for point units).
-    px : int, optional
+    chip_px : int, optional
         Default chip side in pixels (needed by :meth:`load`).
     dates : date-like or sequence, optional
         Acquisition date(s) of the imagery, for :meth:`check_dates` and the fingerprint.
@@ -153,14 +153,14 @@ class RasterSource:
     Examples
     --------
     >>> with RasterSource("scene.tif", bands=["B4", "B3", "B2"]) as src:   # doctest: +SKIP
-    ...     x = src.chips(units, size_m=1000, px=33)                        # (n, 3, 33, 33)
+    ...     x = src.chips(units, chip_size_m=1000, chip_px=33)              # (n, 3, 33, 33)
     """
 
-    def __init__(self, paths, *, bands=None, size_m=None, px=None, dates=None,
+    def __init__(self, paths, *, bands=None, chip_size_m=None, chip_px=None, dates=None,
                  resampling: str = "average", nodata=None, min_valid: float = DEFAULT_MIN_VALID,
                  on_invalid: str = "drop", valid: str = "all-bands", mask_polygons: bool = False):
         self.paths = resolve_paths(paths)
-        self.size_m, self.px = check_chip_size(size_m, px)
+        self.chip_size_m, self.chip_px = check_chip_size(chip_size_m, chip_px)
         if resampling not in RESAMPLINGS:
             raise InputError(f"resampling: expected one of {RESAMPLINGS}, got {resampling!r}")
         self.resampling = resampling
@@ -251,7 +251,7 @@ class RasterSource:
     def __repr__(self) -> str:
         what = self.paths[0] if len(self.paths) == 1 else f"{len(self.paths)} files"
         return (f"RasterSource({what}, bands={list(self.bands)}, crs={self.crs.to_string()}, "
-                f"size_m={self.size_m}, px={self.px})")
+                f"chip_size_m={self.chip_size_m}, chip_px={self.chip_px})")
 
     @property
     def count(self) -> int:
@@ -265,14 +265,14 @@ class RasterSource:
         return (b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max())
 
     # ------------------------------------------------------------------ chips
-    def chips(self, units, size_m=None, px=None, mask_polygons=None, return_valid: bool = False):
+    def chips(self, units, chip_size_m=None, chip_px=None, mask_polygons=None, return_valid: bool = False):
         """Chips for ``units``, in their order, under the source's ``on_invalid`` policy.
 
         Parameters
         ----------
         units : Units, GeoDataFrame or GeoSeries
             Points or polygons with a CRS, indexed by unit id.
-        size_m, px : optional
+        chip_size_m, chip_px : optional
             Chip side in metres and in pixels (default: the source's).
         mask_polygons : bool, optional
             Invalidate pixels outside polygon units (default: the source's).
@@ -282,41 +282,41 @@ class RasterSource:
         Returns
         -------
         chips : numpy.ndarray
-            float32 (n_kept, C, px, px), channels first, invalid pixels 0. Units dropped under
+            float32 (n_kept, C, chip_px, chip_px), channels first, invalid pixels 0. Units dropped under
             ``on_invalid="drop"`` are left out; their ids are in ``last_report_``.
         valid : numpy.ndarray
             (n_kept,) valid fractions in [0, 1], when ``return_valid``.
         """
         geoms = unit_geometries(units)
-        data, valid = self._read(geoms, size_m, px, mask_polygons)
+        data, valid = self._read(geoms, chip_size_m, chip_px, mask_polygons)
         keep, self.last_report_ = apply_policy(geoms.index.to_numpy(), valid, self.min_valid,
                                                self.on_invalid, stacklevel=3)
         if not keep.all():
             data, valid = data[keep], valid[keep]
         return (data, valid) if return_valid else data
 
-    def _read(self, geoms, size_m, px, mask_polygons) -> tuple[np.ndarray, np.ndarray]:
-        """(n, C, px, px) chips with invalid pixels 0, and valid fractions; no policy."""
+    def _read(self, geoms, chip_size_m, chip_px, mask_polygons) -> tuple[np.ndarray, np.ndarray]:
+        """(n, C, chip_px, chip_px) chips with invalid pixels 0, and valid fractions; no policy."""
         import rasterio
         from affine import Affine
         from rasterio.enums import Resampling
         from rasterio.features import geometry_mask
 
-        size_m, px = check_chip_size(self.size_m if size_m is None else size_m,
-                                     self.px if px is None else px)
-        if px is None:
-            raise InputError("px: no chip size in pixels; pass px= to chips() or to the source")
+        chip_size_m, chip_px = check_chip_size(self.chip_size_m if chip_size_m is None else chip_size_m,
+                                               self.chip_px if chip_px is None else chip_px)
+        if chip_px is None:
+            raise InputError("chip_px: no chip size in pixels; pass chip_px= to chips() or to the source")
         mask_polygons = self.mask_polygons if mask_polygons is None else bool(mask_polygons)
-        boxes = chip_boxes(geoms, self.crs, size_m)
+        boxes = chip_boxes(geoms, self.crs, chip_size_m)
         n = len(geoms)
-        hits, plain, factor = self._plan(boxes, px)
+        hits, plain, factor = self._plan(boxes, chip_px)
         polys = None
         if mask_polygons:
             polygonal = (geoms.geom_type != "Point").to_numpy()
             if polygonal.any():
                 polys = np.full(n, None, dtype=object)
                 polys[polygonal] = geoms[polygonal].to_crs(self.crs).to_numpy()
-        data = np.zeros((n, self.count, px, px), np.float32)
+        data = np.zeros((n, self.count, chip_px, chip_px), np.float32)
         valid = np.zeros(n)
         rs = Resampling[self.resampling]
         order = morton_order((boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2)
@@ -327,7 +327,7 @@ class RasterSource:
             chip[...] = np.nan
             src = self._source(int(plain[u]), int(factor[u]))
             try:
-                _read_window(src, boxes[u], px, rs, chip)
+                _read_window(src, boxes[u], chip_px, rs, chip)
             except rasterio.errors.RasterioError as exc:
                 raise DataFileError(
                     f"paths: reading a chip for unit {geoms.index[u]!r} from {list(self.paths)} "
@@ -340,10 +340,10 @@ class RasterSource:
                 chip[:, ~ok_px] = 0.0
             if polys is not None and polys[u] is not None:
                 x0, y0, x1, y1 = boxes[u]
-                tr = Affine((x1 - x0) / px, 0.0, x0, 0.0, (y0 - y1) / px, y1)
-                inside = geometry_mask([polys[u]], (px, px), tr, invert=True)
+                tr = Affine((x1 - x0) / chip_px, 0.0, x0, 0.0, (y0 - y1) / chip_px, y1)
+                inside = geometry_mask([polys[u]], (chip_px, chip_px), tr, invert=True)
                 if not inside.any():  # polygon thinner than a pixel: every touched pixel
-                    inside = geometry_mask([polys[u]], (px, px), tr, invert=True, all_touched=True)
+                    inside = geometry_mask([polys[u]], (chip_px, chip_px), tr, invert=True, all_touched=True)
                 valid[u] = (ok_px & inside).sum() / max(inside.sum(), 1)
                 ok_px &= inside
             else:
@@ -352,7 +352,7 @@ class RasterSource:
                 chip[:, ~ok_px] = 0.0
         return data, valid
 
-    def _plan(self, boxes: np.ndarray, px: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _plan(self, boxes: np.ndarray, chip_px: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per unit: which files its box hits (n, F); the file to read directly, or -1 for the
         mosaic; and the overview factor (the coarsest not coarser than the chip)."""
         fb = np.array([f.bounds for f in self.files])
@@ -364,7 +364,7 @@ class RasterSource:
         plain = np.where((hits.sum(1) == 1) & (within & direct_ok).any(1), within.argmax(1), -1)
         res = np.array([[f.transform.a, -f.transform.e] for f in self.files])[np.maximum(plain, 0)]
         ratio = np.minimum((boxes[:, 2] - boxes[:, 0]) / res[:, 0],
-                           (boxes[:, 3] - boxes[:, 1]) / res[:, 1]) / px
+                           (boxes[:, 3] - boxes[:, 1]) / res[:, 1]) / chip_px
         factor = pick_factor(common_factors(self.files), ratio)
         for k in np.unique(plain[plain >= 0]):
             sel = plain == k
@@ -380,16 +380,16 @@ class RasterSource:
         return geoms.index.to_numpy()
 
     def load(self, keys, units) -> np.ndarray:
-        """float32 chips (len(keys), C, px, px) for the units whose ids are ``keys``.
+        """float32 chips (len(keys), C, chip_px, chip_px) for the units whose ids are ``keys``.
 
-        Uses the source's ``size_m``, ``px``, ``mask_polygons``, ``min_valid`` and
+        Uses the source's ``chip_size_m``, ``chip_px``, ``mask_polygons``, ``min_valid`` and
         ``on_invalid``. The shape never shrinks: under ``"drop"`` the chips of invalid units
         are all NaN (so their embeddings are NaN and the caller drops them), with a
         DataQualityWarning; the ids are in ``last_report_["dropped_ids"]``.
         """
-        if self.px is None:
-            raise InputError("px: load() needs the chip size; construct the source with px= "
-                             "(and size_m= for point units)")
+        if self.chip_px is None:
+            raise InputError("chip_px: load() needs the chip size; construct the source with chip_px= "
+                             "(and chip_size_m= for point units)")
         geoms = select_keys(unit_geometries(units), keys)
         data, valid = self._read(geoms, None, None, None)
         keep, self.last_report_ = apply_policy(geoms.index.to_numpy(), valid, self.min_valid,
@@ -403,7 +403,7 @@ class RasterSource:
             "kind": "raster",
             "files": [file_fingerprint(p) for p in self.paths],
             "bands": list(self.band_indexes), "band_names": list(self.bands),
-            "size_m": self.size_m, "px": self.px, "resampling": self.resampling,
+            "chip_size_m": self.chip_size_m, "chip_px": self.chip_px, "resampling": self.resampling,
             "mask_polygons": self.mask_polygons, "nodata": self.nodata,
             "dates": None if self.dates is None else [str(d) for d in self.dates],
             "min_valid": self.min_valid, "on_invalid": self.on_invalid, "valid": self.valid,
@@ -415,20 +415,20 @@ class RasterSource:
         return check_dates(self.dates, treatment_date, stacklevel=3)
 
 
-def _read_window(src, box, px: int, resampling, out: np.ndarray) -> None:
-    """Read ``box`` (raster CRS) resampled to ``out`` (C, px, px); parts off the grid stay NaN."""
+def _read_window(src, box, chip_px: int, resampling, out: np.ndarray) -> None:
+    """Read ``box`` (raster CRS) resampled to ``out`` (C, chip_px, chip_px); parts off the grid stay NaN."""
     from rasterio.windows import Window
 
     ds, t, width, height, indexes = src
     col, row = (box[0] - t.c) / t.a, (box[3] - t.f) / t.e
-    sx, sy = (box[2] - box[0]) / t.a / px, (box[1] - box[3]) / t.e / px
-    i0, i1 = max(0, ceil(-col / sx - _EPS)), min(px, floor((width - col) / sx + _EPS))
-    j0, j1 = max(0, ceil(-row / sy - _EPS)), min(px, floor((height - row) / sy + _EPS))
+    sx, sy = (box[2] - box[0]) / t.a / chip_px, (box[1] - box[3]) / t.e / chip_px
+    i0, i1 = max(0, ceil(-col / sx - _EPS)), min(chip_px, floor((width - col) / sx + _EPS))
+    j0, j1 = max(0, ceil(-row / sy - _EPS)), min(chip_px, floor((height - row) / sy + _EPS))
     if i1 <= i0 or j1 <= j0:
         return
     c0, r0 = max(0.0, col + i0 * sx), max(0.0, row + j0 * sy)
     win = Window(c0, r0, min((i1 - i0) * sx, width - c0), min((j1 - j0) * sy, height - r0))
-    if (i0, j0, i1, j1) == (0, 0, px, px):
+    if (i0, j0, i1, j1) == (0, 0, chip_px, chip_px):
         ds.read(indexes, window=win, out=out, resampling=resampling)
     else:
         out[:, j0:j1, i0:i1] = ds.read(indexes, window=win, out_shape=(out.shape[0], j1 - j0, i1 - i0),

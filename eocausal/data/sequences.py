@@ -1,7 +1,7 @@
 """Dated image sequences from rasters: :class:`RasterSequence`.
 
 Each date is one :class:`~eocausal.data.raster.RasterSource` (one file or a mosaic); a chip is
-(T, C, px, px), frames ordered by date. The valid-pixel policy applies to a unit's worst frame.
+(T, C, chip_px, chip_px), frames ordered by date. The valid-pixel policy applies to a unit's worst frame.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ class RasterSequence:
         ``{date: path or list of paths}``; dates as ``datetime.date``, ``numpy.datetime64``
         or ``"YYYY-MM-DD"``. Every date must offer the same bands.
     **options
-        As for :class:`~eocausal.data.raster.RasterSource`: ``bands``, ``size_m``, ``px``,
+        As for :class:`~eocausal.data.raster.RasterSource`: ``bands``, ``chip_size_m``, ``chip_px``,
         ``resampling``, ``nodata``, ``min_valid`` (default 0.5), ``on_invalid``, ``valid``
         (``"all-bands"`` or ``"any-band"``: when a chip pixel counts as valid),
         ``mask_polygons``. ``min_valid`` and ``on_invalid`` apply to each unit's least valid
@@ -66,13 +66,13 @@ class RasterSequence:
                 "bands with bands=[...]"
             )
         first = self.frames[0]
-        self.bands, self.size_m, self.px = first.bands, first.size_m, first.px
+        self.bands, self.chip_size_m, self.chip_px = first.bands, first.chip_size_m, first.chip_px
         self.mask_polygons, self.valid = first.mask_polygons, first.valid
         self.last_report_: dict | None = None
 
     def __repr__(self) -> str:
         return (f"RasterSequence({len(self.dates)} dates {self.dates[0]}..{self.dates[-1]}, "
-                f"bands={list(self.bands)}, size_m={self.size_m}, px={self.px})")
+                f"bands={list(self.bands)}, chip_size_m={self.chip_size_m}, chip_px={self.chip_px})")
 
     def __enter__(self) -> "RasterSequence":
         return self
@@ -85,18 +85,18 @@ class RasterSequence:
         for f in self.frames:
             f.close()
 
-    def _read(self, geoms, size_m, px, mask_polygons) -> tuple[np.ndarray, np.ndarray]:
-        parts = [f._read(geoms, size_m, px, mask_polygons) for f in self.frames]
+    def _read(self, geoms, chip_size_m, chip_px, mask_polygons) -> tuple[np.ndarray, np.ndarray]:
+        parts = [f._read(geoms, chip_size_m, chip_px, mask_polygons) for f in self.frames]
         return np.stack([p[0] for p in parts], axis=1), np.stack([p[1] for p in parts], axis=1)
 
-    def chips(self, units, size_m=None, px=None, mask_polygons=None, return_valid: bool = False):
-        """Chip sequences (n_kept, T, C, px, px), frames in date order.
+    def chips(self, units, chip_size_m=None, chip_px=None, mask_polygons=None, return_valid: bool = False):
+        """Chip sequences (n_kept, T, C, chip_px, chip_px), frames in date order.
 
         Parameters and policy as :meth:`RasterSource.chips`; the valid fractions returned with
         ``return_valid`` are (n_kept, T), and a unit is invalid when its worst frame is.
         """
         geoms = unit_geometries(units)
-        data, valid = self._read(geoms, size_m, px, mask_polygons)
+        data, valid = self._read(geoms, chip_size_m, chip_px, mask_polygons)
         keep, self.last_report_ = apply_policy(geoms.index.to_numpy(), valid.min(axis=1),
                                                self.min_valid, self.on_invalid, stacklevel=3)
         if not keep.all():
@@ -108,14 +108,14 @@ class RasterSequence:
         return self.frames[0].keys_for(units)
 
     def load(self, keys, units) -> np.ndarray:
-        """float32 (len(keys), T, C, px, px) for the units whose ids are ``keys``.
+        """float32 (len(keys), T, C, chip_px, chip_px) for the units whose ids are ``keys``.
 
         Invalid units under ``on_invalid="drop"`` come back all NaN, as in
         :meth:`RasterSource.load`.
         """
-        if self.px is None:
-            raise InputError("px: load() needs the chip size; construct the sequence with px= "
-                             "(and size_m= for point units)")
+        if self.chip_px is None:
+            raise InputError("chip_px: load() needs the chip size; construct the sequence with chip_px= "
+                             "(and chip_size_m= for point units)")
         geoms = select_keys(unit_geometries(units), keys)
         data, valid = self._read(geoms, None, None, None)
         keep, self.last_report_ = apply_policy(geoms.index.to_numpy(), valid.min(axis=1),

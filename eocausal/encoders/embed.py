@@ -120,7 +120,7 @@ def embed(units: Units, source, encoder, *, cache_dir=None, device: str | None =
 
     Examples
     --------
-    >>> Z = eocausal.embed(units, RasterSource("scene.tif", size_m=1000, px=33),   # doctest: +SKIP
+    >>> Z = eocausal.embed(units, RasterSource("scene.tif", chip_size_m=1000, chip_px=33),   # doctest: +SKIP
     ...                    RandomFeatures(n_features=1024), cache_dir="~/.cache/eocausal")
     """
     _check_args(units, source, batch_size, shard_size, fit_sample, return_frame, cache_dir)

@@ -9,8 +9,11 @@ import numpy as np
 import pandas as pd
 
 from eocausal.data.units import Units
-from eocausal.errors import DataFileError, MissingFileError, StudyFileError
+from eocausal.errors import ColumnError, DataFileError, EocausalError, MissingFileError, StudyFileError
 from eocausal.study.schema import Study
+
+#: [units] keys that name a column of the units file
+COLUMN_KEYS = ("id", "treatment", "outcome", "covariates", "clusters", "image_key", "lon", "lat")
 
 
 @dataclass(frozen=True)
@@ -24,14 +27,198 @@ class Inputs:
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
-def _existing(study: Study, p: str) -> Path:
+def _where(study: Study) -> str:
+    return f"study file {study.path}" if study.path else "study"
+
+
+def _study_file(study: Study, section: str, key: str, p: str) -> Path:
+    """The file ``[section] key`` names: it exists, is a file and can be opened for reading."""
     path = study.resolve(p)
+    where = f"{_where(study)}: [{section}] {key} = {p!r}"
     if not path.exists():
-        raise MissingFileError(f"{path}: file named in the study file does not exist")
+        raise MissingFileError(f"{where}: {path} does not exist; fix the path (relative paths are taken "
+                               f"from the study file's folder, {study.base_dir})")
     if path.is_dir():
-        raise DataFileError(f"{path}: the study file names a folder where a file is expected; "
-                            "name the file itself (for several rasters, a list of files)")
+        raise DataFileError(f"{where}: {path} is a folder; name the file itself"
+                            + (" (several rasters: a list of files)" if section == "imagery" else ""))
+    try:
+        with open(path, "rb") as fh:
+            fh.read(1)
+    except OSError as exc:
+        raise DataFileError(f"{where}: {path} cannot be read ({exc.strerror}); check its permissions") from exc
     return path
+
+
+def _columns(study: Study, path: Path) -> tuple[list[str], str | None]:
+    """(column names, geometry type or None) of the units file, from its header only."""
+    fmt, where = study["units"]["format"], f"{_where(study)}: [units] path = {study['units']['path']!r}"
+    try:
+        if fmt == "csv":
+            return [str(c) for c in pd.read_csv(path, nrows=0).columns], None
+        if path.suffix.lower() in (".parquet", ".geoparquet"):
+            import json
+
+            import pyarrow.parquet as pq
+
+            schema = pq.read_schema(path)
+            geo = json.loads((schema.metadata or {}).get(b"geo", b"{}"))
+            geom_col = geo.get("primary_column")
+            gtypes = geo.get("columns", {}).get(geom_col, {}).get("geometry_types") or ["Unknown"]
+            cols = [c for c in schema.names if c != geom_col]
+            return cols, (gtypes[0] if geom_col else None)
+        import pyogrio
+
+        info = pyogrio.read_info(path)
+        return [str(c) for c in info["fields"]], info["geometry_type"]
+    except ImportError:  # the header cannot be read without the optional reader: run reads the file
+        return [], "Unknown"
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise DataFileError(f"{where}: {path} cannot be read as {fmt} ({exc}); check the format and "
+                            "that the file is complete") from exc
+
+
+def _check_units_file(study: Study, path: Path) -> str:
+    u = study["units"]
+    where = _where(study)
+    if u["format"] == "causalimages-rdata":
+        from eocausal.data.causalimages import X_COLUMNS, _decompressed_head
+
+        head = _decompressed_head(path)
+        if not head.startswith((b"RDX2\n", b"RDX3\n")):
+            raise DataFileError(f"{where}: [units] path = {u['path']!r}: {path} is not an R workspace "
+                                f"(.RData saved by save()): it starts with {head[:8]!r}; name the "
+                                "causalimages tutorial workspace")
+        bad = [c for c in (u["covariates"] or ()) if c not in X_COLUMNS]
+        if bad:
+            raise ColumnError(f"{where}: [units] covariates = {u['covariates']!r}: {bad} are not columns of "
+                              f"the workspace's X; use names from {list(X_COLUMNS)}")
+        return f"units: {path} (causalimages-rdata)"
+    cols, geometry = _columns(study, path)
+    if not cols and geometry == "Unknown":
+        return f"units: {path} ({u['format']}; columns not checked: no reader for the header)"
+    have = set(cols)
+    for key in COLUMN_KEYS:
+        names = u[key] if key == "covariates" else [u[key]]
+        missing = [c for c in (names or ()) if c is not None and c not in have]
+        if missing:
+            shown = cols if len(cols) <= 30 else cols[:30] + ["..."]
+            raise ColumnError(
+                f"{where}: [units] {key} = {u[key]!r}: no column {missing[0]!r} in {path} (its columns: "
+                f"{shown}); fix the name in the study file or in the file's header"
+            )
+    if u["format"] == "vector":
+        im = study["imagery"]
+        if geometry is None and im["format"] == "raster":
+            raise DataFileError(f"{where}: [units] path = {u['path']!r}: {path} has no geometry, which "
+                                "[imagery] format = 'raster' needs to place the chips; use a file with "
+                                "geometries, or format = 'csv' with lon and lat")
+        if (im["format"] == "raster" and im["chip_size_m"] is None and geometry is not None
+                and "point" in geometry.lower()):
+            raise StudyFileError(f"{where}: [imagery] format = 'raster' needs chip_size_m: the units in "
+                                 f"{path} are points ({geometry}); give the chip side in metres")
+    return f"units: {path} ({u['format']}, {len(cols)} columns{'' if geometry is None else ', ' + geometry})"
+
+
+def _strip_arg(msg: str) -> str:
+    head, sep, rest = msg.partition(": ")
+    return rest if sep and head.isidentifier() else msg
+
+
+def _check_imagery_files(study: Study) -> list[str]:
+    im = study["imagery"]
+    fmt, where = im["format"], _where(study)
+    if fmt in ("demo", "causalimages-rdata"):
+        return [f"imagery: {fmt} (the units' own images)"]
+    paths = im["path"] if isinstance(im["path"], list) else [im["path"]]
+    files = [_study_file(study, "imagery", "path", p) for p in paths]
+    if fmt == "npz":
+        path = files[0]
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                names = list(z.files)
+                if "images" not in names:
+                    raise DataFileError(f"{where}: [imagery] path = {im['path']!r}: {path} has no array "
+                                        f"named 'images' (it has {names}); save the images as "
+                                        "np.savez(path, images=..., keys=...)")
+                with z.zip.open("images.npy") as fh:
+                    version = np.lib.format.read_magic(fh)
+                    read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                                   (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+                    shape = read_header(fh)[0] if read_header else None
+        except (OSError, ValueError) as exc:
+            raise DataFileError(f"{where}: [imagery] path = {im['path']!r}: {path} cannot be read as .npz "
+                                f"({exc})") from exc
+        if shape is not None and len(shape) not in (4, 5):
+            raise DataFileError(f"{where}: [imagery] path = {im['path']!r}: 'images' in {path} has shape "
+                                f"{shape}; expected (n_images, H, W, C) or sequences (n_images, T, H, W, C)")
+        return [f"imagery: {path} (npz, images {shape}{', keys' if 'keys' in names else ''})"]
+    if fmt == "causalimages-tfrecord":
+        import gzip
+        import struct
+
+        from eocausal.data._protobuf import masked_crc32c
+
+        path = files[0]
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+        if head[:2] == b"\x1f\x8b":
+            try:
+                with gzip.open(path, "rb") as fh:
+                    head = fh.read(12)
+            except (OSError, EOFError) as exc:
+                raise DataFileError(f"{where}: [imagery] path = {im['path']!r}: {path} is a corrupt gzip "
+                                    f"file ({exc})") from exc
+        if len(head) < 12 or masked_crc32c(head[:8]) != struct.unpack("<I", head[8:12])[0]:
+            raise DataFileError(f"{where}: [imagery] path = {im['path']!r}: {path} is not a TFRecord file "
+                                "(its first record header does not check); name a file written by "
+                                "causalimages::WriteTfRecord()")
+        return [f"imagery: {path} (causalimages-tfrecord)"]
+    # raster: every file opens, the files make one surface, the bands exist
+    from eocausal.data._raster_common import check_compatible, read_meta, resolve_bands
+
+    metas = []
+    for p, path in zip(paths, files):
+        try:
+            metas.append(read_meta(str(path)))
+        except EocausalError as exc:
+            raise type(exc)(f"{where}: [imagery] path = {p!r}: {_strip_arg(str(exc))}") from exc
+    try:
+        check_compatible(metas)
+    except EocausalError as exc:
+        raise type(exc)(f"{where}: [imagery] path: {_strip_arg(str(exc))}") from exc
+    try:
+        _, names = resolve_bands(im["bands"], metas)
+    except EocausalError as exc:
+        raise type(exc)(f"{where}: [imagery] bands = {im['bands']!r} ({', '.join(map(str, files))}): "
+                        f"{_strip_arg(str(exc))}; fix the band list in the study file") from exc
+    return [f"imagery: {path} (raster, {m.count} bands, {m.crs.to_string()})" for path, m in zip(files, metas)] + \
+        [f"bands: {list(names)}"]
+
+
+def check_study(study: Study) -> tuple[str, ...]:
+    """Every check of a validated study that needs no computation, before any work.
+
+    The files the study names exist, are files (not folders) and can be read; each reads as its
+    declared format from its header (a CSV's header row, a vector file's schema, an R workspace's
+    signature, an .npz file's array names and image shape, a TFRecord's first record header,
+    each raster's metadata); the columns [units] names are in the units file; the rasters share
+    one CRS and band count and hold the [imagery] bands. ``eocausal validate`` and
+    :func:`~eocausal.study.runner.run_study` call it first.
+
+    Returns
+    -------
+    tuple of str
+        One line per thing checked (what ``eocausal validate`` prints).
+
+    Raises
+    ------
+    MissingFileError, DataFileError, ColumnError, CRSError, StudyFileError
+        Naming the section, the key, the file and the fix.
+    """
+    if study["units"]["format"] == "demo":
+        return ("units: demo (simulated)", "imagery: demo (simulated)")
+    path = _study_file(study, "units", "path", study["units"]["path"])
+    return (_check_units_file(study, path), *_check_imagery_files(study))
 
 
 def load_inputs(study: Study) -> Inputs:
@@ -50,13 +237,13 @@ def load_inputs(study: Study) -> Inputs:
     if fmt == "causalimages-rdata":
         from eocausal.data.causalimages import read_causalimages
 
-        path = _existing(study, u["path"])
+        path = _study_file(study, "units", "path", u["path"])
         files.append(path)
         cov = u["covariates"] if u["covariates"] is not None else u["covariate_set"]
         data = read_causalimages(path, covariates=cov)
         units, source, notes = data.units, data.images, data.notes
     else:
-        path = _existing(study, u["path"])
+        path = _study_file(study, "units", "path", u["path"])
         files.append(path)
         frame = _read_table(path, fmt)
         units = Units.from_frame(frame, id=u["id"], treatment=u["treatment"], outcome=u["outcome"],
@@ -66,27 +253,24 @@ def load_inputs(study: Study) -> Inputs:
 
     ifmt = im["format"]
     if ifmt == "npz":
-        source = _read_npz(_existing(study, im["path"]))
-        files.append(study.resolve(im["path"]))
+        p = _study_file(study, "imagery", "path", im["path"])
+        files.append(p)
+        source = _read_npz(p)
     elif ifmt == "causalimages-tfrecord":
         from eocausal.data.causalimages import read_tfrecord
 
-        p = _existing(study, im["path"])
+        p = _study_file(study, "imagery", "path", im["path"])
         files.append(p)
         source = read_tfrecord(p).to_source(key_type=int)
     elif ifmt == "raster":
         from eocausal.data.raster import RasterSource
 
         paths = im["path"] if isinstance(im["path"], list) else [im["path"]]
-        resolved = [_existing(study, p) for p in paths]
+        resolved = [_study_file(study, "imagery", "path", p) for p in paths]
         files += resolved
-        if im["chip_size_m"] is None or im["chip_px"] is None:
-            raise StudyFileError("[imagery] format = 'raster' needs chip_size_m and chip_px")
-        source = RasterSource(resolved, bands=im["bands"], size_m=im["chip_size_m"], px=im["chip_px"],
-                              nodata=im["nodata"], min_valid=im["min_valid"], on_invalid=im["on_invalid"],
-                              valid=im["valid"])
-    elif ifmt == "demo":
-        raise StudyFileError("[imagery] format = 'demo' needs [units] format = 'demo'")
+        source = RasterSource(resolved, bands=im["bands"], chip_size_m=im["chip_size_m"],
+                              chip_px=im["chip_px"], nodata=im["nodata"], min_valid=im["min_valid"],
+                              on_invalid=im["on_invalid"], valid=im["valid"])
     if source is None:
         raise StudyFileError(f"[imagery]: no imagery for units of format {fmt!r}; set [imagery] format and path")
     return Inputs(units=units, source=source, data_files=tuple(files), notes=tuple(notes))

@@ -47,7 +47,8 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any, tuple | None]]] = {
         "tau": ((int, float), 1.0, None),
     },
     "imagery": {
-        "format": ((str,), "demo", ("demo", "npz", "causalimages-rdata", "causalimages-tfrecord", "raster")),
+        # default: the [units] format's own imagery (see IMAGERY_FOR_UNITS)
+        "format": ((str,), None, ("demo", "npz", "causalimages-rdata", "causalimages-tfrecord", "raster")),
         "path": ((str, list), None, None),
         "chip_px": ((int,), None, None),
         "chip_size_m": ((int, float), None, None),
@@ -75,6 +76,104 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any, tuple | None]]] = {
     },
 }
 REQUIRED_SECTIONS = ("study", "units")
+
+UNITS_FORMATS = SCHEMA["units"]["format"][2]
+IMAGERY_FORMATS = SCHEMA["imagery"]["format"][2]
+
+#: [units] format -> the [imagery] formats it combines with; the first is the default when the
+#: study has no [imagery] format (csv and vector units have no imagery of their own: required)
+IMAGERY_FOR_UNITS: dict[str, tuple[str, ...]] = {
+    "demo": ("demo",),
+    "causalimages-rdata": ("causalimages-rdata", "npz", "raster", "causalimages-tfrecord"),
+    "csv": ("raster", "npz", "causalimages-tfrecord"),
+    "vector": ("raster", "npz", "causalimages-tfrecord"),
+}
+_OWN_IMAGERY = ("demo", "causalimages-rdata")  # units formats that carry their own images
+
+#: (section, key) -> the formats (of that section's ``format``) the key applies to; given with
+#: another format, the key is refused rather than ignored
+APPLIES: dict[tuple[str, str], tuple[str, ...]] = {
+    **{("units", k): ("csv", "vector", "causalimages-rdata") for k in ("path", "covariates")},
+    **{("units", k): ("csv", "vector") for k in ("id", "treatment", "outcome", "clusters", "image_key")},
+    **{("units", k): ("csv",) for k in ("lon", "lat", "crs")},
+    ("units", "covariate_set"): ("causalimages-rdata",),
+    ("imagery", "path"): ("npz", "raster", "causalimages-tfrecord"),
+    **{("imagery", k): ("raster",) for k in ("chip_px", "chip_size_m", "bands", "min_valid",
+                                              "on_invalid", "nodata", "valid")},
+}
+
+#: (section, key) -> the formats that require it (beyond the keys marked required in SCHEMA)
+REQUIRED_FOR: dict[tuple[str, str], tuple[str, ...]] = {
+    ("units", "path"): ("csv", "vector", "causalimages-rdata"),
+    ("units", "treatment"): ("csv", "vector"),
+    ("units", "outcome"): ("csv", "vector"),
+    ("imagery", "path"): ("npz", "raster", "causalimages-tfrecord"),
+    ("imagery", "chip_px"): ("raster",),
+}
+
+#: one line of meaning per key; the [estimate] lines come from eocausal.options.field_docs()
+DOCS: dict[str, dict[str, str]] = {
+    "study": {
+        "name": "name of the study, shown in the report and the manifest",
+        "seed": "seed of everything random: simulation, folds, models (the encoder has its own)",
+        "description": "a paragraph for the report's design section",
+    },
+    "units": {
+        "format": "where the units come from: demo (simulated), csv, vector (GeoPackage, GeoJSON, "
+                  "Shapefile, GeoParquet) or causalimages-rdata (the causalimages tutorial workspace)",
+        "path": "the units file, relative to the study file's folder",
+        "id": "column of unique unit ids (default: the row number)",
+        "treatment": "column of the binary treatment (0/1 or true/false)",
+        "outcome": "column of the numeric outcome",
+        "covariates": "columns of the pre-treatment tabular confounders; for causalimages-rdata, names "
+                      "of its X columns (xA, xC, xB, ...), replacing covariate_set",
+        "clusters": "column of cluster labels: folds and standard errors keep a cluster together",
+        "image_key": "column naming each unit's image in the imagery (units may share one); default: "
+                     "the unit id",
+        "lon": "column of longitudes (or x in crs) of point units",
+        "lat": "column of latitudes (or y in crs) of point units",
+        "crs": "CRS of lon and lat, e.g. EPSG:32636 (default EPSG:4326)",
+        "covariate_set": "which X columns of the causalimages workspace are covariates: pretreatment "
+                         "(xA, xC, xB), tutorial (the R tutorial's X[, -1]) or all",
+    },
+    "simulate": {
+        "n_images": "simulated images",
+        "units_per_image": "units sharing each image",
+        "px": "side of a simulated image in pixels",
+        "tau": "true treatment effect",
+    },
+    "imagery": {
+        "format": "where the images come from: demo (simulated), npz (arrays images and keys), "
+                  "causalimages-rdata (the workspace's images), causalimages-tfrecord, or raster "
+                  "(GeoTIFF/COG chips around each unit); default: the units' own images (demo, "
+                  "causalimages-rdata), required for csv and vector units",
+        "path": "the image file, relative to the study file's folder; for raster, a file or a list "
+                "of files read as one mosaic",
+        "chip_px": "chip side in pixels",
+        "chip_size_m": "chip side in metres, a square in the unit's UTM zone (polygon units: their "
+                       "bounding square when not given)",
+        "bands": "bands to read, in order: 1-based numbers or band descriptions (default: all)",
+        "min_valid": "least share of valid pixels a chip needs (0.5: at least half of it is imagery)",
+        "on_invalid": "units whose chip has too few valid pixels: drop (counted in the report), "
+                      "keep (zero-filled) or fail",
+        "nodata": "pixel value that marks missing data, replacing the files' own nodata and masks",
+        "valid": "when a pixel is valid: all-bands (every band holds data) or any-band",
+    },
+    "encoder": {
+        "kind": "the image encoder: random-features (MOSAIKS random convolutional features)",
+        "n_features": "embedding columns (even)",
+        "kernel": "side of the random patches in pixels",
+        "bias": "ReLU threshold b of the features ReLU(f * x - b) and ReLU(-f * x - b)",
+        "seed": "seed of the random patches",
+        "device": "auto (a GPU when there is one), cpu, cuda or mps",
+        "batch_size": "chips embedded at a time",
+    },
+    "report": {
+        "formats": "outputs besides effects.csv and results.json: html (report.html), md and tex "
+                   "(tables/effects.md, tables/effects.tex)",
+        "title": "title of the report (default: 'eocausal: ' and the study name)",
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -166,24 +265,77 @@ def validate(doc: dict, *, path: Path | None = None, sha256: str = "", base_dir:
         estimate_options(out)
     except InputError as exc:
         raise StudyFileError(f"{where}: [estimate] {exc}") from None
-    u = out["units"]
-    if u["format"] != "demo":
-        for key in ("path",):
-            if u[key] is None:
-                raise StudyFileError(f"{where}: [units] format = {u['format']!r} needs the key {key!r}")
-    if u["format"] in ("csv", "vector"):
-        for key in ("treatment", "outcome"):
-            if u[key] is None:
-                raise StudyFileError(f"{where}: [units] needs the key {key!r} for format {u['format']!r}")
-    if out["units"]["format"] == "demo" and out["imagery"]["format"] != "demo":
-        raise StudyFileError(f"{where}: [imagery] format must be 'demo' when [units] format is 'demo'")
-    if "simulate" in doc and u["format"] != "demo":
-        raise StudyFileError(f"{where}: [simulate] applies only to [units] format = 'demo'")
+    _check_formats(doc, out, where)
     fmts = out["report"]["formats"]
     bad = [f for f in fmts if f not in ("html", "md", "tex")]
     if bad:
         raise StudyFileError(f"{where}: [report] formats {bad} not among ['html', 'md', 'tex']")
     return Study(sections=out, path=path, sha256=sha256, base_dir=base_dir or (path.parent if path else Path.cwd()))
+
+
+def _formats(fmts) -> str:
+    return " or ".join(repr(f) for f in fmts)
+
+
+def _check_keys_of_format(doc: dict, out: dict, section: str, fmt: str, where: str) -> None:
+    """Keys of ``section`` given with a format they do not apply to, and keys ``fmt`` requires."""
+    for (sec, key), fmts in APPLIES.items():
+        if sec == section and key in doc.get(section, {}) and fmt not in fmts:
+            raise StudyFileError(
+                f"{where}: [{section}] {key} applies only to [{section}] format = {_formats(fmts)}, not "
+                f"{fmt!r}; remove the key"
+            )
+    for (sec, key), fmts in REQUIRED_FOR.items():
+        if sec == section and fmt in fmts and out[section][key] is None:
+            raise StudyFileError(
+                f"{where}: [{section}] format = {fmt!r} needs the key {key!r} ({DOCS[section][key]})"
+            )
+
+
+def _check_formats(doc: dict, out: dict, where: str) -> None:
+    """The formats and the keys that go with them: which [imagery] the [units] take, which keys a
+    format requires, and keys given with a format they do not apply to (refused, not ignored).
+    Fills in the [imagery] format a study leaves out (the units' own images)."""
+    ufmt = out["units"]["format"]
+    _check_keys_of_format(doc, out, "units", ufmt, where)
+    if "format" not in doc.get("imagery", {}):
+        if ufmt not in _OWN_IMAGERY:
+            raise StudyFileError(
+                f"{where}: [units] format = {ufmt!r} has no images of its own; add an [imagery] section "
+                "with format = 'raster' (GeoTIFF/COG files: path, chip_size_m, chip_px), 'npz' (path of "
+                "a file of arrays 'images' and 'keys') or 'causalimages-tfrecord' (path)"
+            )
+        out["imagery"]["format"] = ufmt
+    ifmt = out["imagery"]["format"]
+    if ifmt not in IMAGERY_FOR_UNITS[ufmt]:
+        raise StudyFileError(
+            f"{where}: [imagery] format = {ifmt!r} does not go with [units] format = {ufmt!r}; use "
+            f"{_formats(IMAGERY_FOR_UNITS[ufmt])}"
+            + (" (or leave [imagery] format out)" if ufmt in _OWN_IMAGERY else "")
+        )
+    _check_keys_of_format(doc, out, "imagery", ifmt, where)
+    u, im = out["units"], out["imagery"]
+    if (u["lon"] is None) != (u["lat"] is None):
+        have, need = ("lon", "lat") if u["lat"] is None else ("lat", "lon")
+        raise StudyFileError(f"{where}: [units] {have} is given without {need}; name both columns")
+    if u["crs"] is not None and u["lon"] is None:
+        raise StudyFileError(f"{where}: [units] crs is the CRS of lon and lat; name those columns or remove crs")
+    if isinstance(im["path"], list) and ifmt != "raster":
+        raise StudyFileError(f"{where}: [imagery] path: a list of files is read as one raster mosaic; "
+                             f"format = {ifmt!r} takes one file")
+    if ifmt == "raster":
+        if ufmt == "csv" and u["lon"] is None:
+            raise StudyFileError(
+                f"{where}: [imagery] format = 'raster' cuts chips around each unit's location; name the "
+                "coordinate columns in [units] with lon and lat (and crs unless they are EPSG:4326)"
+            )
+        if ufmt in ("csv", "causalimages-rdata") and im["chip_size_m"] is None:
+            raise StudyFileError(
+                f"{where}: [imagery] format = 'raster' needs chip_size_m for point units "
+                f"({DOCS['imagery']['chip_size_m']})"
+            )
+    if "simulate" in doc and ufmt != "demo":
+        raise StudyFileError(f"{where}: [simulate] applies only to [units] format = 'demo'; remove the section")
 
 
 MAX_FEATURES = 1 << 16  # 65,536 embedding columns: 0.5 GB of float64 per 1,000 units
@@ -231,3 +383,110 @@ def load_study(path: str | Path) -> Study:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise StudyFileError(f"study file {p}: not valid TOML ({exc})") from exc
     return validate(doc, path=p.resolve(), sha256=hashlib.sha256(raw).hexdigest(), base_dir=p.resolve().parent)
+
+
+# ----------------------------------------------------------------------------- the reference page
+_SECTION_DOCS = {
+    "study": "What the study is called and its seed. Required.",
+    "units": "The study units: their file, format and the roles of its columns. Required.",
+    "simulate": "The simulated data of `[units] format = \"demo\"` (only with that format).",
+    "imagery": "The images of the units.",
+    "encoder": "How images become embeddings.",
+    "estimate": ("What is estimated and how; each key is also a keyword of `eocausal.estimate()` "
+                 "(`seed` comes from `[study]`)."),
+    "report": "What is written besides `effects.csv`, `results.json`, `results.npz` and `manifest.json`.",
+}
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return repr(v)
+
+
+def _type_cell(section: str, key: str, types: tuple[type, ...]) -> str:
+    names = {str: "string", int: "integer", float: "number", list: "list"}
+    if (section, key) == ("imagery", "bands"):
+        return "list of integers or strings"
+    if (section, key) == ("imagery", "path"):
+        return "string, or list of strings (raster)"
+    if types == (int, float):
+        return "number"
+    out = " or ".join(names.get(t, t.__name__) for t in types)
+    return out.replace("list", "list of strings") if list in types else out
+
+
+def _default_cell(section: str, key: str, default: Any) -> str:
+    if default is _REQ:
+        return "required"
+    if (section, key) == ("imagery", "format"):
+        return "the units' own (see below)"
+    fmts = REQUIRED_FOR.get((section, key))
+    if default is None:
+        return f"required for {', '.join(fmts)}" if fmts else "none"
+    return f"`{_toml_value(default)}`"
+
+
+def _allowed_cell(section: str, key: str, choices: tuple | None) -> str:
+    parts = []
+    if choices is not None:
+        parts.append(", ".join(f"`{_toml_value(c)}`" for c in choices))
+    if (section, key) in _RANGES:
+        parts.append(_RANGES[(section, key)][1])
+    if (section, key) in APPLIES:
+        parts.append(f"only with format {', '.join(APPLIES[(section, key)])}")
+    return "; ".join(parts).replace("|", "\\|")
+
+
+def reference_markdown() -> str:
+    """The study-file reference (``docs/study.md``), generated from :data:`SCHEMA`, :data:`DOCS`,
+    :data:`APPLIES`, :data:`REQUIRED_FOR` and :func:`eocausal.options.field_docs`.
+
+    Regenerate the page with ``python -m eocausal.study.schema > docs/study.md``.
+    """
+    from eocausal.options import field_docs
+
+    docs = {**DOCS, "estimate": field_docs()}
+    lines = [
+        "<!-- Generated by eocausal.study.schema.reference_markdown(); do not edit by hand.",
+        "     Regenerate: python -m eocausal.study.schema > docs/study.md -->",
+        "",
+        "# Study files",
+        "",
+        "A study file is a TOML document that names the units, the imagery, the encoder, what is",
+        "estimated and what is reported. `eocausal validate STUDY.toml` checks it without running it:",
+        "the sections and keys below, the formats and their combinations, that the files it names",
+        "exist and read as their format, that the columns it names are in the units file and that the",
+        "bands it names are in the rasters. `eocausal run STUDY.toml --out OUT` makes the same checks",
+        "first, then runs it. Paths are relative to the study file's folder. Nothing in a study file is",
+        "executed.",
+        "",
+        "Every key is listed with its TOML type, its default (filled in when the key is left out) and",
+        "its allowed values. A key that applies only to some formats is refused with the others.",
+        "",
+        "## Formats",
+        "",
+        "| `[units] format` | `[imagery] format` (the first is the default) |",
+        "| --- | --- |",
+    ]
+    for ufmt, ifmts in IMAGERY_FOR_UNITS.items():
+        own = "" if ufmt in _OWN_IMAGERY else " (required: the units have no images of their own)"
+        lines.append(f"| `{ufmt}` | {', '.join(f'`{f}`' for f in ifmts)}{own} |")
+    for section, spec in SCHEMA.items():
+        lines += ["", f"## [{section}]", "", _SECTION_DOCS[section], "",
+                  "| key | type | default | allowed | meaning |", "| --- | --- | --- | --- | --- |"]
+        for key, (types, default, choices) in spec.items():
+            meaning = docs[section][key].replace("|", "\\|")
+            lines.append(f"| `{key}` | {_type_cell(section, key, types)} | {_default_cell(section, key, default)} | "
+                         f"{_allowed_cell(section, key, choices)} | {meaning} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # python -m eocausal.study.schema > docs/study.md
+    import sys
+
+    sys.stdout.write(reference_markdown())

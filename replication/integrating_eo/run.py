@@ -100,7 +100,7 @@ SETTINGS = (
 # ----------------------------------------------------------------------------- images
 def read_chips(grid: int) -> tuple[np.ndarray, pd.DataFrame]:
     """(n, 3, 64, 64) float64 chips around a grid x grid lattice of points inside the scene."""
-    with eocausal.RasterSource(RASTER, bands=list(BANDS), size_m=CHIP_M, px=PX) as src:
+    with eocausal.RasterSource(RASTER, bands=list(BANDS), chip_size_m=CHIP_M, chip_px=PX) as src:
         x0, y0, x1, y1 = src.bounds
         mx, my = 0.015, 0.012  # keep every chip inside the scene (about 0.7 chip widths)
         lon, lat = np.meshgrid(np.linspace(x0 + mx, x1 - mx, grid), np.linspace(y0 + my, y1 - my, grid))

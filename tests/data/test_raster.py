@@ -82,7 +82,7 @@ def test_point_given_in_utm_covers_the_right_pixel(path, row, col):
         crs = ds.crs
     point = pts([[x, y]], crs=crs).to_crs("EPSG:32612" if path == LANDSAT else "EPSG:32610")
     src = RasterSource(path, resampling="nearest")
-    chip = src.chips(point, size_m=90, px=3)
+    chip = src.chips(point, chip_size_m=90, chip_px=3)
     assert chip.shape == (1, len(expected), 3, 3)
     np.testing.assert_array_equal(chip[0, :, 1, 1], expected)
 
@@ -111,7 +111,7 @@ def test_chip_size_in_metres_in_both_crs(path, lonlat, zone):
     with rasterio.open(path) as ds:
         direct = ds.read(window=from_bounds(*ref, t), out_shape=(ds.count, 33, 33),
                          resampling=Resampling.nearest)
-    chip = RasterSource(path, resampling="nearest").chips(point, size_m=1000, px=33)
+    chip = RasterSource(path, resampling="nearest").chips(point, chip_size_m=1000, chip_px=33)
     np.testing.assert_array_equal(chip[0], direct)
 
 
@@ -144,22 +144,22 @@ def test_landsat7_nodata_edge_gives_a_partial_valid_fraction():
     (bounds,) = chip_boxes(edge, LANDSAT7_CRS, 1000.0)
     by_footprint, by_centre = _expected_valid(mask, t, bounds, 33)
     assert 0.1 < by_centre < by_footprint < 0.9
-    src = RasterSource(LANDSAT7, size_m=1000, px=33, valid="any-band", min_valid=0)  # the dataset mask's rule
+    src = RasterSource(LANDSAT7, chip_size_m=1000, chip_px=33, valid="any-band", min_valid=0)  # the dataset mask's rule
     chips, valid = src.chips(pd.concat([edge, inner]), return_valid=True)
     assert valid[0] == pytest.approx(by_footprint, abs=0.01)  # average: any valid source pixel
     assert valid[1] == 1.0
     assert ((chips[0] == 0).all(axis=0)).mean() == pytest.approx(1 - valid[0], abs=1e-9)
     assert (chips[1] > 0).any(axis=0).all()
     _, valid = RasterSource(LANDSAT7, resampling="nearest", valid="any-band", min_valid=0).chips(
-        edge, size_m=1000, px=33, return_valid=True)
+        edge, chip_size_m=1000, chip_px=33, return_valid=True)
     assert valid[0] == pytest.approx(by_centre, abs=0.01)  # nearest: the sampled source pixel
 
 
 @needs_landsat
 def test_landsat_interior_and_mosaic_paths_agree_within_rounding():
     g = pts([(-112.7, 40.8), (-112.6, 40.7)], crs=4326)
-    plain = RasterSource(LANDSAT).chips(g, size_m=1000, px=33)
-    via_vrt = RasterSource(LANDSAT, nodata=-1).chips(g, size_m=1000, px=33)  # forces the mosaic path
+    plain = RasterSource(LANDSAT).chips(g, chip_size_m=1000, chip_px=33)
+    via_vrt = RasterSource(LANDSAT, nodata=-1).chips(g, chip_size_m=1000, chip_px=33)  # forces the mosaic path
     assert np.abs(plain - via_vrt).max() <= 0.5  # GDAL rounds averages read from uint8 files
     assert np.abs(plain - via_vrt).mean() < 0.3
 
@@ -171,10 +171,10 @@ def test_mosaic_of_two_tiles_equals_the_single_file(files):
     g = pts(xy)
     boxes = chip_boxes(g, fx.CRS, 105.0)
     assert ((boxes[:, 0] < seam) & (boxes[:, 2] > seam)).all()  # every chip crosses the seam
-    single = RasterSource(files["full"]).chips(g, size_m=105, px=7)
-    mosaic = RasterSource([files["tile_left"], files["tile_right"]]).chips(g, size_m=105, px=7)
+    single = RasterSource(files["full"]).chips(g, chip_size_m=105, chip_px=7)
+    mosaic = RasterSource([files["tile_left"], files["tile_right"]]).chips(g, chip_size_m=105, chip_px=7)
     assert np.abs(single - mosaic).max() <= 1e-3
-    right_only = RasterSource(files["tile_right"], on_invalid="keep").chips(g, size_m=105, px=7)
+    right_only = RasterSource(files["tile_right"], on_invalid="keep").chips(g, chip_size_m=105, chip_px=7)
     assert np.abs(single - right_only).max() > 100  # the left tile matters
 
 
@@ -182,7 +182,7 @@ def test_open_handles_are_capped(files, monkeypatch):
     import eocausal.data.raster as raster_module
 
     g = pts([centre(10, 5), centre(10, 50), centre(40, 3), centre(40, 60)])  # one tile each, in turn
-    src = RasterSource([files["tile_left"], files["tile_right"]], size_m=30, px=3)
+    src = RasterSource([files["tile_left"], files["tile_right"]], chip_size_m=30, chip_px=3)
     expected = src.chips(g)
     assert len(src._opened) == 2
     src.close()
@@ -194,8 +194,8 @@ def test_open_handles_are_capped(files, monkeypatch):
 def test_first_file_with_a_valid_pixel_wins(files):
     full = fx.full_array()
     g = pts([centre(30, 35), centre(5, 35)], ids=["overlap", "a_nodata"])
-    ab = RasterSource([files["tile_a"], files["tile_b"]], resampling="nearest").chips(g, size_m=30, px=3)
-    ba = RasterSource([files["tile_b"], files["tile_a"]], resampling="nearest").chips(g, size_m=30, px=3)
+    ab = RasterSource([files["tile_a"], files["tile_b"]], resampling="nearest").chips(g, chip_size_m=30, chip_px=3)
+    ba = RasterSource([files["tile_b"], files["tile_a"]], resampling="nearest").chips(g, chip_size_m=30, chip_px=3)
     np.testing.assert_allclose(ab[0, :, 1, 1], full[:, 30, 35])
     np.testing.assert_allclose(ba[0, :, 1, 1], full[:, 30, 35] + 1000)
     np.testing.assert_allclose(ab[1, :, 1, 1], full[:, 5, 35] + 1000)  # tile_a has nodata there
@@ -205,7 +205,7 @@ def test_chips_come_back_in_the_callers_order(files):
     full = fx.full_array()
     cells = [(40, 3), (2, 60), (33, 33), (10, 11), (61, 20)]
     g = pts([centre(r, c) for r, c in cells], ids=list("abcde"))
-    src = RasterSource(files["full"], resampling="nearest", size_m=10, px=1)
+    src = RasterSource(files["full"], resampling="nearest", chip_size_m=10, chip_px=1)
     chips = src.chips(g)
     np.testing.assert_allclose(chips[:, :, 0, 0], np.array([full[:, r, c] for r, c in cells]))
     rev = src.chips(g.iloc[::-1])
@@ -215,7 +215,7 @@ def test_chips_come_back_in_the_callers_order(files):
 def test_boundless_chip_at_a_corner_has_the_full_shape(files):
     full = fx.full_array()
     src = RasterSource(files["full"], resampling="nearest", min_valid=0)
-    chip, valid = src.chips(pts([(fx.ORIGIN_X, fx.ORIGIN_Y)]), size_m=200, px=20, return_valid=True)
+    chip, valid = src.chips(pts([(fx.ORIGIN_X, fx.ORIGIN_Y)]), chip_size_m=200, chip_px=20, return_valid=True)
     assert chip.shape == (1, 3, 20, 20)
     assert valid[0] == pytest.approx(0.25)
     np.testing.assert_allclose(chip[0, :, 10:, 10:], full[:, :10, :10])
@@ -224,17 +224,17 @@ def test_boundless_chip_at_a_corner_has_the_full_shape(files):
 
 def test_unit_outside_every_raster_follows_the_policy(files):
     g = pts([centre(10, 10), (fx.ORIGIN_X - 5000, fx.ORIGIN_Y), centre(50, 50)], ids=["in", "out", "in2"])
-    src = RasterSource(files["full"], size_m=50, px=5)
+    src = RasterSource(files["full"], chip_size_m=50, chip_px=5)
     with pytest.warns(DataQualityWarning, match=r"1 of 3 units dropped.*'out'") as rec:
         chips, valid = src.chips(g, return_valid=True)
     assert rec[0].filename == __file__  # stacklevel points at the caller
     assert chips.shape == (2, 3, 5, 5) and valid.tolist() == [1.0, 1.0]
     assert src.last_report_["dropped_ids"] == ["out"] and src.last_report_["n_kept"] == 2
     json.dumps(src.last_report_)
-    failing = RasterSource(files["full"], size_m=50, px=5, on_invalid="fail")
+    failing = RasterSource(files["full"], chip_size_m=50, chip_px=5, on_invalid="fail")
     with pytest.raises(InputError, match="'out'"):
         failing.chips(g)
-    keeping = RasterSource(files["full"], size_m=50, px=5, on_invalid="keep")
+    keeping = RasterSource(files["full"], chip_size_m=50, chip_px=5, on_invalid="keep")
     chips, valid = keeping.chips(g, return_valid=True)
     assert chips.shape == (3, 3, 5, 5) and valid[1] == 0 and (chips[1] == 0).all()
     assert keeping.last_report_["invalid_ids"] == ["out"] and keeping.last_report_["n_dropped"] == 0
@@ -242,7 +242,7 @@ def test_unit_outside_every_raster_follows_the_policy(files):
 
 def test_min_valid_drops_partly_covered_units(files):
     g = pts([(fx.ORIGIN_X, fx.ORIGIN_Y - 320), centre(30, 30)], ids=["edge", "inner"])
-    src = RasterSource(files["full"], size_m=100, px=10, min_valid=0.6)
+    src = RasterSource(files["full"], chip_size_m=100, chip_px=10, min_valid=0.6)
     with pytest.warns(DataQualityWarning, match="'edge'"):
         chips = src.chips(g)
     assert chips.shape[0] == 1 and src.last_report_["invalid_valid_fraction"] == [0.5]
@@ -254,7 +254,7 @@ def test_raster_without_crs_is_refused(files):
 
 
 def test_units_without_crs_are_refused(files):
-    src = RasterSource(files["full"], size_m=50, px=5)
+    src = RasterSource(files["full"], chip_size_m=50, chip_px=5)
     with pytest.raises(CRSError, match="set_crs"):
         src.chips(gpd.GeoSeries(gpd.points_from_xy([fx.ORIGIN_X], [fx.ORIGIN_Y])))
     no_place = Units.from_frame(pd.DataFrame({"w": [0, 1], "y": [1.0, 2.0]}), treatment="w", outcome="y")
@@ -269,7 +269,7 @@ def test_units_table_with_lon_lat_is_read(files):
                           "lon": [lon, lon], "lat": [lat, lat - 0.0009]})
     units = Units.from_frame(frame, id="id", treatment="w", outcome="y", lon="lon", lat="lat")
     src = RasterSource(files["full"], resampling="nearest")
-    chips = src.chips(units, size_m=10, px=1)
+    chips = src.chips(units, chip_size_m=10, chip_px=1)
     np.testing.assert_allclose(chips[0, :, 0, 0], fx.full_array()[:, 20, 20], rtol=1e-6)
     assert list(src.keys_for(units)) == ["u1", "u2"]
 
@@ -278,9 +278,9 @@ def test_bands_by_number_and_description(files):
     g = pts([centre(5, 7)])
     src = RasterSource(files["described"], bands=["B8", "B2"], resampling="nearest")
     assert src.bands == ("B8", "B2") and src.band_indexes == (4, 1)
-    np.testing.assert_array_equal(src.chips(g, size_m=10, px=1)[0, :, 0, 0], [4007, 1007])
+    np.testing.assert_array_equal(src.chips(g, chip_size_m=10, chip_px=1)[0, :, 0, 0], [4007, 1007])
     by_number = RasterSource(files["described"], bands=[4, 1], resampling="nearest")
-    np.testing.assert_array_equal(by_number.chips(g, size_m=10, px=1), src.chips(g, size_m=10, px=1))
+    np.testing.assert_array_equal(by_number.chips(g, chip_size_m=10, chip_px=1), src.chips(g, chip_size_m=10, chip_px=1))
     with pytest.raises(InputError, match=r"'B5'.*\['B2', 'B3', 'B4', 'B8'\]"):
         RasterSource(files["described"], bands=["B5"])
     with pytest.raises(InputError, match="1..4"):
@@ -295,7 +295,7 @@ def test_mixed_band_counts_are_refused(files):
 def test_unreadable_and_missing_files(files, tmp_path):
     with pytest.raises(DataFileError, match="corrupt.tif"):
         RasterSource(files["corrupt"])
-    truncated = RasterSource(files["truncated"], size_m=50, px=5)
+    truncated = RasterSource(files["truncated"], chip_size_m=50, chip_px=5)
     with pytest.raises(DataFileError, match="truncated.tif"):
         truncated.chips(pts([centre(30, 30)]))
     missing = tmp_path / "nope.tif"
@@ -311,18 +311,18 @@ def test_polygon_bounding_square_and_mask(files):
                    (x0 + 50, y0 - 100), (x0, y0 - 100)])  # an L over rows 10-19, cols 10-19
     g = gpd.GeoSeries([ell], crs=fx.CRS, index=["L"])
     src = RasterSource(files["full"], min_valid=0)
-    plain = src.chips(g, px=10)
+    plain = src.chips(g, chip_px=10)
     np.testing.assert_allclose(plain[0], full[:, 10:20, 10:20], rtol=1e-6)
-    masked, valid = src.chips(g, px=10, mask_polygons=True, return_valid=True)
+    masked, valid = src.chips(g, chip_px=10, mask_polygons=True, return_valid=True)
     inside = np.zeros((10, 10), bool)
     inside[:5, :] = True
     inside[5:, :5] = True
     np.testing.assert_allclose(masked[0][:, inside], full[:, 10:20, 10:20][:, inside], rtol=1e-6)
     assert (masked[0][:, ~inside] == 0).all() and valid[0] == 1.0
-    in_degrees = src.chips(g.to_crs(4326), px=10, mask_polygons=True)  # same L, lon/lat
+    in_degrees = src.chips(g.to_crs(4326), chip_px=10, mask_polygons=True)  # same L, lon/lat
     np.testing.assert_allclose(in_degrees, masked, rtol=1e-4)
     off = gpd.GeoSeries([ell], crs=fx.CRS).translate(-150, 0)  # now over cols -5..4
-    _, valid = src.chips(off, px=10, mask_polygons=True, return_valid=True)
+    _, valid = src.chips(off, chip_px=10, mask_polygons=True, return_valid=True)
     assert valid[0] == pytest.approx(25 / 75)  # 75 pixels in the L; on the raster: rows 0-4, cols 0-4
 
 
@@ -331,8 +331,8 @@ def test_overviews_are_used_for_coarse_chips(files):
     g = pts([(fx.ORIGIN_X + 320, fx.ORIGIN_Y - 320), (fx.ORIGIN_X, fx.ORIGIN_Y)], ids=["mid", "corner"])
     for nodata in (None, -12345):  # the direct and the mosaic (VRT) paths
         src = RasterSource(files["overview_trap"], nodata=nodata, on_invalid="keep")
-        fine = src.chips(g, size_m=640, px=64)
-        coarse = src.chips(g, size_m=640, px=16)
+        fine = src.chips(g, chip_size_m=640, chip_px=64)
+        coarse = src.chips(g, chip_size_m=640, chip_px=16)
         assert (fine[0] == 2).all() and (coarse[0] == 1).all()
         assert (coarse[1][:, 8:, 8:] == 1).all()
 
@@ -342,7 +342,7 @@ def test_explicit_nodata_value(files):
     value = float(full[0, 12, 12])
     g = pts([centre(12, 12), centre(40, 40)])
     src = RasterSource(files["full"], bands=[1], nodata=value, resampling="nearest", on_invalid="keep")
-    chips, valid = src.chips(g, size_m=30, px=3, return_valid=True)
+    chips, valid = src.chips(g, chip_size_m=30, chip_px=3, return_valid=True)
     assert chips[0, 0, 1, 1] == 0 and valid[0] == pytest.approx(8 / 9) and valid[1] == 1.0
 
 
@@ -350,7 +350,7 @@ def test_engine_protocol(files):
     full = fx.full_array()
     g = gpd.GeoDataFrame({"v": [1, 2, 3]}, geometry=pts([centre(3, 4), centre(50, 9), centre(20, 60)]).values,
                          crs=fx.CRS, index=pd.Index(["a", "b", "c"], name="unit"))
-    src = RasterSource(files["full"], size_m=10, px=1, resampling="nearest")
+    src = RasterSource(files["full"], chip_size_m=10, chip_px=1, resampling="nearest")
     keys = src.keys_for(g)
     assert keys.tolist() == ["a", "b", "c"]
     out = src.load(["c", "a"], g)
@@ -367,13 +367,13 @@ def test_engine_protocol(files):
 
 
 def test_fingerprint_tracks_files_and_parameters(files, tmp_path):
-    src = RasterSource(files["full"], size_m=50, px=5)
+    src = RasterSource(files["full"], chip_size_m=50, chip_px=5)
     fp = src.fingerprint()
     json.dumps(fp)
     f = fp["files"][0]
     assert f["path"] == str(Path(files["full"]).resolve()) and f["size"] > 0 and len(f["sha256_head_tail"]) == 64
-    assert RasterSource(files["full"], size_m=50, px=5).fingerprint() == fp
-    assert RasterSource(files["full"], size_m=50, px=6).fingerprint() != fp
+    assert RasterSource(files["full"], chip_size_m=50, chip_px=5).fingerprint() == fp
+    assert RasterSource(files["full"], chip_size_m=50, chip_px=6).fingerprint() != fp
     copy = tmp_path / "copy.tif"
     copy.write_bytes(Path(files["full"]).read_bytes())
     before = RasterSource(copy).fingerprint()["files"][0]
@@ -385,7 +385,7 @@ def test_fingerprint_tracks_files_and_parameters(files, tmp_path):
 
 def test_pickle_close_and_context_manager(files):
     g = pts([centre(10, 10), centre(30, 40)])
-    with RasterSource(files["full"], size_m=50, px=5) as src:
+    with RasterSource(files["full"], chip_size_m=50, chip_px=5) as src:
         first = src.chips(g)
         clone = pickle.loads(pickle.dumps(src))
     np.testing.assert_array_equal(clone.chips(g), first)
@@ -399,7 +399,7 @@ def test_threads_read_the_same_chips(files):
 
     rng = np.random.default_rng(3)
     g = pts(np.column_stack([fx.ORIGIN_X + rng.uniform(0, 640, 40), fx.ORIGIN_Y - rng.uniform(0, 640, 40)]))
-    src = RasterSource([files["tile_left"], files["tile_right"]], size_m=55, px=4, on_invalid="keep")
+    src = RasterSource([files["tile_left"], files["tile_right"]], chip_size_m=55, chip_px=4, on_invalid="keep")
     keys = src.keys_for(g)
     expected = src.load(keys, g)
     with ThreadPoolExecutor(4) as pool:
@@ -417,10 +417,10 @@ def test_bad_arguments(files):
     with pytest.raises(InputError, match="resampling"):
         RasterSource(files["full"], resampling="sum")
     src = RasterSource(files["full"])
-    with pytest.raises(InputError, match="size_m"):
-        src.chips(pts([centre(1, 1)]), px=5)
-    with pytest.raises(InputError, match="px"):
-        src.chips(pts([centre(1, 1)]), size_m=50)
+    with pytest.raises(InputError, match="chip_size_m"):
+        src.chips(pts([centre(1, 1)]), chip_px=5)
+    with pytest.raises(InputError, match="chip_px"):
+        src.chips(pts([centre(1, 1)]), chip_size_m=50)
 
 
 # ============================================================================ sequences
@@ -428,7 +428,7 @@ def test_sequence_chips_are_ordered_by_date(files):
     full = fx.full_array()
     seq = RasterSequence({"2020-03-01": files["date_2020-03-01"], date(2020, 1, 1): files["date_2020-01-01"],
                           np.datetime64("2020-02-01"): files["date_2020-02-01"]},
-                         resampling="nearest", size_m=10, px=1)
+                         resampling="nearest", chip_size_m=10, chip_px=1)
     assert seq.dates.dtype == np.dtype("datetime64[D]")
     assert [str(d) for d in seq.dates] == ["2020-01-01", "2020-02-01", "2020-03-01"]
     g = pts([centre(4, 9), centre(40, 2)], ids=["p", "q"])
@@ -452,7 +452,7 @@ def test_sequence_date_check_warns_about_post_treatment_frames(files):
 
 
 def test_sequence_drops_a_unit_invalid_in_any_frame(files):
-    seq = RasterSequence({"2020-01-01": files["full"], "2020-02-01": files["tile_left"]}, size_m=30, px=3)
+    seq = RasterSequence({"2020-01-01": files["full"], "2020-02-01": files["tile_left"]}, chip_size_m=30, chip_px=3)
     g = pts([centre(10, 5), centre(10, 50)], ids=["both", "first_only"])
     with pytest.warns(DataQualityWarning, match="first_only"):
         chips, valid = seq.chips(g, return_valid=True)
@@ -472,7 +472,7 @@ def test_embedding_raster_point_and_mean(files):
     square = gpd.GeoSeries([box(x0, y0 - 40, x0 + 40, y0)], crs=fx.CRS, index=["sq"])
     mean = EmbeddingRaster(files["embedding"], how="mean").sample(square)
     np.testing.assert_allclose(mean.loc["sq"], emb[:, 20:24, 30:34].mean(axis=(1, 2)), rtol=1e-5)
-    point_mean = EmbeddingRaster(files["embedding"], how="mean", size_m=40).sample(pts([(x0 + 20, y0 - 20)]))
+    point_mean = EmbeddingRaster(files["embedding"], how="mean", chip_size_m=40).sample(pts([(x0 + 20, y0 - 20)]))
     np.testing.assert_allclose(point_mean.iloc[0], emb[:, 20:24, 30:34].mean(axis=(1, 2)), rtol=1e-5)
     on_polygon = EmbeddingRaster(files["embedding"]).sample(square)  # centroid: pixel (22, 32)
     np.testing.assert_allclose(on_polygon.loc["sq"], emb[:, 22, 32], rtol=1e-6)
@@ -485,7 +485,7 @@ def test_embedding_raster_nodata_gives_nan_rows(files):
     assert out.loc[["nodata", "off"]].isna().all(axis=None) and out.loc["ok"].notna().all()
     named = EmbeddingRaster(files["embedding_named"]).sample(g.iloc[[1]])
     assert list(named.columns) == ["dim_a", "dim_b"]
-    with pytest.raises(InputError, match="size_m"):
+    with pytest.raises(InputError, match="chip_size_m"):
         EmbeddingRaster(files["embedding"], how="mean").sample(g.iloc[[1]])
 
 

@@ -193,11 +193,11 @@ def test_key_changes_with_raster_chip_size_and_moved_unit(tmp_path):
 
     cache = tmp_path / "cache"
     enc = rf()
-    base, _ = _key(units(), eocausal.RasterSource(path, size_m=100, px=8), enc, cache)
-    assert _key(units(), eocausal.RasterSource(path, size_m=100, px=8), enc, cache) == (base, 0)
-    assert _key(units(), eocausal.RasterSource(path, size_m=100, px=9), enc, cache)[0] != base
-    assert _key(units(), eocausal.RasterSource(path, size_m=120, px=8), enc, cache)[0] != base
-    assert _key(units(dx=10.0), eocausal.RasterSource(path, size_m=100, px=8), enc, cache)[0] != base
+    base, _ = _key(units(), eocausal.RasterSource(path, chip_size_m=100, chip_px=8), enc, cache)
+    assert _key(units(), eocausal.RasterSource(path, chip_size_m=100, chip_px=8), enc, cache) == (base, 0)
+    assert _key(units(), eocausal.RasterSource(path, chip_size_m=100, chip_px=9), enc, cache)[0] != base
+    assert _key(units(), eocausal.RasterSource(path, chip_size_m=120, chip_px=8), enc, cache)[0] != base
+    assert _key(units(dx=10.0), eocausal.RasterSource(path, chip_size_m=100, chip_px=8), enc, cache)[0] != base
 
 
 def test_cache_key_and_keys_digest_are_sensitive():
@@ -375,7 +375,7 @@ def test_raster_units_off_the_scene_warn_once_from_embed(tmp_path):
                            geometry=gpd.points_from_xy(x, np.full(4, 4_499_850.0)), crs="EPSG:32612")
     units = eocausal.Units.from_frame(gdf, treatment="w", outcome="y")
     with pytest.warns(DataQualityWarning) as rec:
-        Z = eocausal.embed(units, eocausal.RasterSource(path, size_m=60, px=6), rf(), batch_size=2)
+        Z = eocausal.embed(units, eocausal.RasterSource(path, chip_size_m=60, chip_px=6), rf(), batch_size=2)
     assert [str(w.message)[:28] for w in rec] == ["1 of 4 units have no embeddi"]
     assert list(Z.index) == ["a", "b", "d"] and Z.attrs["dropped_ids"] == ["c"]
 
