@@ -1,6 +1,6 @@
 """Chips per second: RasterSource against a naive open-per-point loop, on real Landsat.
 
-Extracts 1 km chips (px=33, average resampling, all 7 bands) for N random points inside
+Extracts 1 km chips (chip_px=33, average resampling, all 7 bands) for N random points inside
 ../shared/data/landsat/landsat.tif (EPSG:4326), once with ``RasterSource.chips`` and once with
 a naive loop that, per point, builds the same UTM square, transforms its bounds with
 ``rasterio.warp.transform_bounds``, opens the file and reads the window. Both give the same
@@ -97,7 +97,7 @@ def main() -> None:
           f"identical chips {np.mean((diff == 0).all(axis=(1, 2, 3))):.1%}")
 
     header = ("# RasterSource.chips vs naive open-per-point loop\n\n"
-              "1 km chips, px=33, average, 7 bands of landsat.tif (EPSG:4326), random points "
+              "1 km chips, chip_px=33, average, 7 bands of landsat.tif (EPSG:4326), random points "
               "inside the scene; `python -m benchmarks.raster_chips`.\n\n"
               "| date | machine | load (1 min) | n | RasterSource chips/s | naive chips/s (n) | speed-up "
               "| max abs diff | versions |\n"

@@ -18,6 +18,7 @@ import pandas as pd
 from eocausal.errors import InputError
 
 __all__ = [
+    "align_pandas",
     "check_choice",
     "check_clusters",
     "check_fold_ids",
@@ -148,3 +149,35 @@ def check_choice(value, name: str, choices: Iterable[str]) -> str:
     if not isinstance(value, str) or value not in choices:
         raise InputError(f"{name}={value!r}: use one of {list(choices)}")
     return value
+
+
+def align_pandas(values: dict, what: str = "the inputs") -> dict:
+    """Per-unit inputs given together, aligned by one rule: pandas objects on their index, arrays by position.
+
+    ``values`` maps argument names to values (None is passed through). When two or more are pandas
+    Series/DataFrames, each is reordered to the index of the first; their indexes must hold the same
+    labels (any order). A pandas object whose index is not a default RangeIndex, given together with
+    a plain array, is refused: its order would be trusted silently. Returns the same mapping with the
+    pandas objects replaced by aligned numpy arrays.
+    """
+    pandas = {k: v for k, v in values.items() if isinstance(v, (pd.Series, pd.DataFrame))}
+    plain = [k for k, v in values.items() if v is not None and k not in pandas]
+    out = dict(values)
+    if not pandas:
+        return out
+    first_name, first = next(iter(pandas.items()))
+    ref = first.index
+    if not ref.is_unique:
+        raise InputError(f"{first_name}: duplicate labels in its index, e.g. {ref[ref.duplicated()][:5].tolist()}")
+    if plain and not all(isinstance(v.index, pd.RangeIndex) for v in pandas.values()):
+        raise InputError(f"{', '.join(pandas)} and {', '.join(plain)}: pandas inputs with an index and plain arrays "
+                         f"given together in {what}; pass all of them as pandas objects indexed by unit (they are "
+                         "aligned on the index) or all as arrays in one order (matched by position)")
+    for name, v in pandas.items():
+        idx = v.index
+        if len(pandas) > 1 and (len(idx) != len(ref) or not idx.isin(ref).all() or not ref.isin(idx).all()):
+            raise InputError(f"{name}: its index holds other labels than {first_name}'s (e.g. "
+                             f"{idx.difference(ref)[:5].tolist() or ref.difference(idx)[:5].tolist()}); "
+                             "pandas inputs are aligned on their index and must hold the same units")
+        out[name] = (v.loc[ref] if len(pandas) > 1 else v).to_numpy()
+    return out

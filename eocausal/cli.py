@@ -81,7 +81,7 @@ def _embed(study_path: str, out: str, cache: str | None, quiet: bool) -> int:
     from eocausal.data.embedding_files import SUFFIXES, embeddings_bytes
     from eocausal.encoders import embed
     from eocausal.errors import InputError
-    from eocausal.study.inputs import load_inputs
+    from eocausal.study.inputs import check_study, load_inputs
     from eocausal.study.runner import make_encoder
     from eocausal.study.schema import load_study
 
@@ -90,6 +90,7 @@ def _embed(study_path: str, out: str, cache: str | None, quiet: bool) -> int:
         raise InputError(f"--out {out!r}: use a .npz or .csv file name")
     check_output_file(dest)  # fail before any work
     study = load_study(study_path)
+    check_study(study)
     if not quiet:
         _log("[1/2] reading units and imagery")
     inputs = load_inputs(study)
@@ -124,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     p_demo = sub.add_parser("demo", help="run the embedded default study (simulated imagery)")
     p_demo.add_argument("--out", default="eocausal-demo", help="output folder (default: eocausal-demo)")
     p_demo.add_argument("--quiet", action="store_true", help="no progress on stderr")
-    p_val = sub.add_parser("validate", help="check a study file without running it")
+    p_val = sub.add_parser("validate", help="check a study file without running it: sections, keys, "
+                           "formats, files, columns and bands (what run checks first)")
     p_val.add_argument("study")
     p_emb = sub.add_parser("embed", help="embed a study's imagery and save the embeddings")
     p_emb.add_argument("study")
@@ -151,10 +153,14 @@ def _dispatch(args) -> int:
         if args.command == "report":
             return _report(args.folder)
         if args.command == "validate":
+            from eocausal.study.inputs import check_study
             from eocausal.study.schema import load_study
 
             study = load_study(args.study)
+            checked = check_study(study)
             print(f"{args.study}: valid study {study.name!r}")
+            for line in checked:
+                print(f"  {line}")
             return 0
     except EocausalError as exc:
         print(f"eocausal: error: {exc}", file=sys.stderr)

@@ -329,7 +329,7 @@ class _JointBootstrap:
         stat = tau / s if s > 0 else math.nan
         return replace(lead, outcome_type="ppi", estimate=float(tau), std_error=float(s), ci_low=float(tau - z * s),
                        ci_high=float(tau + z * s), p_value=float(2 * stats.norm.sf(abs(stat))) if math.isfinite(stat)
-                       else math.nan, se_type="IF" + (" (clustered)" if td.clusters is not None else " (iid)"),
+                       else math.nan, se_type="IF" + (", clustered" if td.clusters is not None else ", iid"),
                        note=f"{int(np.sum(~np.isnan(self.y_arr[t.idx])))} labelled trial units")
 
     def _draws(self, rows, by_cell, contrasts, td: TrialData, t, ti: int, z: float) -> None:

@@ -31,6 +31,45 @@ _METHOD_LABEL = {
     "aipw": "AIPW (DML)",
     "fe": "Two-way fixed effects",
 }
+#: the fields that tell rows apart, in the order labels name them (compare(), forest_plot())
+_KEY_FIELDS = ("trial", "estimand", "method", "adjustment", "outcome_type")
+
+
+def _label_part(name: str, value) -> str:
+    if name == "method":
+        return _METHOD_LABEL.get(value, str(value))
+    if name == "adjustment" and value == "none":
+        return "no adjustment"
+    if name == "outcome_type":
+        return f"{value} outcome"
+    return str(value)
+
+
+def _row_labels(frame: pd.DataFrame, columns: Sequence[str] | None = None) -> list[str]:
+    """Readable, unique labels of a tidy frame's rows (compare()'s columns, forest_plot()'s lines).
+
+    ``columns`` None: the fields of :data:`_KEY_FIELDS` present in ``frame`` whose values differ
+    between rows (method and adjustment when none differs), in that order; a method is named as
+    in the estimates table ("IPW (Hajek)"). Labels that would repeat get " (1)", " (2)", ... in
+    order of appearance.
+    """
+    if columns is None:
+        present = [c for c in _KEY_FIELDS if c in frame.columns]
+        columns = [c for c in present if frame[c].dropna().astype(str).nunique() > 1] or \
+            [c for c in ("method", "adjustment") if c in frame.columns]
+    labels = [", ".join(_label_part(c, v) for c, v in zip(columns, vals) if not _is_empty(v) and str(v) != "")
+              for vals in zip(*(frame[c].tolist() for c in columns))] if columns else [""] * len(frame)
+    counts: dict[str, int] = {}
+    for lab in labels:
+        counts[lab] = counts.get(lab, 0) + 1
+    seen: dict[str, int] = {}
+    out = []
+    for lab in labels:
+        if counts[lab] > 1 or not lab:
+            seen[lab] = seen.get(lab, 0) + 1
+            lab = f"{lab} ({seen[lab]})" if lab else f"({seen[lab]})"
+        out.append(lab)
+    return out
 
 
 _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
@@ -188,6 +227,37 @@ class EffectTable:
                               "(the rows are listed by tidy())")
         return hits[0]
 
+    # ------------------------------------------------------------------ accessors (pyfixest's names)
+    def _keyed(self, columns: list[str]) -> pd.DataFrame:
+        t = self.tidy()
+        return t.set_index(list(_KEY_FIELDS))[columns]
+
+    def coef(self) -> pd.Series:
+        """The estimates, from :meth:`tidy`, as a Series named ``estimate``.
+
+        The index is a MultiIndex over (trial, estimand, method, adjustment, outcome_type), the
+        fields that identify a row; method and adjustment are the codes of ``tidy()``
+        ('ipw-hajek', 'tabular+image'). Pick rows with pandas, e.g.
+        ``t.coef().xs("aipw", level="method")`` or
+        ``t.coef().loc[("all", "ATE", "aipw", "tabular+image", "observed")]``.
+        :meth:`se` and :meth:`confint` share this index.
+        """
+        return self._keyed(["estimate"])["estimate"]
+
+    def se(self) -> pd.Series:
+        """The standard errors, from :meth:`tidy`, as a Series named ``std_error`` (index as :meth:`coef`)."""
+        return self._keyed(["std_error"])["std_error"]
+
+    def confint(self) -> pd.DataFrame:
+        """The confidence intervals, from :meth:`tidy`: columns ``ci_low`` and ``ci_high`` (index as :meth:`coef`).
+
+        These are the intervals the rows were estimated with (their level is the ``alpha`` of
+        the call that produced them, and their kind follows the row's ``se_type``, e.g.
+        bootstrap percentiles); they are not recomputed. For another level, estimate again with
+        that ``alpha``.
+        """
+        return self._keyed(["ci_low", "ci_high"])
+
     # ------------------------------------------------------------------ views
     def _display(self) -> pd.DataFrame:
         t = self.tidy()
@@ -341,6 +411,8 @@ class Comparison:
     Build it with :func:`compare`. Rows: estimate, standard error (in parentheses), 95% CI,
     then the facts a reader needs to judge each column (method, adjustment, estimand, N,
     treated, clusters, effective sample sizes, clipping and trimming, outcome type, SE type).
+    ``print(c)``, ``repr(c)`` (the REPL) and ``str(c)`` show the text table; a notebook shows
+    the HTML table.
     """
 
     rows: tuple[EffectRow, ...]
@@ -409,6 +481,9 @@ class Comparison:
     def __str__(self) -> str:
         return self.to_frame().to_string()
 
+    def __repr__(self) -> str:
+        return str(self)
+
 
 def compare(models, labels: Sequence[str] | None = None) -> Comparison:
     """Lay estimates side by side (tabular vs image vs both; IPW vs AIPW vs FE).
@@ -418,14 +493,31 @@ def compare(models, labels: Sequence[str] | None = None) -> Comparison:
     models : EffectTable, or a sequence of EffectTable / EffectRow
         Every row of every table becomes one column.
     labels : sequence of str, optional
-        Column labels; default "(1)", "(2)", ...
+        Column labels, one per estimate. Default: what tells the columns apart, from the fields
+        trial, estimand, method, adjustment and outcome type, those whose values differ between
+        the columns, in that order (e.g. "tabular", "tabular+image" when only the adjustment
+        differs; "Difference in means, no adjustment", "AIPW (DML), tabular" when the method
+        differs too); labels that would repeat are numbered ("... (1)", "... (2)").
+
+    Raises
+    ------
+    InputError
+        No estimates, a number of labels other than the number of estimates, or a label
+        given twice.
     """
     rows: list[EffectRow] = []
     for m in ([models] if isinstance(models, (EffectTable, EffectRow)) else models):
         rows += list(m.rows) if isinstance(m, EffectTable) else [m]
     if not rows:
         raise InputError("models: no estimates given; pass at least one EffectTable or EffectRow")
-    labs = tuple(labels) if labels is not None else tuple(f"({i})" for i in range(1, len(rows) + 1))
+    if labels is None:
+        labs = tuple(_row_labels(pd.DataFrame([r.as_dict() for r in rows], columns=list(TIDY_COLUMNS))))
+    else:
+        labs = tuple(str(lab) for lab in labels)
     if len(labs) != len(rows):
         raise InputError(f"labels: {len(labs)} labels for {len(rows)} estimates; pass one label per estimate")
+    repeated = sorted({lab for lab in labs if labs.count(lab) > 1})
+    if repeated:
+        raise InputError(f"labels: {repeated} given more than once; each column needs its own label (or pass "
+                         "labels=None for labels from what tells the estimates apart)")
     return Comparison(rows=tuple(rows), labels=labs)

@@ -27,7 +27,7 @@ def site(tmp_path_factory) -> Path:
 
 def test_every_page_is_built(site):
     for page in ("index.html", "quickstart/index.html", "guide/index.html", "methods/index.html",
-                 "api/index.html"):
+                 "api/index.html", "study/index.html"):
         assert (site / page).is_file(), page
 
 

@@ -146,3 +146,47 @@ def test_units_dropped_by_the_embedding_step_leave_the_study_with_a_note():
     not_listed = frame.drop(index=gone)  # missing without the embedding step's word: an error
     with pytest.raises(InputError, match="no entry for"):
         eocausal.estimate(units, embeddings=not_listed)
+
+
+def test_nan_clusters_are_refused_by_rate_cate_and_debiased_effects():
+    from eocausal.diagnostics import rate
+
+    rng = np.random.default_rng(8)
+    n = 400
+    g = (np.arange(n) // 4).astype(float)
+    g[[5, 9]] = np.nan
+    with pytest.raises(InputError, match=r"missing cluster labels in rows \[5, 9\]"):
+        rate(rng.normal(size=n), rng.normal(size=n), clusters=g)
+    with pytest.raises(InputError, match=r"missing cluster labels in rows \[5, 9\]"):
+        eocausal.cate(rng.normal(size=n), rng.integers(0, 2, n), rng.normal(size=(n, 2)), clusters=g,
+                      learner="t")
+    p = rng.normal(40, 5, n)
+    with pytest.raises(InputError, match=r"missing cluster labels in rows \[5, 9\]"):
+        eocausal.debiased_effects(p, rng.integers(0, 2, n), clusters=g,
+                                  calibration=(rng.normal(40, 5, 200), rng.normal(40, 5, 200)))
+
+
+def test_rate_and_calibration_pairs_align_pandas_inputs_on_their_index():
+    from eocausal.debias import LinearCalibration
+    from eocausal.debias.calibration import check_pair
+    from eocausal.diagnostics import rate
+
+    rng = np.random.default_rng(9)
+    n = 600
+    ids = pd.Index([f"v{i}" for i in range(n)])
+    tau = rng.normal(size=n)
+    scores = pd.Series(tau + rng.normal(0, 0.5, n), index=ids)
+    priority = pd.Series(tau, index=ids)
+    aligned = rate(priority, scores, n_boot=0).estimate
+    assert rate(priority.iloc[::-1], scores, n_boot=0).estimate == pytest.approx(aligned, rel=1e-12)
+    assert aligned > 0.5  # the priority ranks the effects: a reversed, position-matched one would not
+    with pytest.raises(InputError, match="pandas inputs with an index and plain arrays"):
+        rate(priority.iloc[::-1], scores.to_numpy())
+    y = rng.normal(50, 10, 300)
+    p = pd.Series(40 + 0.5 * (y - 50) + rng.normal(0, 2, 300), index=[f"c{i}" for i in range(300)])
+    y = pd.Series(y, index=p.index)
+    a = LinearCalibration().fit(*check_pair(p, y))
+    b = LinearCalibration().fit(*check_pair(p.sample(frac=1, random_state=1), y))
+    assert b.slope_ == pytest.approx(a.slope_, rel=1e-12) and a.slope_ == pytest.approx(0.5, abs=0.1)
+    with pytest.raises(InputError, match="other labels"):
+        check_pair(p, y.set_axis([f"d{i}" for i in range(300)]))

@@ -3,8 +3,8 @@
 When the outcome of a trial is itself predicted from imagery (a wealth-index map), effects
 estimated on the predictions are attenuated: a model trained with squared error shrinks its
 predictions toward the mean (Pettersson, Jerzak and Daoud, "One Map, Many Trials", AAAI-26;
-METHODS.md section 5). This package corrects the outcome and carries the correction's
-uncertainty into the standard errors.
+docs/methods.md, Debiasing predicted outcomes; usage in docs/debiasing.md). This package corrects
+the outcome and carries the correction's uncertainty into the standard errors.
 
 - :class:`LinearCalibration` (LCC): Y~ = (P - m)/k from OLS of P on Y on a calibration set.
 - :class:`Tweedie`: Y~ = P - sigma^2 d/dP log p(P), p a Gaussian KDE with an analytic score

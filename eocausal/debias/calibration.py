@@ -1,6 +1,7 @@
 """Linear calibration correction (LCC) of ML-predicted outcomes, and input checks shared by debiasers.
 
-Formula (METHODS.md section 5; Pettersson, Jerzak and Daoud, "One Map, Many Trials", AAAI-26)::
+Formula (docs/methods.md, Debiasing predicted outcomes; Pettersson, Jerzak and Daoud, "One Map,
+Many Trials", AAAI-26)::
 
     OLS on the calibration set:   P_cal = m + k Y_cal + e
     corrected outcome:            Y~ = (P - m) / k
@@ -27,6 +28,7 @@ import warnings
 import numpy as np
 from sklearn.base import BaseEstimator
 
+from eocausal._validation import align_pandas
 from eocausal.errors import DebiasWarning, InputError, NotFittedError
 
 COV_TYPES = ("HC1", "HC0", "nonrobust")
@@ -48,7 +50,12 @@ def check_predictions(x, name: str = "predictions") -> np.ndarray:
 
 
 def check_pair(predictions, labels) -> tuple[np.ndarray, np.ndarray]:
-    """Calibration predictions and labels: same length, finite, not constant, at least 3 pairs."""
+    """Calibration predictions and labels: same length, finite, not constant, at least 3 pairs.
+
+    Two pandas Series are paired on their index (in any order); arrays are paired by position.
+    """
+    pair = align_pandas({"calibration predictions": predictions, "calibration labels": labels}, "calibration")
+    predictions, labels = pair["calibration predictions"], pair["calibration labels"]
     p = check_predictions(predictions, "calibration predictions")
     y = check_predictions(labels, "calibration labels")
     if len(p) != len(y):

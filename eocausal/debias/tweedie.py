@@ -1,7 +1,8 @@
 """Tweedie's correction of ML-predicted outcomes, with an analytic Gaussian-KDE score.
 
-Formula (METHODS.md section 5; Efron 2011, "Tweedie's formula and selection bias", JASA 106,
-1602-1614; Pettersson, Jerzak and Daoud, "One Map, Many Trials", AAAI-26)::
+Formula (docs/methods.md, Debiasing predicted outcomes; Efron 2011, "Tweedie's formula and
+selection bias", JASA 106, 1602-1614; Pettersson, Jerzak and Daoud, "One Map, Many Trials",
+AAAI-26)::
 
     sigma^2  = Var(P_cal - Y_cal)
     p(z)     = (1/N) sum_j phi((z - z_j) / h) / h             (Gaussian KDE of predictions)

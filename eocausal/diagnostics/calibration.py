@@ -305,6 +305,15 @@ class BlpGatesResult:
         GATES group (0..K-1) of each unit, for a single cross-fitted evaluation.
     split_estimates : pandas.DataFrame
         One row per split and term (estimate, std_error, ci_low, ci_high, p_value).
+    n : int or None
+        Units in the evaluation (all units; each split evaluates on its main half).
+    n_clusters : int or None
+        Clusters behind the cluster-robust SEs (None: HC1 without clusters).
+    baseline : bool
+        Whether a baseline proxy B(X) entered the regressions.
+
+    ``summary()`` renders the tables as text (``print(g.summary())``); the REPL shows it as the
+    result's repr.
     """
 
     blp: pd.DataFrame
@@ -314,6 +323,65 @@ class BlpGatesResult:
     interval_alpha: float
     groups: np.ndarray | None = field(default=None, repr=False)
     split_estimates: pd.DataFrame | None = field(default=None, repr=False)
+    n: int | None = None
+    n_clusters: int | None = None
+    baseline: bool = False
+
+    def summary(self) -> str:
+        """An R-style text block: header, the BLP table, the GATES table, notes on SEs and splits."""
+        level = f"{100 * (1 - self.interval_alpha):g}% CI"
+        header = [("Units", self.n), ("Clusters", self.n_clusters or "none"),
+                  ("Proxy", "out-of-fold predictions, one evaluation on all units" if self.n_splits == 1
+                   else f"refitted on {self.n_splits} random half splits (auxiliary / main)"),
+                  ("Baseline B(X)", "yes" if self.baseline else "no"),
+                  ("Groups", f"{len(self.gates) - 1} quantile groups of the proxy")]
+        header = [(k, v) for k, v in header if v is not None]
+        width = max(len(k) for k, _ in header)
+        title = "Best linear predictor (BLP) and sorted group effects (GATES)"
+        lines = [title, "=" * len(title)]
+        lines += [f"{k + ':':<{width + 1}} {v}" for k, v in header]
+
+        def fmt(v, p=False):
+            if v is None or not np.isfinite(v):
+                return ""
+            return ("<0.001" if v < 0.001 else f"{v:.3f}") if p else f"{v:.3f}"
+
+        def block(frame: pd.DataFrame, names: dict, share: bool) -> list[str]:
+            cols = ["Term", *(["Share"] if share else []), "Estimate", "Std. error", level, "p"]
+            body = [[names.get(r.term, r.term), *([fmt(r.share)] if share else []), fmt(r.estimate),
+                     fmt(r.std_error), f"[{fmt(r.ci_low)}, {fmt(r.ci_high)}]" if np.isfinite(r.ci_low) else "",
+                     fmt(r.p_value, p=True)] for r in frame.itertuples(index=False)]
+            widths = [max(len(c), *(len(b[j]) for b in body)) for j, c in enumerate(cols)]
+
+            def row(vals):
+                return "  ".join(v.ljust(w) if j == 0 else v.rjust(w) for j, (v, w) in enumerate(zip(vals, widths)))
+
+            return [row(cols), "-" * len(row(cols)), *(row(b).rstrip() for b in body)]
+
+        k = len(self.gates) - 1
+        lines += ["", "BLP"]
+        lines += block(self.blp, {"ATE": "ATE (beta1)", "HET": "HET (beta2)"}, share=False)
+        lines += ["", "GATES"]
+        lines += block(self.gates, {"G1": "G1 (least affected)", f"G{k}": f"G{k} (most affected)"}, share=True)
+        se = (f"cluster-robust (CR1, {self.n_clusters} clusters"
+              f"{'; splits keep clusters whole' if self.n_splits > 1 else ''})" if self.n_clusters
+              else "heteroskedasticity-robust (HC1)")
+        notes = [f"Weighted least squares with weights 1 / (e (1 - e)); standard errors {se}; two-sided "
+                 "normal p-values. HET > 0: the proxy carries heterogeneity (beta2 = 1: its spread is right)."]
+        if self.n_splits > 1:
+            notes.append(f"Medians over {self.n_splits} random half splits (CDDF): estimates, standard errors and "
+                         f"interval limits are medians of the per-split values; each split's interval is "
+                         f"{100 * (1 - self.alpha):g}%, so the median interval is {level[:-3]}; p = min(1, 2 x median "
+                         "p); Share is the median share of the main half in the group.")
+        else:
+            notes.append("One cross-fitted evaluation: each unit's proxy comes from a model that never saw it; "
+                         "Share is the fraction of units in the group (ties can make groups unequal).")
+        lines.append("")
+        lines += [f"[{i}] {n}" for i, n in enumerate(notes, 1)]
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return "BlpGatesResult\n" + self.summary()
 
 
 def _blp_gates_once(y, w, e, s, b, clusters, n_groups, alpha):
@@ -448,7 +516,7 @@ def blp_gates(result=None, *, y=None, w=None, propensity_scores=None, proxy=None
         rows, g, shares = _blp_gates_once(y, w, e, s, b, codes, n_groups, alpha)
         split = pd.DataFrame(rows).assign(split=0)
         agg = _aggregate(split, 1)
-        return _result(agg, shares, 1, alpha, g, split, n_groups)
+        return _result(agg, shares, 1, alpha, g, split, n_groups, n, codes, b is not None)
     if n_splits < 1:
         raise InputError(f"n_splits={n_splits}: need at least 1 split")
     from eocausal.data.folds import grouped_folds
@@ -460,6 +528,7 @@ def blp_gates(result=None, *, y=None, w=None, propensity_scores=None, proxy=None
         aux, main = np.flatnonzero(half == 0), np.flatnonzero(half == 1)
         out = proxy(aux, main)
         s_m, b_m = (out if isinstance(out, tuple) else (out, None))
+        with_baseline = b_m is not None
         s_m = check_vector(s_m, "proxy(train, test)", len(main))
         b_m = check_vector(b_m, "baseline from proxy(train, test)", len(main)) if b_m is not None else None
         rows, _, shares = _blp_gates_once(y[main], w[main], e[main], s_m, b_m,
@@ -469,17 +538,18 @@ def blp_gates(result=None, *, y=None, w=None, propensity_scores=None, proxy=None
     split = pd.DataFrame(all_rows)
     agg = _aggregate(split, n_splits)
     shares = {k: float(np.median([s[k] for s in share_list])) for k in share_list[0]}
-    return _result(agg, shares, n_splits, alpha, None, split, n_groups)
+    return _result(agg, shares, n_splits, alpha, None, split, n_groups, n, codes, with_baseline)
 
 
-def _result(agg, shares, n_splits, alpha, groups, split, n_groups) -> BlpGatesResult:
+def _result(agg, shares, n_splits, alpha, groups, split, n_groups, n, codes, baseline: bool) -> BlpGatesResult:
     blp = agg.loc[["ATE", "HET"]].reset_index()
     gnames = [f"G{k + 1}" for k in range(n_groups)] + [f"G{n_groups} - G1"]
     gates = agg.loc[gnames].reset_index()
     gates["share"] = [shares.get(t, np.nan) for t in gates["term"]]
     return BlpGatesResult(blp=blp, gates=gates, n_splits=n_splits, alpha=alpha,
                           interval_alpha=2 * alpha if n_splits > 1 else alpha,
-                          groups=groups, split_estimates=split)
+                          groups=groups, split_estimates=split, n=n,
+                          n_clusters=None if codes is None else int(codes.max()) + 1, baseline=baseline)
 
 
 # ----------------------------------------------------------------------------- CLAN and effects by a variable

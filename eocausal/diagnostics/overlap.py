@@ -6,7 +6,7 @@ size per arm under ATE, ATT and ATO weights, and the trimming threshold of Crump
 and Mitnik (2009). :func:`check_overlap` issues an :class:`~eocausal.errors.OverlapWarning` with
 those numbers and the remedies when propensities pile up near 0 or 1, and stays silent otherwise.
 
-Weights (METHODS.md section 1; Li, Morgan and Zaslavsky 2018 for the ATO)::
+Weights (docs/methods.md, Weighting estimators; Li, Morgan and Zaslavsky 2018 for the ATO)::
 
     ATE: treated 1/e,      control 1/(1-e)
     ATT: treated 1,        control e/(1-e)

@@ -2,7 +2,7 @@
 
 Definitions (Yadlowsky, Fleming, Shah, Brunskill and Wager 2021, "Evaluating treatment
 prioritization rules via rank-weighted average treatment effects", arXiv:2111.07966; grf's
-``rank_average_treatment_effect.fit``; METHODS.md section 4). Units i = 1..n carry a priority
+``rank_average_treatment_effect.fit``; docs/heterogeneity.md). Units i = 1..n carry a priority
 S_i (computed by a model that never saw unit i) and a doubly robust score Gamma_i with
 E[Gamma_i | X_i] = tau(X_i). Sort the units by S, highest first; within a group of tied
 priorities replace each Gamma_i by the group's mean. With C_j the sum of the first j sorted
@@ -66,7 +66,7 @@ from statistics import NormalDist
 import numpy as np
 import pandas as pd
 
-from eocausal._validation import check_vector
+from eocausal._validation import align_pandas, check_clusters, check_vector
 from eocausal.diagnostics._cate_input import as_cate_result
 from eocausal.errors import InputError
 
@@ -161,13 +161,7 @@ class RateResult:
 def _cluster_codes(clusters, n: int) -> tuple[np.ndarray, int]:
     if clusters is None:
         return np.arange(n), n
-    c = np.asarray(clusters)
-    if c.ndim != 1 or len(c) != n:
-        raise InputError(f"clusters: expected {n} labels (one per unit), got shape {c.shape}")
-    try:
-        codes = np.unique(c, return_inverse=True)[1].reshape(-1)
-    except TypeError as exc:
-        raise InputError("clusters: labels must be sortable (numbers or strings)") from exc
+    codes = check_clusters(clusters, n)
     return codes, int(codes.max()) + 1
 
 
@@ -442,12 +436,16 @@ def rate(priority, scores=None, *, target: str = "AUTOC", clusters=None, n_boot:
     elif scores is None:
         raise InputError("scores: required when priority is an array; pass the doubly robust scores, "
                          "rate(priority, scores), or a CateResult alone, rate(result)")
+    other_res = as_cate_result(compare)
+    if other_res is None:  # one alignment rule: pandas inputs on their index, arrays by position
+        a = align_pandas({"priority": priority, "scores": scores, "compare": compare, "clusters": clusters},
+                         "rate()")
+        priority, scores, compare, clusters = a["priority"], a["scores"], a["compare"], a["clusters"]
     scores = check_vector(scores, "scores")
     n = len(scores)
     if n < 2:
         raise InputError(f"scores: need at least 2 units, got {n}")
     priority = check_vector(priority, "priority", n)
-    other_res = as_cate_result(compare)
     if other_res is not None:
         if other_res.n != n or (res is not None and not np.array_equal(other_res.y, res.y)):
             raise InputError(f"compare: the CateResult was fitted on other units ({other_res.n} units; {n} here, "

@@ -345,8 +345,8 @@ def dml_sensitivity(
     null : float
         The effect the robustness values are computed against.
     clusters : array (n,), optional
-        Cluster labels; SEs then use sqrt(sum_g (sum_{i in g} psi_i)^2) / n (METHODS.md section 2)
-        instead of DoubleML's iid formula.
+        Cluster labels; SEs then use sqrt(sum_g (sum_{i in g} psi_i)^2) / n (docs/methods.md,
+        Standard errors) instead of DoubleML's iid formula.
 
     Returns
     -------

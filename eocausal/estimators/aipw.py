@@ -1,7 +1,8 @@
 """Doubly robust (AIPW / DML) estimates of the ATE and the ATT with cross-fitted nuisances.
 
-Formulas (METHODS.md section 2; Robins, Rotnitzky and Zhao 1994; Hahn 1998; Chernozhukov et al.
-2018, "Double/debiased machine learning", Econometrics Journal 21, C1-C68, sections 5.1-5.2):
+Formulas (docs/methods.md, Doubly robust estimation; Robins, Rotnitzky and Zhao 1994; Hahn 1998;
+Chernozhukov et al. 2018, "Double/debiased machine learning", Econometrics Journal 21, C1-C68,
+sections 5.1-5.2):
 
 - ATE. phi_i = mu1_i - mu0_i + W_i (Y_i - mu1_i) / e_i - (1 - W_i)(Y_i - mu0_i) / (1 - e_i),
   tau = mean(phi), influence function psi_i = phi_i - tau.
@@ -130,7 +131,7 @@ def aipw(y: np.ndarray, w: np.ndarray, e: np.ndarray, mu0: np.ndarray, mu1: np.n
          estimand: str = "ATE") -> PointEstimate:
     """AIPW (doubly robust) estimate and its efficient influence function.
 
-    ATE (METHODS.md section 2; DoubleML ``score='ATE'``)::
+    ATE (docs/methods.md, Doubly robust estimation; DoubleML ``score='ATE'``)::
 
         phi_i = mu1_i - mu0_i + W_i (Y_i - mu1_i) / e_i - (1 - W_i)(Y_i - mu0_i) / (1 - e_i)
         tau   = mean(phi),     psi_i = phi_i - tau

@@ -1,4 +1,4 @@
-"""Inference for weighting and doubly robust estimators (METHODS.md sections 2-3).
+"""Inference for weighting and doubly robust estimators (docs/methods.md, Standard errors).
 
 Three tools:
 
@@ -28,8 +28,8 @@ Three tools:
    :func:`multiplier_bootstrap` perturbs the influence function with i.i.d. multipliers
    (normal, Rademacher, Mammen, or DoubleML's 'Bayes'), as DoubleML's ``bootstrap()`` does.
 3. :func:`refit_bootstrap_ipw`: the nonparametric (cluster) bootstrap of IPW that refits a ridge
-   logistic propensity on the fixed confounders/embeddings in every draw (METHODS.md section 3),
-   with the penalty chosen once.
+   logistic propensity on the fixed confounders/embeddings in every draw (docs/methods.md,
+   Standard errors), with the penalty chosen once.
 
 Intervals: percentile, (q_{alpha/2}, q_{1-alpha/2}) of the draws; normal, estimate -/+ z se_boot.
 """
@@ -606,7 +606,7 @@ def refit_bootstrap_ipw(V: np.ndarray, y: np.ndarray, w: np.ndarray, *, n_boot: 
                         clip: float = 1e-3, clusters: np.ndarray | None = None,
                         fold_ids: np.ndarray | None = None, n_tabular: int | None = None,
                         counts: str = "multinomial", seed: int | None = 0) -> BootstrapResult:
-    """Bootstrap of IPW that refits the ridge-logit propensity in every draw (METHODS.md section 3).
+    """Bootstrap of IPW that refits the ridge-logit propensity in every draw (docs/methods.md, Standard errors).
 
     The confounders are standardised once (as the 'ridge-logit' model does) and the inverse penalty
     C is fixed (``C``, or :func:`choose_ridge_penalty` once). Draw b resamples units (or whole

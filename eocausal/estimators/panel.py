@@ -1,6 +1,6 @@
 """Two-way fixed effects (unit + period) regressions for panels, through pyfixest.
 
-The model (METHODS.md section 7, the panel robustness check)::
+The model (docs/methods.md, Panel fixed effects; how to use it: docs/panel.md)::
 
     Y_it = tau W_it + X_it' beta + P_it' gamma + a_i + b_t + e_it
 

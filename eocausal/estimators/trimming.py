@@ -1,7 +1,8 @@
 """Clipping and trimming (Crump et al. 2009): two different operations on propensities.
 
 - Clipping moves propensities into [c, 1 - c] and keeps every unit: the estimand is unchanged,
-  the estimator is biased where e was clipped (METHODS.md section 1; causalimages uses c = 1e-3).
+  the estimator is biased where e was clipped (docs/methods.md, Weighting estimators;
+  causalimages uses c = 1e-3).
 - Trimming drops the units with e outside [a, 1 - a]: the estimand becomes the effect on the
   remaining (overlap) population, and the report must say so and count the dropped units.
 - (Stabilised weights, a third operation that rescales each arm's weights and changes neither

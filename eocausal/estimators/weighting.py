@@ -1,7 +1,7 @@
 """Difference in means and inverse-probability weighting (Horvitz-Thompson and Hajek).
 
-Formulas (METHODS.md section 1; Imbens and Rubin 2015, ch. 12; Hirano, Imbens and Ridder 2003;
-Li, Morgan and Zaslavsky 2018 for overlap weights):
+Formulas (docs/methods.md, Weighting estimators; Imbens and Rubin 2015, ch. 12; Hirano, Imbens
+and Ridder 2003; Li, Morgan and Zaslavsky 2018 for overlap weights):
 
 - Horvitz-Thompson, ATE: tau = (1/n) sum_i [W_i Y_i / e_i - (1 - W_i) Y_i / (1 - e_i)].
 - Hajek (weights normalised within each arm):
@@ -162,7 +162,7 @@ def horvitz_thompson(y: np.ndarray, w: np.ndarray, e: np.ndarray, estimand: str 
 def se_from_psi(psi: np.ndarray, clusters: np.ndarray | None = None) -> tuple[float, int | None]:
     """Standard error of a mean-of-influence-function estimator.
 
-    iid: sqrt(sum psi_i^2) / n. Clustered (METHODS.md section 2):
+    iid: sqrt(sum psi_i^2) / n. Clustered (docs/methods.md, Standard errors):
     sqrt(sum_g (sum_{i in g} psi_i)^2) / n. Returns (se, number of clusters or None).
     """
     psi = check_vector(psi, "psi")

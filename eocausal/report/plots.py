@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 from matplotlib.figure import Figure
 
 from eocausal._types import PropensityFit
+from eocausal.errors import ColumnError, InputError
+from eocausal.results import EffectTable, _row_labels
 
 TREATED, CONTROL = "#c0392b", "#2c7fb8"
 
@@ -98,17 +102,41 @@ def weight_plot(fits: dict[str, PropensityFit], *, estimand: str = "ATE", bins: 
     return fig
 
 
-def forest_plot(tidy, *, label: str = "trial", truth: float | None = None) -> Figure:
-    """Estimates with confidence intervals, one line per row of a tidy effect table."""
-    t = tidy[tidy["estimate"].notna()].reset_index(drop=True)
+def forest_plot(table, *, label: str | Sequence[str] | None = None, truth: float | None = None) -> Figure:
+    """Estimates with confidence intervals, one line per row, the first row on top.
+
+    Parameters
+    ----------
+    table : EffectTable or pandas.DataFrame
+        An effect table, or a tidy frame (``EffectTable.tidy()``, or any frame with the columns
+        ``estimate``, ``ci_low``, ``ci_high`` and some of trial, estimand, method, adjustment,
+        outcome_type). Rows without an estimate are left out.
+    label : str or sequence of str, optional
+        The column(s) that name each line. None: the fields among trial, estimand, method,
+        adjustment and outcome_type whose values differ between the rows (method and adjustment
+        when none differs), e.g. "IPW (Hajek), tabular+image"; methods are named as in the
+        estimates table and labels that would repeat are numbered (as ``eocausal.compare``
+        labels its columns).
+    truth : float, optional
+        A known effect (simulations), drawn as a dashed line.
+    """
+    if isinstance(table, EffectTable):
+        table = table.tidy()
+    elif not isinstance(table, pd.DataFrame):
+        raise InputError(f"table: expected an EffectTable or a tidy DataFrame, got {type(table).__name__}; pass "
+                         "the table estimate() returned or its tidy()")
+    columns = [label] if isinstance(label, str) else (list(label) if label is not None else None)
+    missing = [c for c in ["estimate", "ci_low", "ci_high", *(columns or [])] if c not in table.columns]
+    if missing:
+        raise ColumnError(f"table: lacks columns {missing}; pass an EffectTable or its tidy() frame"
+                          + (f" and a label among {list(table.columns)}" if columns else ""))
+    t = table[table["estimate"].notna()].reset_index(drop=True)
     fig = Figure(figsize=(6.0, 0.3 * len(t) + 1.2), layout="constrained")
     ax = fig.subplots()
     ypos = np.arange(len(t))[::-1]
     ax.errorbar(t["estimate"], ypos, xerr=[t["estimate"] - t["ci_low"], t["ci_high"] - t["estimate"]],
                 fmt="o", color="#333333", ecolor="#777777", capsize=2, ms=4)
-    labels = [" / ".join(str(r[c]) for c in ((label, "method", "adjustment") if label in t else ("method", "adjustment")))
-              for _, r in t.iterrows()]
-    ax.set_yticks(ypos, labels)
+    ax.set_yticks(ypos, _row_labels(t, columns))
     ax.axvline(0, color="grey", lw=0.8)
     if truth is not None:
         ax.axvline(truth, color=TREATED, ls="--", lw=1, label=f"true effect {truth:g}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +34,7 @@ def _where(study: Study) -> str:
 
 def _study_file(study: Study, section: str, key: str, p: str) -> Path:
     """The file ``[section] key`` names: it exists, is a file and can be opened for reading."""
-    path = study.resolve(p)
+    path = Path(os.path.normpath(study.resolve(p)))
     where = f"{_where(study)}: [{section}] {key} = {p!r}"
     if not path.exists():
         raise MissingFileError(f"{where}: {path} does not exist; fix the path (relative paths are taken "

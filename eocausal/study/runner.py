@@ -90,9 +90,10 @@ def run_study(study: Study | str | Path, out: str | Path, *, progress: bool = Fa
     from eocausal.analysis import estimate
     from eocausal.encoders import embed, encoder_fingerprint
     from eocausal.report.outputs import write_outputs
-    from eocausal.study.inputs import load_inputs
+    from eocausal.study.inputs import check_study, load_inputs
 
     study = study if isinstance(study, Study) else load_study(study)
+    check_study(study)  # files, formats, columns and bands: what validate checks, before any work
     check_output_dir(out)  # fail before any work
     say = log or (lambda _msg: None)
     times: dict[str, float] = {}

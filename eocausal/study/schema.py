@@ -150,8 +150,8 @@ DOCS: dict[str, dict[str, str]] = {
         "path": "the image file, relative to the study file's folder; for raster, a file or a list "
                 "of files read as one mosaic",
         "chip_px": "chip side in pixels",
-        "chip_size_m": "chip side in metres, a square in the unit's UTM zone (polygon units: their "
-                       "bounding square when not given)",
+        "chip_size_m": "chip side in metres, a square in the unit's UTM zone; required for point units "
+                       "(polygon units: their bounding square when not given)",
         "bands": "bands to read, in order: 1-based numbers or band descriptions (default: all)",
         "min_valid": "least share of valid pixels a chip needs (0.5: at least half of it is imagery)",
         "on_invalid": "units whose chip has too few valid pixels: drop (counted in the report), "
@@ -414,8 +414,8 @@ def _type_cell(section: str, key: str, types: tuple[type, ...]) -> str:
         return "list of integers or strings"
     if (section, key) == ("imagery", "path"):
         return "string, or list of strings (raster)"
-    if types == (int, float):
-        return "number"
+    if int in types and float in types:  # an integer is a number
+        types = tuple(t for t in types if t is not int)
     out = " or ".join(names.get(t, t.__name__) for t in types)
     return out.replace("list", "list of strings") if list in types else out
 
@@ -424,7 +424,7 @@ def _default_cell(section: str, key: str, default: Any) -> str:
     if default is _REQ:
         return "required"
     if (section, key) == ("imagery", "format"):
-        return "the units' own (see below)"
+        return "the units' own (see Formats)"
     fmts = REQUIRED_FOR.get((section, key))
     if default is None:
         return f"required for {', '.join(fmts)}" if fmts else "none"
@@ -467,6 +467,8 @@ def reference_markdown() -> str:
         "",
         "Every key is listed with its TOML type, its default (filled in when the key is left out) and",
         "its allowed values. A key that applies only to some formats is refused with the others.",
+        "Examples are the study files in the repository's `studies/` folder; the",
+        "[Quickstart](quickstart.md) shows one.",
         "",
         "## Formats",
         "",

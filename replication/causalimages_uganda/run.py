@@ -404,7 +404,7 @@ def main(argv=None) -> int:
             td["trial"] = f"BAD {name}"
             forest.append(td[td["method"] != "dim"])
     forest = pd.concat(forest, ignore_index=True)
-    figs["forest"] = save_figure(plots.forest_plot(forest, label="trial"), out / "forest.png")
+    figs["forest"] = save_figure(plots.forest_plot(forest), out / "forest.png")
     times["figures"] = time.perf_counter() - t
     times["total"] = time.perf_counter() - t0
     times["cpu_total"] = time.process_time() - c0

@@ -131,7 +131,7 @@ def test_cate_input_errors():
         cate(y, w, embeddings=np.zeros((80, 4, 3)), learner="t", **FAST["t"])
     with pytest.raises(InputError, match="non-finite"):
         cate(np.r_[np.nan, y[1:]], w, X, learner="t", **FAST["t"])
-    with pytest.raises(InputError, match=r"clusters: expected 80 cluster labels"):
+    with pytest.raises(InputError, match=r"clusters: expected shape \(80,\), one cluster label per unit"):
         cate(y, w, X, learner="t", clusters=groups[:-1], **FAST["t"])
     with pytest.raises(InputError, match=r"propensity_scores: .*inside \(0, 1\), got range \[0, 0.5\]"):
         cate(y, w, X, learner="t", propensity_scores=np.r_[0.0, np.full(79, 0.5)], **FAST["t"])

@@ -99,7 +99,7 @@ def test_forest_plot_one_line_per_estimate(tidy):
     fig = plots.forest_plot(tidy, truth=1.0)
     (ax,) = _check(fig, 1)
     labels = [t.get_text() for t in ax.get_yticklabels()]
-    assert labels == ["all / dim / none", "all / ipw-hajek / tabular+image", "all / aipw / tabular+image"]
+    assert labels == ["Difference in means, no adjustment", "IPW (Hajek), tabular+image", "AIPW (DML), tabular+image"]
     assert list(ax.get_yticks()) == [2, 1, 0]  # first row on top
     points = [line for line in ax.get_lines() if len(line.get_xdata()) == 3]
     assert points and np.allclose(points[0].get_xdata(), tidy["estimate"])

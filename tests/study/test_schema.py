@@ -8,14 +8,15 @@ from pathlib import Path
 import pytest
 
 from eocausal.errors import EocausalError, MissingFileError, StudyFileError
+from eocausal.study.inputs import check_study
 from eocausal.study.runner import demo_study_path
 from eocausal.study.schema import SCHEMA, Study, load_study, validate
 
 REPO = Path(__file__).resolve().parents[2]
 
 MINIMAL = '[study]\nname = "t"\n\n[units]\nformat = "demo"\n'
-CSV_UNITS = ('[study]\nname = "t"\n\n[units]\nformat = "csv"\npath = "data/units.csv"\n'
-             'treatment = "w"\noutcome = "y"\n')
+CSV_UNITS = ('[study]\nname = "t"\n\n[imagery]\nformat = "npz"\npath = "data/images.npz"\n\n'
+             '[units]\nformat = "csv"\npath = "data/units.csv"\ntreatment = "w"\noutcome = "y"\n')
 
 
 def write(tmp_path: Path, text: str, name: str = "study.toml") -> Path:
@@ -195,7 +196,8 @@ def test_float_refused_where_int_expected(tmp_path):
 # ----------------------------------------------------------------------------- cross-key rules
 @pytest.mark.parametrize("fmt", ["csv", "vector", "causalimages-rdata"])
 def test_units_path_required_for_non_demo_formats(tmp_path, fmt):
-    text = f'[study]\nname = "t"\n[units]\nformat = "{fmt}"\ntreatment = "w"\noutcome = "y"\n'
+    roles = 'treatment = "w"\noutcome = "y"\n' if fmt != "causalimages-rdata" else ""
+    text = f'[study]\nname = "t"\n[units]\nformat = "{fmt}"\n{roles}'
     with pytest.raises(StudyFileError, match=rf"\[units\] format = '{fmt}' needs the key 'path'"):
         load_study(write(tmp_path, text))
 
@@ -203,7 +205,7 @@ def test_units_path_required_for_non_demo_formats(tmp_path, fmt):
 @pytest.mark.parametrize("missing", ["treatment", "outcome"])
 def test_csv_needs_treatment_and_outcome(tmp_path, missing):
     text = CSV_UNITS.replace(f'{missing} = ', "# ")
-    with pytest.raises(StudyFileError, match=rf"\[units\] needs the key '{missing}' for format 'csv'"):
+    with pytest.raises(StudyFileError, match=rf"\[units\] format = 'csv' needs the key '{missing}'"):
         load_study(write(tmp_path, text))
 
 
@@ -213,14 +215,15 @@ def test_simulate_with_non_demo_units(tmp_path):
 
 
 def test_demo_units_need_demo_imagery(tmp_path):
-    with pytest.raises(StudyFileError, match=r"\[imagery\] format must be 'demo'"):
+    with pytest.raises(StudyFileError, match=r"\[imagery\] format = 'npz' does not go with \[units\] format = "
+                                             r"'demo'; use 'demo' \(or leave \[imagery\] format out\)"):
         load_study(write(tmp_path, MINIMAL + '\n[imagery]\nformat = "npz"\npath = "x.npz"\n'))
 
 
 def test_valid_csv_study(tmp_path):
-    s = load_study(write(tmp_path, CSV_UNITS + '\n[imagery]\nformat = "npz"\npath = "img.npz"\n'))
+    s = load_study(write(tmp_path, CSV_UNITS))
     assert s["units"]["format"] == "csv"
-    assert s["imagery"]["path"] == "img.npz"
+    assert s["imagery"]["path"] == "data/images.npz"
 
 
 # ----------------------------------------------------------------------------- file errors
@@ -301,11 +304,13 @@ def test_study_file_strings_are_only_data(tmp_path, monkeypatch):
     payload = f"__import__('os').system('touch {marker}')"
     text = (f'[study]\nname = "{payload}"\ndescription = "{payload}"\n'
             f'[units]\nformat = "csv"\npath = "{payload}"\ntreatment = "{payload}"\n'
-            f'outcome = "y"\n')
+            f'outcome = "y"\n[imagery]\nformat = "npz"\npath = "{payload}"\n')
     s = load_study(write(tmp_path, text))
     assert s.name == payload and type(s.name) is str
     assert s["units"]["path"] == payload
     assert s["units"]["treatment"] == payload
+    with pytest.raises(MissingFileError, match="does not exist"):  # a path, looked up, never run
+        check_study(s)
     assert not marker.exists()
 
 
@@ -333,8 +338,8 @@ def test_code_as_a_choice_value_is_refused(tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------- list elements
 def _doc_with(section, key, value):
     doc = {"study": {"name": "t"},
-           "units": {"format": "csv", "path": "u.csv", "treatment": "w", "outcome": "y"},
-           "imagery": {"format": "npz", "path": "i.npz"}}
+           "units": {"format": "csv", "path": "u.csv", "treatment": "w", "outcome": "y", "lon": "x", "lat": "y"},
+           "imagery": {"format": "raster", "path": "i.tif", "chip_px": 8, "chip_size_m": 100}}
     doc.setdefault(section, {})[key] = value
     return doc
 
