@@ -188,7 +188,8 @@ def main(argv=None) -> None:
     if args.irm:
         lines += ["", "### Cross-fitted AIPW (ridge-logit, ridge; 5 folds) against DoubleML's IRM, same learners "
                   "and folds", "", "| n | d | eocausal s | DoubleML s | time ratio | eocausal peak GB | "
-                  "DoubleML peak GB | estimates | diff. / SE |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+                  "DoubleML peak GB | estimates | diff. / SE |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for n, d in args.irm:
             a = run(kind="irm", n=n, d=d, side="eocausal")
             b = run(kind="irm", n=n, d=d, side="doubleml")
