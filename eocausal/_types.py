@@ -83,3 +83,7 @@ class PropensityFit:
     psi: dict = field(default_factory=dict)
     #: the cross-fitting fold of each unit (np.ndarray), shared by the propensity and outcome fits
     fold_ids: object = None
+    #: True when ``e`` comes from one logistic fit on all units (the IPW rows with crossfit=False)
+    in_sample: bool = False
+    #: AIPW's out-of-fold propensities (clipped) when they differ from ``e`` (in_sample), else None
+    e_aipw: object = None

@@ -32,12 +32,12 @@ from eocausal.errors import (DataQualityWarning, FewClustersWarning, InputError,
                              SeparationError)
 from eocausal.estimators import weighting
 from eocausal.estimators.aipw import aipw, crossfit_outcome
-from eocausal.estimators.propensity import crossfit_propensity, small_problem_threads
+from eocausal.estimators.propensity import crossfit_propensity, fit_propensity, small_problem_threads
 from eocausal.estimators.trimming import trim as trim_units
 from eocausal.options import EstimateOptions
 from eocausal.results import EffectTable
 
-__all__ = ["estimate", "Formula", "EstimateOptions", "CORRECTION_CLUSTERS_PER_COEF"]
+__all__ = ["estimate", "Formula", "EstimateOptions", "CORRECTION_CLUSTERS_PER_COEF", "AUTO_IN_SAMPLE"]
 
 #: ``ipw_se='auto'`` corrects the IPW influence function for the estimated logistic propensity
 #: only with at least this many clusters (or units) per propensity coefficient. Evidence
@@ -47,6 +47,9 @@ __all__ = ["estimate", "Formula", "EstimateOptions", "CORRECTION_CLUSTERS_PER_CO
 #: with 2.3 (64 embedding dimensions, 150 clusters) 0.70. 50 lies between; it is an empirical
 #: threshold, not a theorem, and below it the conservative known-e IF is used.
 CORRECTION_CLUSTERS_PER_COEF = 50
+#: ``crossfit='auto'`` fits a logistic IPW propensity on all units (and corrects its influence
+#: function by the stacked sandwich) when True; cross-fits it when False. Evidence: see below.
+AUTO_IN_SAMPLE = True
 #: Cluster-robust SEs and normal intervals undercover with fewer clusters than this, or with fewer
 #: treated or control clusters than FEW_ARM_CLUSTERS (Cameron, Gelbach and Miller 2008; MacKinnon and
 #: Webb 2018): estimate() warns, naming the counts.
@@ -242,13 +245,20 @@ def estimate(
     trial_list = _trials(units, trials, trial)
     given = _given_scores(propensity_scores, units, keep)
     folds_given = _given_folds(_per_unit(fold_ids, units, "fold_ids", keep), n, g)
+    coords = _coordinates(units)
+    if coords is None and (opts.se == "conley" or opts.block_km is not None):
+        what = "se='conley'" if opts.se == "conley" else f"block_km={opts.block_km:g}"
+        raise InputError(f"{what} needs each unit's place: pass a GeoDataFrame, or Units.from_frame(df, lon=..., lat=..., "
+                         "...) for a table with longitude/latitude columns")
+    if opts.block_km is not None and folds_given is not None:
+        raise InputError("block_km: spatial blocks decide the folds; drop fold_ids= or block_km=")
     if opts.repeats > 1 and folds_given is not None:
         raise InputError("repeats: repeated cross-fitting draws its own folds; drop fold_ids= or use repeats=1")
     weighting_asked = any(m != "dim" for m in opts.methods)
     if given and not weighting_asked:
         raise InputError("propensity_scores: they are used by the weighting methods and AIPW; add one to methods=")
     base = TrialData(name=trial, w=np.zeros(n), outcomes={"observed": y}, X=X, Z=Z, clusters=g,
-                     coords=_coordinates(units), pcs=_embedding_pcs(Z), scores=given, fold_ids=folds_given,
+                     coords=coords, pcs=_embedding_pcs(Z), scores=given, fold_ids=folds_given,
                      conf_names=tuple(conf_names), id_codes=_id_codes(units.ids))
     trial_data = [base.subset(name, mask, w_t) for name, mask, w_t in trial_list]
     bar = _stage_bar()
@@ -259,7 +269,8 @@ def estimate(
         if bar is not None:
             bar.close()
     rows = result.rows
-    _warn_few_clusters(rows, trial_data, cluster_name)
+    if opts.se in ("if", "bootstrap"):  # the wild bootstrap is the remedy; Conley SEs are not clustered
+        _warn_few_clusters(rows, trial_data, cluster_name)
     w_all = units.w() if units.treatment is not None else None
     facts = dict(cluster_name=cluster_name, n_clusters=None if g is None else int(len(np.unique(g))),
                  folds_given=folds_given is not None, n_trials=len(trial_list),
@@ -324,11 +335,12 @@ def estimate_trial(opts: EstimateOptions, t: TrialData, cluster_name: str | None
                    progress: Callable[[str], None] | None = None) -> TrialResult:
     """Every requested (method, adjustment, outcome) for one trial's units.
 
-    For each adjustment set (and each set of given propensities): one fold assignment, one
-    propensity fit, then the IPW and AIPW rows of every outcome in ``t.outcomes``. Each row
-    records the facts it was computed with (``folds``, ``propensity``, ``outcome_model``,
-    ``se_type``), from which :func:`table_notes` writes the notes. ``progress(stage)``, when
-    given, is called with 'trial: adjustment: propensity' (and 'outcome model') as each starts.
+    For each adjustment set (and each set of given propensities): one fold assignment, the
+    propensity fits (in-sample for the IPW rows when ``crossfit`` says so, cross-fitted for AIPW),
+    then the IPW and AIPW rows of every outcome in ``t.outcomes``. Each row records the facts it
+    was computed with (``folds``, ``propensity``, ``outcome_model``, ``se_type``), from which
+    :func:`table_notes` writes the notes. ``progress(stage)``, when given, is called with
+    'trial: adjustment: propensity' (and 'outcome model') as each starts.
     """
     first, y_obs = next(iter(t.outcomes.items()))  # the fits keep the first outcome's IF and regressions
     w, g, n = t.w, t.clusters, t.n
@@ -336,29 +348,19 @@ def estimate_trial(opts: EstimateOptions, t: TrialData, cluster_name: str | None
     if min(n1, n - n1) < opts.min_arm:
         raise NotEstimableError(
             f"not estimable: {n1} treated and {n - n1} control units (minimum {opts.min_arm} per arm)")
-    z = _z(opts)
     n_clusters = int(len(np.unique(g))) if g is not None else None
-    if opts.se == "bootstrap":
-        se_type = (f"bootstrap (B={opts.n_boot}, {opts.ci}" + (f", clusters {cluster_name})" if g is not None else ")"))
-    else:
-        se_type = f"IF, clustered by {cluster_name}" if g is not None else "IF, iid"
-    base = dict(trial=t.name, n=n, n_treated=n1, n_clusters=n_clusters, se_type=se_type)
+    base = dict(trial=t.name, n=n, n_treated=n1, n_clusters=n_clusters)
 
-    def row(method, adjustment, est, estimand, outcome_type, boot=None, gg=g, se_note="", **extra):
-        if boot is None:
-            se, _ = weighting.se_from_psi(est.psi, gg)
-            lo, hi = est.estimate - z * se, est.estimate + z * se
-        else:
-            b = boot(clusters=gg, n_boot=opts.n_boot, seed=opts.seed)
-            se = b.std_error
-            lo, hi = b.confint(opts.alpha, kind=opts.ci)
-        stat = est.estimate / se if se > 0 else np.nan
-        fields_ = {**base, **extra}
+    def row(method, adjustment, est, estimand, outcome_type, boot=None, keep=None, se_note="", **extra):
+        gg = g if keep is None or g is None else g[keep]
+        cc = t.coords if keep is None or t.coords is None else t.coords[keep]
+        se, lo, hi, p, se_type = _standard_error(opts, est, boot, gg, cc, cluster_name)
+        fields_ = {**base, **extra, "se_type": se_type}
         if se_note:
-            fields_["se_type"] = fields_["se_type"].replace("IF", f"IF ({se_note})", 1)
+            fields_["se_type"] = se_type.replace("IF", f"IF ({se_note})", 1)
         return EffectRow(estimand=estimand, method=method, adjustment=adjustment, outcome_type=outcome_type,
                          estimate=float(est.estimate), std_error=float(se), ci_low=float(lo), ci_high=float(hi),
-                         p_value=float(2 * stats.norm.sf(abs(stat))), **fields_)
+                         p_value=float(p), **fields_)
 
     def boot_for(kind, **kw):
         if opts.se != "bootstrap":
@@ -379,7 +381,7 @@ def estimate_trial(opts: EstimateOptions, t: TrialData, cluster_name: str | None
     weighting_methods = [m for m in opts.methods if m in ("ipw-ht", "ipw-hajek")]
     if not weighting_methods and "aipw" not in opts.methods:
         return TrialResult(_constant_outcomes(rows, t), fits, balance)
-    fold_key = g if g is not None else t.id_codes  # folds follow the clusters, else the unit ids
+    fold_key = _fold_key(opts, t)
     fold_ids = (grouped_folds(n, fold_key, opts.folds, opts.seed, stratify=w) if t.fold_ids is None else t.fold_ids)
     n_folds = int(len(np.unique(fold_ids)))
     X, Z = t.X, t.Z
@@ -393,22 +395,108 @@ def estimate_trial(opts: EstimateOptions, t: TrialData, cluster_name: str | None
             n_tab = X.shape[1] if Z is not None else None
         if progress is not None:
             progress(f"{t.name}: {adj}: propensity")
-        det: dict = {}
+        where = adj if t.name == "all" else f"{t.name}: {adj}"
+        in_sample = given is None and bool(weighting_methods) and _ipw_in_sample(opts, V, n_tab)
         layout = None
-        if opts.solver == "native" and V.shape[1]:  # centred, scaled and sorted once for both nuisances
-            from eocausal.estimators.glm import FoldLayout
+        if opts.solver == "native" and V.shape[1] and (not in_sample or "aipw" in opts.methods):
+            from eocausal.estimators.glm import FoldLayout  # centred, scaled and sorted once for both nuisances
 
             layout = FoldLayout.by_fold_and_arm(V, fold_ids, w)
-        if given is None:
-            e_raw, _ = crossfit_propensity(V, w, clusters=fold_key, propensity=opts.propensity, seed=opts.seed,
-                                           fold_ids=fold_ids, n_tabular=n_tab, solver=opts.solver, details=det,
-                                           layout=layout)
-        else:
-            e_raw = given
+        det_cf: dict = {}
+        e_cf = None
+        if given is not None:
+            e_cf = given
+        elif not in_sample or "aipw" in opts.methods:
+            e_cf, _ = crossfit_propensity(V, w, clusters=fold_key, propensity=opts.propensity, seed=opts.seed,
+                                          fold_ids=fold_ids, n_tabular=n_tab, solver=opts.solver, details=det_cf,
+                                          layout=layout)
+        det_is: dict = {}
+        e_is = None
+        if in_sample:
+            e_is = fit_propensity(V, w, clusters=fold_key, propensity=opts.propensity, seed=opts.seed,
+                                  n_tabular=n_tab, solver=opts.solver, details=det_is)
+        model = "given" if given is not None else opts.propensity_name
+        ipw = _Weighting.of(opts, t, e_is if in_sample else e_cf, where, folds=None if in_sample else n_folds,
+                            model=model) if weighting_methods else None
+        dr = (ipw if ipw is not None and not in_sample else
+              _Weighting.of(opts, t, e_cf, where, folds=n_folds, model=model)) if "aipw" in opts.methods else None
+        if ipw is not None:
+            det = det_is if in_sample else det_cf
+            why = _known_e_reason(opts, det, given, V, n if g is None else n_clusters, in_sample)
+            correct = why is None and opts.se != "bootstrap"
+            if correct:
+                C = det["C"] if det.get("C") is not None else np.full(1, det["spec"].C)
+                Xd, pen = _logit_design(V, det["spec"], C)
+        psis: dict[str, np.ndarray] = {}
+        mu = (None, None)
+        for ot, y in t.outcomes.items():
+            if ipw is not None:
+                keep, yk, wk, ek = ipw.keep, y[ipw.keep], w[ipw.keep], ipw.e[ipw.keep]
+                for m in weighting_methods:
+                    fn = weighting.horvitz_thompson if m == "ipw-ht" else weighting.hajek
+                    kind = "ht" if m == "ipw-ht" else "hajek"
+                    boot = boot_for("bootstrap_ipw", y=yk, w=wk, e=ek, estimator=kind, estimand=opts.estimand)
+                    pe = fn(yk, wk, ek, opts.estimand)
+                    if correct:
+                        from eocausal.estimators.inference import logit_adjusted_psi
+
+                        pe = replace(pe, psi=logit_adjusted_psi(pe, y, w, ipw.e_raw, Xd, estimator=kind,
+                                                                estimand=opts.estimand, penalty=pen,
+                                                                clip=opts.clip))
+                    note = ("" if opts.se == "bootstrap" else "logit-corrected" if correct
+                            else f"known e: {_KNOWN_E_WHY[why]}")
+                    rows.append(row(m, adj, pe, opts.estimand, ot, boot, keep if opts.trim is not None else None,
+                                    se_note=note, **ipw.extra))
+                    if ot == first:
+                        psis[m] = pe.psi
+            if dr is not None:
+                if progress is not None:
+                    progress(f"{t.name}: {adj}: outcome model ({ot})")
+                mu0, mu1 = crossfit_outcome(V, y, w, fold_ids, opts.outcome_model, n_tabular=n_tab, seed=opts.seed,
+                                            solver=opts.solver, layout=layout)
+                keep = dr.keep
+                yk, wk, ek = y[keep], w[keep], dr.e[keep]
+                boot = boot_for("bootstrap_aipw", y=yk, w=wk, e=ek, mu0=mu0[keep], mu1=mu1[keep],
+                                estimand=opts.estimand)
+                pe = aipw(yk, wk, ek, mu0[keep], mu1[keep], opts.estimand)
+                rows.append(row("aipw", adj, pe, opts.estimand, ot, boot, keep if opts.trim is not None else None,
+                                outcome_model=opts.outcome_model_name, **dr.extra))
+                if ot == first:
+                    psis["aipw"] = pe.psi
+                    mu = (mu0, mu1)
+        main = ipw if ipw is not None else dr
+        fits[adj] = PropensityFit(adjustment=adj, e_raw=main.e_raw, e=main.e, w=w, clip=opts.clip,
+                                  n_clipped=main.n_clipped, folds=n_folds, model=model, y=y_obs, mu0=mu[0],
+                                  mu1=mu[1], psi=psis, fold_ids=fold_ids, in_sample=in_sample,
+                                  e_aipw=dr.e if dr is not None and dr is not main else None)
+        if not X.shape[1] and Z is None and t.coords is None:
+            continue  # nothing to balance (given propensities, no confounders)
+        w1, w0 = weighting.arm_weights(w, main.e, opts.estimand)
+        with small_problem_threads(V):
+            balance[adj] = balance_table(X if X.shape[1] else None, w, w1 + w0,
+                                         names=list(t.conf_names) or None,
+                                         embeddings=Z if t.pcs is None else None, pcs=t.pcs, coords=t.coords,
+                                         warn=False)
+    return TrialResult(_constant_outcomes(rows, t), fits, balance)
+
+
+@dataclass(frozen=True)
+class _Weighting:
+    """One set of propensities, clipped, checked and (optionally) trimmed, with its row facts."""
+
+    e_raw: np.ndarray
+    e: np.ndarray
+    n_clipped: int
+    keep: np.ndarray
+    extra: dict
+
+    @classmethod
+    def of(cls, opts: EstimateOptions, t: TrialData, e_raw: np.ndarray, where: str, *, folds: int | None,
+           model: str) -> "_Weighting":
+        w, g, n = t.w, t.clusters, t.n
         e = np.clip(e_raw, opts.clip, 1 - opts.clip)
         n_clipped = int(np.sum(e != e_raw))
-        _check_overlap(e_raw, w, opts.clip, adj if t.name == "all" else f"{t.name}: {adj}", opts.estimand)
-        w1, w0 = weighting.arm_weights(w, e, opts.estimand)
+        _check_overlap(e_raw, w, opts.clip, where, opts.estimand)
         # trimming (distinct from clipping): drop units outside [a, 1 - a]; the estimand becomes
         # the effect in the overlap population, and the rows say so
         keep, extra = np.ones(n, bool), {}
@@ -419,59 +507,76 @@ def estimate_trial(opts: EstimateOptions, t: TrialData, cluster_name: str | None
                          n_clusters=None if g is None else int(len(np.unique(g[keep]))),
                          note=f"trimmed to {tr.threshold:.3g} <= e <= {1 - tr.threshold:.3g}: "
                               "effect in the overlap population")
-        wk, ek, gk = w[keep], e[keep], None if g is None else g[keep]
-        w1k, w0k = weighting.arm_weights(wk, ek, opts.estimand)
+        wk = w[keep]
+        w1k, w0k = weighting.arm_weights(wk, e[keep], opts.estimand)
         extra.update(ess_treated=weighting.effective_sample_size(w1k[wk == 1]),
                      ess_control=weighting.effective_sample_size(w0k[wk == 0]), clip=opts.clip,
-                     n_clipped=n_clipped, folds=n_folds,
-                     propensity="given" if given is not None else opts.propensity_name)
-        why = _known_e_reason(opts, det, given, V, n if g is None else int(len(np.unique(g))))
-        correct = why is None and opts.se == "if"
-        if correct:
-            C = det["C"] if det.get("C") is not None else np.full(1, det["spec"].C)
-            Xd, pen = _logit_design(V, det["spec"], C)
-        psis: dict[str, np.ndarray] = {}
-        for ot, y in t.outcomes.items():
-            yk = y[keep]
-            for m in weighting_methods:
-                fn = weighting.horvitz_thompson if m == "ipw-ht" else weighting.hajek
-                kind = "ht" if m == "ipw-ht" else "hajek"
-                boot = boot_for("bootstrap_ipw", y=yk, w=wk, e=ek, estimator=kind, estimand=opts.estimand)
-                pe = fn(yk, wk, ek, opts.estimand)
-                if correct:
-                    from eocausal.estimators.inference import logit_adjusted_psi
+                     n_clipped=n_clipped, folds=folds, propensity=model)
+        return cls(e_raw, e, n_clipped, keep, extra)
 
-                    pe = replace(pe, psi=logit_adjusted_psi(pe, y, w, e_raw, Xd, estimator=kind,
-                                                            estimand=opts.estimand, penalty=pen, clip=opts.clip))
-                note = "" if opts.se != "if" else "logit-corrected" if correct else f"known e: {_KNOWN_E_WHY[why]}"
-                rows.append(row(m, adj, pe, opts.estimand, ot, boot, gk, se_note=note, **extra))
-                if ot == first:
-                    psis[m] = pe.psi
-            if "aipw" in opts.methods:
-                if progress is not None:
-                    progress(f"{t.name}: {adj}: outcome model ({ot})")
-                mu0, mu1 = crossfit_outcome(V, y, w, fold_ids, opts.outcome_model, n_tabular=n_tab, seed=opts.seed,
-                                            solver=opts.solver, layout=layout)
-                boot = boot_for("bootstrap_aipw", y=yk, w=wk, e=ek, mu0=mu0[keep], mu1=mu1[keep],
-                                estimand=opts.estimand)
-                pe = aipw(yk, wk, ek, mu0[keep], mu1[keep], opts.estimand)
-                rows.append(row("aipw", adj, pe, opts.estimand, ot, boot, gk, outcome_model=opts.outcome_model_name,
-                                **extra))
-                if ot == first:
-                    psis["aipw"] = pe.psi
-                    mu = (mu0, mu1)
-        mu0, mu1 = mu if "aipw" in opts.methods else (None, None)
-        fits[adj] = PropensityFit(adjustment=adj, e_raw=e_raw, e=e, w=w, clip=opts.clip, n_clipped=n_clipped,
-                                  folds=n_folds, model="given" if given is not None else opts.propensity_name,
-                                  y=y_obs, mu0=mu0, mu1=mu1, psi=psis, fold_ids=fold_ids)
-        if not X.shape[1] and Z is None and t.coords is None:
-            continue  # nothing to balance (given propensities, no confounders)
-        with small_problem_threads(V):
-            balance[adj] = balance_table(X if X.shape[1] else None, w, w1 + w0,
-                                         names=list(t.conf_names) or None,
-                                         embeddings=Z if t.pcs is None else None, pcs=t.pcs, coords=t.coords,
-                                         warn=False)
-    return TrialResult(_constant_outcomes(rows, t), fits, balance)
+
+def _standard_error(opts: EstimateOptions, est, boot, clusters, coords, cluster_name):
+    """(se, ci_low, ci_high, p_value, se_type) of one row under ``opts.se``.
+
+    'if': CR1 cluster-robust SE with t(G - 1) intervals and p-values (iid: normal); 'bootstrap':
+    the SD and interval of the draws; 'wild': the wild (cluster) bootstrap's test-inversion
+    interval and p-value around the CR1 SE; 'conley': the spatial-HAC SE with normal intervals.
+    """
+    from eocausal.estimators import robust_se
+
+    G = None if clusters is None else int(len(np.unique(clusters)))
+    by = f" by {cluster_name}" if G is not None else ""
+    if opts.se == "bootstrap":
+        b = boot(clusters=clusters, n_boot=opts.n_boot, seed=opts.seed)
+        se = b.std_error
+        lo, hi = b.confint(opts.alpha, kind=opts.ci)
+        p = 2 * stats.norm.sf(abs(est.estimate / se)) if se > 0 else np.nan
+        return se, lo, hi, p, f"bootstrap (B={opts.n_boot}, {opts.ci}" + (f", clusters {cluster_name})" if G else ")")
+    if opts.se == "wild":
+        wb = robust_se.wild_cluster_bootstrap(est.psi, est.jacobian, est.estimate, clusters, n_boot=opts.n_boot,
+                                              weights=opts.wild_weights, alpha=opts.alpha, seed=opts.seed)
+        draws = f"all {wb.n_boot} sign vectors" if wb.enumerated else f"{wb.n_boot} draws"
+        kind = "wild cluster bootstrap" if G is not None else "wild bootstrap"
+        return (wb.std_error, wb.ci_low, wb.ci_high, wb.p_value,
+                f"IF, {kind}{by} ({wb.weights}, {draws}; interval by test inversion)")
+    if opts.se == "conley":
+        se = robust_se.conley_se(est.psi, coords, opts.conley_km, kernel=opts.conley_kernel)
+        crit = robust_se.t_critical(opts.alpha, None)
+        p = 2 * stats.norm.sf(abs(est.estimate / se)) if se > 0 else np.nan
+        return (se, est.estimate - crit * se, est.estimate + crit * se, p,
+                f"IF, Conley ({opts.conley_kernel}, {opts.conley_km:g} km)")
+    se, _ = weighting.se_from_psi(est.psi, clusters)
+    crit = robust_se.t_critical(opts.alpha, G)
+    if G is None:
+        p = 2 * stats.norm.sf(abs(est.estimate / se)) if se > 0 else np.nan
+        se_type = "IF, iid"
+    else:
+        se *= robust_se.cr1_factor(G)
+        p = 2 * stats.t.sf(abs(est.estimate / se), G - 1) if se > 0 else np.nan
+        se_type = f"IF, clustered{by} (CR1, t with {G - 1} df)"
+    return se, est.estimate - crit * se, est.estimate + crit * se, p, se_type
+
+
+def _fold_key(opts: EstimateOptions, t: TrialData) -> np.ndarray:
+    """Labels the folds keep whole: the clusters (else the unit ids), merged with spatial blocks."""
+    key = t.clusters if t.clusters is not None else t.id_codes
+    if opts.block_km is None:
+        return key
+    from eocausal.data.folds import merge_groups, spatial_blocks
+
+    blocks = spatial_blocks(t.coords, opts.block_km)
+    return blocks if t.clusters is None else merge_groups(t.clusters, blocks)
+
+
+def _ipw_in_sample(opts: EstimateOptions, V: np.ndarray, n_tab) -> bool:
+    """Whether the IPW rows' propensity is fitted on all units (``crossfit``; see :data:`AUTO_IN_SAMPLE`)."""
+    if opts.crossfit is True or V.shape[1] == 0:
+        return False
+    if opts.crossfit is False:
+        return True
+    from eocausal.estimators.learners import logistic_spec
+
+    return AUTO_IN_SAMPLE and logistic_spec(opts.propensity, n_tab) is not None
 
 
 def _constant_outcomes(rows: list[EffectRow], t: TrialData) -> list[EffectRow]:
@@ -486,8 +591,13 @@ def _constant_outcomes(rows: list[EffectRow], t: TrialData) -> list[EffectRow]:
             if r.outcome_type in const else r for r in rows]
 
 
-def _known_e_reason(opts: EstimateOptions, det: dict, given, V: np.ndarray, units_or_clusters: int) -> str | None:
-    """Why the IPW influence function treats e as known (a key of _KNOWN_E_WHY), or None to correct it."""
+def _known_e_reason(opts: EstimateOptions, det: dict, given, V: np.ndarray, units_or_clusters: int,
+                    in_sample: bool = False) -> str | None:
+    """Why the IPW influence function treats e as known (a key of _KNOWN_E_WHY), or None to correct it.
+
+    In-sample logistic fits are always corrected (the stacked sandwich is their exact influence
+    function); cross-fitted ones by ``ipw_se`` and :data:`CORRECTION_CLUSTERS_PER_COEF`.
+    """
     if given is not None:
         return "given"
     if opts.trim is not None:
@@ -497,7 +607,7 @@ def _known_e_reason(opts: EstimateOptions, det: dict, given, V: np.ndarray, unit
         return "model"
     if opts.ipw_se == "known-e":
         return "asked"
-    if opts.ipw_se == "auto" and units_or_clusters < CORRECTION_CLUSTERS_PER_COEF * (V.shape[1] + 1):
+    if opts.ipw_se == "auto" and not in_sample and units_or_clusters < CORRECTION_CLUSTERS_PER_COEF * (V.shape[1] + 1):
         return "few"
     return None
 
@@ -518,19 +628,26 @@ def table_notes(rows: Sequence[EffectRow], fits: Mapping[str, PropensityFit], ba
         notes.append(f"Standard errors from {opts.n_boot} {'cluster ' if n_clusters is not None else ''}bootstrap "
                      f"draws{grouped} with the cross-fitted nuisances held fixed; {level}% {opts.ci} intervals.")
     if se_notes and any(r.se_type.startswith("IF") for r in done):
-        notes.append("Standard errors from the influence function"
-                     + (f", clustered by {cluster_name} ({n_clusters} clusters)." if n_clusters is not None else " (iid).")
-                     + f" {level}% normal intervals.")
+        notes.append(_se_note(opts, cluster_name, n_clusters, level))
     fitted = [r for r in done if r.propensity not in ("", "given")]
     folds_used = sorted({r.folds for r in done if r.folds is not None})
     folds_txt = " or ".join(str(k) for k in folds_used)
     if fitted:
         model = fitted[0].propensity
         model_txt = ("ridge-logistic (tabular columns standardised, embeddings scaled as one block), "
-                     "penalty chosen by grouped 3-fold CV inside each training fold" if model == "ridge-logit" else model)
-        notes.append(f"Propensity: {model_txt}; out-of-fold predictions from {folds_txt} cross-fitting folds"
-                     + (" (the fold_ids given)" if folds_given else "")
-                     + (f" grouped by {cluster_name}." if n_clusters is not None else "."))
+                     "penalty chosen by grouped 3-fold CV" if model == "ridge-logit" else model)
+        in_sample = sorted({r.method for r in fitted if r.folds is None})
+        crossfit = sorted({r.method for r in fitted if r.folds is not None})
+        parts = []
+        if in_sample:
+            parts.append(f"{', '.join(in_sample)}: one fit on all units (crossfit={opts.crossfit!r}), so the "
+                         "estimate and the logistic score are one M-estimator")
+        if crossfit:
+            parts.append(f"{', '.join(crossfit)}: out-of-fold predictions from {folds_txt} cross-fitting folds"
+                         + (" (the fold_ids given)" if folds_given else "")
+                         + (f" grouped by {cluster_name}" if n_clusters is not None else "")
+                         + (f" and {opts.block_km:g} km spatial blocks" if opts.block_km is not None else ""))
+        notes.append(f"Propensity: {model_txt}; " + "; ".join(parts) + ".")
     given = sorted({r.adjustment for r in done if r.propensity == "given"})
     if given:
         notes.append(f"Propensity scores given ({', '.join(given)}): used as passed (then clipped); their IPW "
@@ -567,6 +684,25 @@ def table_notes(rows: Sequence[EffectRow], fits: Mapping[str, PropensityFit], ba
                      + ", ".join(f"{a}: {k}" for a, k in worst.items())
                      + " (table.balance[adjustment] has the details).")
     return notes
+
+
+def _se_note(opts: EstimateOptions, cluster_name: str | None, n_clusters: int | None, level: int) -> str:
+    """The note on influence-function standard errors under ``opts.se``."""
+    grouped = n_clusters is not None
+    if opts.se == "wild":
+        draws = f"{opts.wild_weights} weights, up to {opts.n_boot} draws (all sign vectors when fewer)"
+        return (f"Standard errors from the influence function{' (CR1, clustered by ' + str(cluster_name) + ')' if grouped else ''}; "
+                f"p-values and {level}% intervals from the wild {'cluster ' if grouped else ''}bootstrap of the "
+                f"influence function with the null imposed ({draws}), the interval by inverting the test "
+                "(Kline and Santos 2012; MacKinnon and Webb 2018). Nuisances are held at their estimates.")
+    if opts.se == "conley":
+        return (f"Conley (1999) spatial-HAC standard errors: pairs of units within {opts.conley_km:g} km, "
+                f"{opts.conley_kernel} kernel on great-circle distances; {level}% normal intervals.")
+    if grouped:
+        return (f"Standard errors from the influence function, clustered by {cluster_name} ({n_clusters} "
+                "clusters) with the CR1 factor sqrt(G/(G-1)); p-values and "
+                f"{level}% intervals from t with G - 1 degrees of freedom (Cameron, Gelbach and Miller 2008).")
+    return f"Standard errors from the influence function (iid). {level}% normal intervals."
 
 
 def _propensity_header(rows: Sequence[EffectRow]) -> str:
@@ -947,9 +1083,9 @@ def _warn_few_clusters(rows: Sequence[EffectRow], trials: Sequence[TrialData], c
             warnings.warn(
                 f"{where}standard errors are clustered by {cluster_name} with {G} clusters ({g1} with treated "
                 f"units, {g0} with control units); with fewer than {FEW_CLUSTERS} clusters, or fewer than "
-                f"{FEW_ARM_CLUSTERS} treated or control clusters, cluster-robust SEs are too small and normal "
-                "intervals undercover (Cameron, Gelbach and Miller 2008; MacKinnon and Webb 2018). Report the "
-                "cluster counts, and check the intervals with a wild cluster bootstrap or randomisation inference",
+                f"{FEW_ARM_CLUSTERS} treated or control clusters, cluster-robust SEs are too small and intervals "
+                "undercover even with the CR1 factor and t(G-1) critical values (Cameron, Gelbach and Miller 2008; "
+                "MacKinnon and Webb 2018). Use se='wild' (the wild cluster bootstrap) and report the cluster counts",
                 FewClustersWarning, stacklevel=3)
 
 

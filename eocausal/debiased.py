@@ -35,11 +35,10 @@ from eocausal._validation import check_clusters
 from eocausal.analysis import TrialData, TrialResult, run_trials, table_notes
 from eocausal.debias.calibration import check_pair
 from eocausal.debias.diagnostics import check_calibration
-from eocausal.debias.effects import (OUTCOME_TYPES, Contrast, debias_notes, make_debiasers, read_column,
-                                     read_map, read_trials, resample_counts, rowdot)
+from eocausal.debias.effects import (OUTCOME_TYPES, Contrast, debias_notes, lcc_delta_se, make_debiasers,
+                                     read_column, read_map, read_trials, resample_counts, rowdot)
 from eocausal.debias.ppi import ppi_effect
 from eocausal.errors import DebiasWarning, InputError, NotEstimableError
-from eocausal.estimators.weighting import horvitz_thompson, se_from_psi
 from eocausal.options import EstimateOptions
 from eocausal.results import EffectTable
 
@@ -294,7 +293,7 @@ class _JointBootstrap:
         contrasts = {}
         for (m, adj), idx in by_cell.items():
             fit = res.fits.get(adj)
-            e = None if fit is None else fit.e
+            e = None if fit is None else fit.e_aipw if m == "aipw" and fit.e_aipw is not None else fit.e
             V = td.X if td.X.shape[1] else None
             contrasts[(m, adj)] = Contrast(m, rows[next(iter(idx.values()))].estimand, td.w, e, V,
                                            None if fit is None else fit.fold_ids)
@@ -303,11 +302,7 @@ class _JointBootstrap:
             con, lead = contrasts[(m, adj)], rows[next(iter(idx.values()))]
             if "lcc" in self.deb and "predicted+lcc" in idx and self.se_kind == "if":
                 k = idx["predicted+lcc"]
-                naive = con.point(self.P[t.idx])
-                sn, _ = se_from_psi(naive.psi, g)
-                const = (horvitz_thompson(np.ones(td.n), td.w, con.e, con.estimand).estimate
-                         if m == "ipw-ht" else 0.0)
-                _, s = self.fitted["lcc"].delta_se(naive.estimate, sn, const)
+                _, s = lcc_delta_se(self.fitted["lcc"], con, self.P[t.idx], g)
                 rows[k] = _with_se(rows[k], s, z, "delta method (calibration + trial)")
             if "ppi" in self.deb:
                 rows.append(self._ppi_row(lead, con, td, t, m, z))

@@ -19,13 +19,16 @@ from eocausal.errors import InputError
 
 #: adjustment sets a user can ask for ('none' is the difference in means')
 ADJUSTMENT_SETS = ADJUSTMENTS[1:]
-SE_TYPES = ("if", "bootstrap")
+SE_TYPES = ("if", "bootstrap", "wild", "conley")
 CI_TYPES = ("normal", "percentile")
 IPW_SE = ("auto", "corrected", "known-e")
 TRIM_RULES = ("optimal", "rule-of-thumb")
+WILD_WEIGHTS = ("auto", "rademacher", "webb")
+CONLEY_KERNELS = ("bartlett", "uniform")
+CROSSFIT = (True, False, "auto")
 
 __all__ = ["EstimateOptions", "toml_schema", "METHODS", "ESTIMANDS", "ADJUSTMENT_SETS", "PROPENSITY_MODELS",
-           "OUTCOME_MODELS", "SE_TYPES", "CI_TYPES", "IPW_SE", "SOLVERS"]
+           "OUTCOME_MODELS", "SE_TYPES", "CI_TYPES", "IPW_SE", "SOLVERS", "WILD_WEIGHTS", "CONLEY_KERNELS"]
 
 
 def _opt(default, *, toml: tuple[type, ...], choices: tuple | None = None, doc: str = ""):
@@ -88,11 +91,32 @@ class EstimateOptions:
         Seeds the fold assignment and randomised models.
     alpha : float
         1 - confidence level of the intervals (0.05: 95% intervals).
-    se : {'if', 'bootstrap'}
-        Influence-function SEs (cluster-robust with clusters) or a (cluster) bootstrap with the
-        cross-fitted nuisances held fixed.
+    se : {'if', 'bootstrap', 'wild', 'conley'}
+        'if': influence-function SEs; with clusters, cluster-robust with the CR1 factor
+        sqrt(G / (G - 1)) and t(G - 1) critical values and p-values (Cameron, Gelbach and Miller
+        2008). 'bootstrap': a (cluster) bootstrap with the nuisances held fixed. 'wild': the wild
+        cluster bootstrap of the influence function with the null imposed (Kline and Santos 2012;
+        MacKinnon and Webb 2018), p-values and intervals by test inversion; for fewer than about
+        30 clusters. 'conley': Conley (1999) spatial-HAC SEs on the units' coordinates within
+        ``conley_km``.
     n_boot : int
-        Bootstrap draws (at least 50).
+        Bootstrap draws (at least 50); the wild bootstrap enumerates all 2^G sign vectors when
+        that is no more than ``n_boot``.
+    wild_weights : {'auto', 'rademacher', 'webb'}
+        Cluster weights of the wild bootstrap; 'auto': Webb's six-point weights with 12 clusters
+        or fewer, Rademacher above.
+    conley_km : float, optional
+        Distance cutoff (km) of the Conley SEs (required with ``se='conley'``).
+    conley_kernel : {'bartlett', 'uniform'}
+        Weight of a pair of units at distance d: max(0, 1 - d / cutoff) or 1{d <= cutoff}.
+    block_km : float, optional
+        Spatial-block cross-fitting: units in one square block of this size (km) are never split
+        between training and held-out folds (blocks and clusters are both kept whole).
+    crossfit : bool or 'auto'
+        Whether the IPW rows' propensity is cross-fitted. False: fitted on all units (a logistic
+        model only), with the exact M-estimation (stacked sandwich) influence function. 'auto':
+        all units for logistic propensities, cross-fitted otherwise (see
+        :data:`eocausal.analysis.AUTO_IN_SAMPLE`). AIPW is always cross-fitted.
     ci : {'normal', 'percentile'}
         Interval of the bootstrap rows; with ``repeats > 1`` only 'normal' is defined.
     ipw_se : {'auto', 'corrected', 'known-e'}
@@ -121,13 +145,21 @@ class EstimateOptions:
     outcome_model: Any = _opt("ridge", toml=(str,), choices=OUTCOME_MODELS, doc="outcome model of AIPW")
     seed: int | None = _opt(0, toml=(int,), doc="seed of folds and randomised models")
     alpha: float = _opt(0.05, toml=(float,), doc="1 - confidence level")
-    se: str = _opt("if", toml=(str,), choices=SE_TYPES, doc="standard errors: if or bootstrap")
+    se: str = _opt("if", toml=(str,), choices=SE_TYPES, doc="standard errors: if, bootstrap, wild or conley")
     n_boot: int = _opt(1000, toml=(int,), doc="bootstrap draws, at least 50")
     ci: str = _opt("normal", toml=(str,), choices=CI_TYPES, doc="bootstrap interval: normal or percentile")
     ipw_se: str = _opt("auto", toml=(str,), choices=IPW_SE, doc="IPW influence function: auto, corrected, known-e")
     solver: str = _opt("native", toml=(str,), choices=SOLVERS, doc="nuisance solver: native or sklearn")
     repeats: int = _opt(1, toml=(int,), doc="cross-fitting splits (median rule), at least 1")
     min_arm: int = _opt(10, toml=(int,), doc="minimum treated and control units of a trial")
+    wild_weights: str = _opt("auto", toml=(str,), choices=WILD_WEIGHTS,
+                             doc="wild bootstrap weights: auto, rademacher or webb")
+    conley_km: float | None = _opt(None, toml=(int, float), doc="distance cutoff (km) of se = 'conley'")
+    conley_kernel: str = _opt("bartlett", toml=(str,), choices=CONLEY_KERNELS,
+                              doc="Conley kernel: bartlett or uniform")
+    block_km: float | None = _opt(None, toml=(int, float), doc="spatial blocks (km) kept whole by the folds")
+    crossfit: Any = _opt("auto", toml=(bool, str), choices=CROSSFIT,
+                         doc="cross-fit the IPW propensity: true, false or auto")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "methods", _choice_list(self.methods, "methods", METHODS))
@@ -154,7 +186,25 @@ class EstimateOptions:
                 raise InputError(f"trim={self.trim!r}: use a threshold in [0, 0.5) or one of {list(TRIM_RULES)}")
         if self.seed is not None and (not _is_int(self.seed) or self.seed < 0):
             raise InputError(f"seed={self.seed!r}: use a non-negative integer, or None for unseeded")
-        for name, allowed in (("se", SE_TYPES), ("ci", CI_TYPES), ("ipw_se", IPW_SE), ("solver", SOLVERS)):
+        for name in ("conley_km", "block_km"):
+            v = getattr(self, name)
+            if v is not None:
+                if not _is_number(v) or not 0 < v < float("inf"):
+                    raise InputError(f"{name}={v!r}: must be a positive distance in km, e.g. 50")
+                object.__setattr__(self, name, float(v))
+        if (self.se == "conley") != (self.conley_km is not None):
+            raise InputError("conley_km: give it (a cutoff in km, e.g. conley_km=50) exactly when se='conley'"
+                             if self.se == "conley" else
+                             f"conley_km={self.conley_km!r} is used only by se='conley' (se={self.se!r}); "
+                             "set se='conley' or drop conley_km")
+        if not any(self.crossfit is c for c in CROSSFIT[:2]) and self.crossfit != "auto":
+            raise InputError(f"crossfit={self.crossfit!r}: use True, False or 'auto'")
+        if self.crossfit is False and isinstance(self.propensity, str) and self.propensity == "gbm":
+            raise InputError("crossfit=False fits the IPW propensity on all units, which needs a logistic model "
+                             "(its M-estimation SE is exact); use propensity='ridge-logit' or 'logit', or "
+                             "crossfit=True for 'gbm'")
+        for name, allowed in (("se", SE_TYPES), ("ci", CI_TYPES), ("ipw_se", IPW_SE), ("solver", SOLVERS),
+                              ("wild_weights", WILD_WEIGHTS), ("conley_kernel", CONLEY_KERNELS)):
             v = getattr(self, name)
             if v not in allowed:
                 raise InputError(f"{name}={v!r}: use one of {list(allowed)}")

@@ -235,7 +235,8 @@ def test_aipw_row_equals_the_estimator_on_the_same_folds_and_bootstrap_agrees():
     mu0, mu1 = crossfit_outcome(V, y, w, folds, "ridge", n_tabular=None, seed=3)
     pe = aipw(y, w, np.clip(e, 1e-3, 1 - 1e-3), mu0, mu1)
     assert r.estimate == pytest.approx(pe.estimate, rel=1e-10)
-    assert r.std_error == pytest.approx(se_from_psi(pe.psi, codes)[0], rel=1e-10)
+    G = len(np.unique(codes))  # CR1: sqrt(G / (G - 1)) times the CR0 SE of the influence function
+    assert r.std_error == pytest.approx(se_from_psi(pe.psi, codes)[0] * np.sqrt(G / (G - 1)), rel=1e-10)
     assert abs(r.estimate - 1.0) < 3.5 * r.std_error
     b = eocausal.estimate("y ~ w | x1 + x2", df, methods=["aipw"], clusters="village", propensity="logit", seed=3,
                           se="bootstrap", n_boot=400).row(method="aipw")
@@ -252,9 +253,11 @@ def test_trimming_is_distinct_from_clipping_and_reported():
 
     df = _frame(n=1500, seed=21)
     df["x1"] *= 2.5  # strong confounding: propensities near 0 and 1
-    base = eocausal.estimate("y ~ w | x1 + x2", df, methods=["ipw-hajek", "aipw"], propensity="logit", clip=0.01)
+    # crossfit=True: both rows share one (cross-fitted) propensity, so one trimmed set
+    base = eocausal.estimate("y ~ w | x1 + x2", df, methods=["ipw-hajek", "aipw"], propensity="logit", clip=0.01,
+                             crossfit=True)
     tr = eocausal.estimate("y ~ w | x1 + x2", df, methods=["ipw-hajek", "aipw"], propensity="logit", clip=0.01,
-                           trim=0.1)
+                           trim=0.1, crossfit=True)
     fit = base.propensities["tabular"]
     expect = trim(fit.e_raw, 0.1)
     for m in ("ipw-hajek", "aipw"):

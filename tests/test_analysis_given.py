@@ -33,7 +33,7 @@ def _frame(n=900, seed=0):
 
 
 KW = dict(treatment="w", outcome="y", confounders=CONF, clusters="village", propensity="logit",
-          outcome_model="linear", ipw_se="known-e")
+          outcome_model="linear", ipw_se="known-e", crossfit=True)
 
 
 def test_given_scores_and_folds_reproduce_the_fitted_rows():
@@ -50,7 +50,9 @@ def test_given_scores_and_folds_reproduce_the_fitted_rows():
     # and by hand: Hajek at the clipped given scores, SE clustered by village
     pe = hajek(df["y"].to_numpy(), w, np.clip(e_raw, 1e-3, 1 - 1e-3))
     assert given.loc["ipw-hajek", "estimate"] == pytest.approx(pe.estimate, rel=1e-12)
-    assert given.loc["ipw-hajek", "std_error"] == pytest.approx(se_from_psi(pe.psi, g)[0], rel=1e-12)
+    G = len(np.unique(g))
+    assert given.loc["ipw-hajek", "std_error"] == pytest.approx(se_from_psi(pe.psi, g)[0] * np.sqrt(G / (G - 1)),
+                                                                rel=1e-12)
     assert "known e" in given.loc["ipw-hajek", "se_type"]
 
 

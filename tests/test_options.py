@@ -68,6 +68,21 @@ def test_bad_settings_are_refused_with_the_name(kw, match):
         eocausal.estimate(df, treatment="w", outcome="y", confounders=["x1"], **kw)
 
 
+def test_percentile_interval_with_repeats_is_refused_with_the_fix():
+    """The median rule over splits combines SEs, not draws: a percentile interval is undefined (issue 15)."""
+    msg = (r"ci='percentile' with repeats > 1: the median rule over splits gives a normal interval only; "
+           r"use ci='normal' or repeats=1")
+    with pytest.raises(InputError, match=msg):
+        EstimateOptions(se="bootstrap", ci="percentile", repeats=3, seed=0)
+    base = EstimateOptions(se="bootstrap", ci="percentile", seed=0)  # fine with one split
+    with pytest.raises(InputError, match=msg):  # also when set later
+        EstimateOptions.build(base, repeats=2)
+    assert EstimateOptions(se="bootstrap", ci="normal", repeats=3, seed=0).ci == "normal"
+    with pytest.raises(StudyFileError, match=r"\[estimate\].*ci='percentile' with repeats > 1"):
+        validate({"study": {"name": "s", "seed": 1}, "units": {"format": "demo"},
+                  "estimate": {"se": "bootstrap", "ci": "percentile", "repeats": 3}})
+
+
 def test_unknown_setting_names_the_valid_ones():
     with pytest.raises(InputError, match=r"unknown setting\(s\) \['n_folds'\].*'folds'"):
         eocausal.estimate(_frame(), treatment="w", outcome="y", n_folds=3)
@@ -86,9 +101,9 @@ def test_study_errors_come_from_the_options():
 def test_options_object_and_keywords_agree():
     df = _frame()
     kw = dict(treatment="w", outcome="y", confounders=["x1", "x2"], clusters="village")
-    opts = EstimateOptions(methods=["ipw-hajek"], folds=4, seed=3, propensity="logit")
+    opts = EstimateOptions(methods=["ipw-hajek"], folds=4, seed=3, propensity="logit", crossfit=True)
     a = eocausal.estimate(df, options=opts, **kw).tidy()
-    b = eocausal.estimate(df, methods=["ipw-hajek"], folds=4, seed=3, propensity="logit", **kw).tidy()
+    b = eocausal.estimate(df, methods=["ipw-hajek"], folds=4, seed=3, propensity="logit", crossfit=True, **kw).tidy()
     pd.testing.assert_frame_equal(a, b)
     c = eocausal.estimate(df, options=opts, folds=3, **kw)  # keywords replace fields of the object
     assert c.rows[0].folds == 3
@@ -100,7 +115,9 @@ def test_notes_are_written_from_the_rows_facts():
     fold_ids = g % 3  # 3 folds given, although folds=5 is the default
     t = eocausal.estimate(df, treatment="w", outcome="y", confounders=["x1"], clusters="village",
                           fold_ids=fold_ids)
-    assert {r.folds for r in t.rows if r.method != "dim"} == {3}
+    # the IPW rows' logistic propensity is fitted on all units (crossfit='auto'); AIPW's uses the folds
+    assert {r.folds for r in t.rows if r.method == "aipw"} == {3}
+    assert {r.folds for r in t.rows if r.method.startswith("ipw")} == {None}
     text = " ".join(t.notes)
     assert "3 cross-fitting folds" in text and "same 3 folds" in text and "5 folds" not in text
     # a DIM-only table says nothing of IPW or AIPW, and says why they are missing

@@ -46,7 +46,8 @@ def test_formula_api_clusters_units_that_share_an_image():
     from eocausal.estimators.weighting import se_from_psi
 
     fit = t.propensities["image"]
-    assert r.std_error == pytest.approx(se_from_psi(fit.psi["ipw-hajek"], df["village"].to_numpy())[0], rel=1e-12)
+    se0, G = se_from_psi(fit.psi["ipw-hajek"], df["village"].to_numpy())
+    assert r.std_error == pytest.approx(se0 * np.sqrt(G / (G - 1)), rel=1e-12)
     assert (pd.Series(fit.fold_ids).groupby(df["village"].to_numpy()).nunique() == 1).all()
     iid = eocausal.estimate("Y ~ W | x1", df, embeddings=Z + np.random.default_rng(1).normal(0, 1e-9, Z.shape),
                             methods=["ipw-hajek"], adjustments=["image"])

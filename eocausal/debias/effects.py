@@ -10,7 +10,10 @@ outcomes; this module supplies what is particular to debiasing:
   (:func:`debias_notes`);
 - :class:`Contrast`: one trial's contrast estimator (difference in means, Hajek or HT IPW, AIPW with
   least-squares outcome models on given folds) for a matrix of resampling counts, from which the
-  joint bootstrap computes every replicate in one product (:func:`resample_counts`).
+  joint bootstrap computes every replicate in one product (:func:`resample_counts`);
+- :func:`lcc_delta_se`: the delta-method SE of an LCC row (``se='if'``), whose trial part is the
+  influence function of the contrast on the centred predictions P - m (for Horvitz-Thompson this
+  carries the sampling variance of HT(1)).
 
 ============== ===================== ===============================================
 debiaser        outcome_type          outcome
@@ -36,11 +39,11 @@ import numpy as np
 import pandas as pd
 from sklearn.base import clone
 
-from eocausal.debias.calibration import LinearCalibration, check_predictions
+from eocausal.debias.calibration import LinearCalibration, _check_fitted, check_predictions
 from eocausal.debias.tweedie import Tweedie
 from eocausal.errors import InputError, NotEstimableError
 from eocausal.estimators.aipw import aipw
-from eocausal.estimators.weighting import arm_weights, difference_in_means, hajek, horvitz_thompson
+from eocausal.estimators.weighting import arm_weights, difference_in_means, hajek, horvitz_thompson, se_from_psi
 
 OUTCOME_TYPES = {"observed": "observed", "naive": "predicted", "lcc": "predicted+lcc",
                  "tweedie": "predicted+tweedie", "ppi": "ppi"}
@@ -267,6 +270,46 @@ class Contrast:
             r0 = Y - mu0
             score, den = w * r0 - (1 - w) * e / (1 - e) * r0, rowdot(C, w)
         return rowdot(C, score) / den
+
+
+def lcc_delta_se(lcc: LinearCalibration, contrast: Contrast, predictions: np.ndarray,
+                 clusters: np.ndarray | None = None) -> tuple[float, float]:
+    """LCC effect of one trial's contrast and its delta-method SE (``se='if'`` of the LCC rows).
+
+    With T the contrast (linear in the outcome), (m, k) the fitted calibration and c = T(1)::
+
+        tau_LCC = T((P - m) / k) = (T(P) - m c) / k
+        Var(tau_LCC) = Var_trial(T(P - m)) / k^2 + g' Cov(m, k) g,   g = (-c / k, -tau_LCC / k)
+
+    The trial part is the influence function of T on the centred predictions P - m (clustered
+    when ``clusters`` are given), so for Horvitz-Thompson it carries the sampling variance of
+    c = T(1) and its covariance with T(P); the calibration part is the gradient in (m, k) times
+    their HC covariance (calibration and trial samples independent). Derivation and the coverage
+    it restores: :mod:`eocausal.debias.calibration`.
+
+    Parameters
+    ----------
+    lcc : LinearCalibration
+        Fitted on the calibration set.
+    contrast : Contrast
+        The trial's estimator (its propensities held fixed, as in the joint bootstrap).
+    predictions : array (n,)
+        The predictions P of the trial's units, in the contrast's order.
+    clusters : array (n,), optional
+        Cluster codes of the trial's units.
+
+    Returns
+    -------
+    (tau_LCC, se) : tuple of float
+    """
+    if not isinstance(lcc, LinearCalibration):
+        raise InputError(f"lcc: expected a fitted LinearCalibration, got {type(lcc).__name__}")
+    _check_fitted(lcc, "slope_")
+    P = np.asarray(predictions, dtype=float)
+    centred = contrast.point(P - lcc.intercept_)  # T(P - m) = T(P) - m c
+    se_trial, _ = se_from_psi(centred.psi, clusters)
+    c = contrast.const()
+    return lcc.delta_se(float(centred.estimate) + lcc.intercept_ * c, se_trial, c)
 
 
 def rowdot(C, v):

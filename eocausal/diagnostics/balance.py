@@ -9,16 +9,24 @@ Definitions (v_i >= 0 is unit i's weight in its own arm; v_i = 1 before weightin
     m_a(v)   = sum_{i in a} v_i x_i / sum_{i in a} v_i                       weighted mean of arm a
     s2_a(v)  = sum_{i in a} v_i (x_i - m_a(v))^2 * V1 / (V1^2 - V2)          weighted variance,
                with V1 = sum_{i in a} v_i, V2 = sum_{i in a} v_i^2
-    s_pool   = sqrt((s2_1(1) + s2_0(1)) / 2)                                 unweighted arms
-    SMD      = (m_1(v) - m_0(v)) / s_pool
+    s        = sqrt((s2_1(1) + s2_0(1)) / 2)   ATE: pooled SD of the unweighted arms
+             = sqrt(s2_1(1))                   ATT: SD of the unweighted treated arm
+             = sqrt(s2_all(v))                 ATO: SD of all units, weighted by v
+             = sqrt(s2_all(1))                 where the above is 0 (a row constant in the arm(s) used)
+    SMD      = (m_1(v) - m_0(v)) / s
     VR       = s2_1(v) / s2_0(v)
 
 The weighted variance is the "reliability weights" estimator; with v = 1 it is the usual sample
 variance (denominator n_a - 1), and it is unchanged when the weights of an arm are multiplied by a
 constant (so stabilised and unstabilised weights give the same table). The SMD before and after
-weighting share one denominator, the pooled SD of the *unweighted* arms, as cobalt does by default
-for the ATE (Greifer, cobalt, ``bal.tab``, ``s.d.denom = "pooled"``), so that a change in the SMD is
-a change in the means, not in the yardstick. Unlike cobalt's default (``binary = "raw"``), binary
+weighting share one denominator, so that a change in the SMD is a change in the means, not in the
+yardstick. The denominator follows the estimand as cobalt's default ``s.d.denom`` does (Greifer,
+cobalt, ``get.s.d.denom`` and ``compute_s.d.denom``): the pooled SD of the unweighted arms for the
+ATE (``"pooled"``); the SD of the unweighted treated arm for the ATT (``"treated"``: the ATT's
+target population is the treated, so their spread is the yardstick; Stuart 2010); for the overlap
+estimand ATO, the SD of all units weighted by the balancing weights (``"weighted"``); and, where
+that SD is 0, the unweighted SD of all units, as cobalt falls back to. Unlike cobalt's default
+(``binary = "raw"``), binary
 covariates are standardized too, with the same variance formula (Austin 2009 writes p(1 - p), which
 differs by the factor (n_a - 1) / n_a).
 
@@ -51,6 +59,10 @@ from eocausal.errors import BalanceWarning, InputError
 BALANCE_COLUMNS = ("kind", "mean_treated", "mean_control", "mean_treated_weighted",
                    "mean_control_weighted", "smd_before", "smd_after", "var_ratio_before",
                    "var_ratio_after", "share_of_variance", "imbalanced")
+
+#: The SMD's denominator per estimand, by cobalt's names (its default ``s.d.denom``): the SDs of the
+#: unweighted arms pooled, the SD of the unweighted treated arm, or the SD of all units weighted.
+SMD_DENOMINATORS = {"ATE": "pooled", "ATT": "treated", "ATO": "weighted"}
 
 #: Rows named in the warning.
 _WORST = 5
@@ -153,6 +165,7 @@ def balance_table(
     n_components: int = 5,
     coords=None,
     pcs: tuple | None = None,
+    estimand: str = "ATE",
     threshold: float = 0.1,
     warn: bool = True,
     stacklevel: int = 2,
@@ -186,6 +199,10 @@ def balance_table(
     coords : array or DataFrame (n, 2), optional
         Longitude and latitude of each unit (in that order); rows ``longitude`` and ``latitude``
         show whether the weights balance location, as causalimages reports.
+    estimand : {'ATE', 'ATT', 'ATO'}
+        The estimand the weights target; it sets the SMD's denominator as cobalt's default does:
+        the pooled SD of the unweighted arms for 'ATE', the SD of the unweighted treated arm for
+        'ATT', the SD of all units weighted by ``weights`` for 'ATO' (see the module docstring).
     threshold : float
         |SMD after weighting| above which a row is flagged (``imbalanced``) and the warning is
         issued; 0.1 by convention (Austin 2009).
@@ -204,7 +221,8 @@ def balance_table(
         (PC rows only); ``imbalanced`` (|smd_after| > threshold). The SMD and variance ratio are
         NaN for a constant row. ``DataFrame.attrs`` holds ``n_treated``, ``n_control``,
         ``ess_treated``, ``ess_control`` (Kish's (sum v)^2 / sum v^2 per arm; n_a without
-        weights), ``threshold``, ``weighted`` and ``n_imbalanced``.
+        weights), ``threshold``, ``weighted``, ``n_imbalanced``, ``estimand`` and
+        ``smd_denominator`` (cobalt's name of the SD used: 'pooled', 'treated' or 'weighted').
 
     Warns
     -----
@@ -213,10 +231,15 @@ def balance_table(
 
     Notes
     -----
-    Formulas are in the module docstring: weighted means, reliability-weighted variances, and a
-    pooled SD from the unweighted arms, sqrt((s1^2 + s0^2) / 2), as the common denominator of
-    both SMDs (cobalt's default for the ATE).
+    Formulas are in the module docstring: weighted means, reliability-weighted variances, and one
+    SD as the common denominator of both SMDs, chosen by ``estimand`` as cobalt's defaults do:
+    pooled, sqrt((s1^2 + s0^2) / 2), for the ATE; the treated arm's s1 for the ATT; all units
+    weighted for the ATO.
     """
+    if estimand not in SMD_DENOMINATORS:
+        raise InputError(f"estimand={estimand!r}: use one of {list(SMD_DENOMINATORS)} (it sets the SMD's "
+                         "denominator: pooled SD for 'ATE', the treated arm's SD for 'ATT', the weighted SD "
+                         "of all units for 'ATO')")
     blocks: list[tuple[np.ndarray, list[str], str, np.ndarray]] = []
     n = None
     if X is not None:
@@ -272,16 +295,21 @@ def balance_table(
     w = _check_treatment(w, M.shape[0])
     ones = np.ones_like(w)
     before = _arm_stats(M, w, ones)
-    s_pool = np.sqrt((before["s1"] + before["s0"]) / 2)
     if weights is not None:
         v = _check_weights(weights, w)
         after = _arm_stats(M, w, v)
     else:
         v = ones
         after = {k: np.full(M.shape[1], np.nan) for k in before}
+    denominator = SMD_DENOMINATORS[estimand]
+    s_ref = np.sqrt({"pooled": (before["s1"] + before["s0"]) / 2, "treated": before["s1"],
+                     "weighted": weighted_mean_var(M, v)[1]}[denominator])
+    zero = ~(s_ref > 0)
+    if zero.any():  # cobalt's fallback: the unweighted SD of all units
+        s_ref[zero] = np.sqrt(weighted_mean_var(M[:, zero], ones)[1])
 
-    smd_before = _ratio(before["m1"] - before["m0"], s_pool)
-    smd_after = _ratio(after["m1"] - after["m0"], s_pool)
+    smd_before = _ratio(before["m1"] - before["m0"], s_ref)
+    smd_after = _ratio(after["m1"] - after["m0"], s_ref)
     imbalanced = np.abs(np.nan_to_num(smd_after, nan=0.0)) > threshold
     table = pd.DataFrame(
         {
@@ -305,6 +333,7 @@ def balance_table(
         ess_treated=float(v[t].sum() ** 2 / np.sum(v[t] ** 2)),
         ess_control=float(v[c].sum() ** 2 / np.sum(v[c] ** 2)),
         threshold=float(threshold), weighted=weights is not None, n_imbalanced=int(imbalanced.sum()),
+        estimand=estimand, smd_denominator=denominator,
     )
     if warn and imbalanced.any():
         warnings.warn(_balance_message(table, threshold), BalanceWarning, stacklevel=stacklevel)

@@ -170,12 +170,12 @@ def aipw(y: np.ndarray, w: np.ndarray, e: np.ndarray, mu0: np.ndarray, mu1: np.n
     if estimand == "ATE":
         phi = mu1 - mu0 + w * (y - mu1) / e - (1 - w) * (y - mu0) / (1 - e)
         tau = float(phi.mean())
-        return PointEstimate(tau, phi - tau, w / e + (1 - w) / (1 - e))
+        return PointEstimate(tau, phi - tau, w / e + (1 - w) / (1 - e), np.ones_like(y))
     r0 = y - mu0
     odds = e / (1 - e)
     h = w * r0 - (1 - w) * odds * r0
     tau = float(h.sum() / n1)
-    return PointEstimate(tau, (h - tau * w) / (n1 / len(w)), w + (1 - w) * odds)
+    return PointEstimate(tau, (h - tau * w) / (n1 / len(w)), w + (1 - w) * odds, w / (n1 / len(w)))
 
 
 def combine_repeated(estimates: Sequence[float], std_errors: Sequence[float],
@@ -184,12 +184,18 @@ def combine_repeated(estimates: Sequence[float], std_errors: Sequence[float],
 
     Both rules take tau = median_r tau_r.
 
-    - ``'median'``: se = median_r sqrt(se_r^2 + (tau_r - tau)^2), the median-based variance
-      adjustment of Chernozhukov et al. (2018, Definition 3.3 and eq. 3.8) written for standard
-      errors: each split's SE is inflated by how far its estimate lies from the median.
-    - ``'doubleml'`` (DoubleML 0.9 and later, ``_aggregate_coefs_and_ses``):
+    - ``'median'``: se = median_r sqrt(se_r^2 + (tau_r - tau)^2): each split's SE is inflated by
+      how far its estimate lies from the median, both terms on the scale of the estimate. This is
+      the median adjustment for the uncertainty of sample splitting of Chernozhukov et al.
+      (2018), sigma^2 = median_r (sigma_r^2 + (tau_r - tau)^2), with sigma_r^2 read as the
+      variance of the estimate. It is *not* what DoubleML computed before 0.9
+      (``DoubleML._agg_cross_fit``): se = sqrt(median_r (n se_r^2 + (tau_r - tau)^2) / n), which
+      reads sigma_r^2 as the variance of sqrt(n) (tau_r - tau0), so the spread of the splits enters
+      divided by n and barely moves the SE. For an odd R, median_r sqrt(.) = sqrt(median_r(.)).
+    - ``'doubleml'`` (DoubleML 0.9 and later, ``doubleml.utils._estimation._aggregate_coefs_and_ses``):
+      the median of the splits' upper 95% bounds turned back into an SE,
       se = (median_r (tau_r + z se_r) - tau) / z with z = 1.96 (DoubleML's fixed constant, whatever
-      the interval level).
+      the interval level). It does not add the spread of the splits: with equal se_r it is se_r.
 
     Returns
     -------

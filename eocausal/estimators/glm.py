@@ -18,10 +18,14 @@ of the time. The same models, solved here, cost a small fraction of that:
   penalised) are solved by Newton's method with step halving, to a step below 1e-9 in the scaled
   coordinates, warm-started from the previous fold's solution. That is tighter than L-BFGS at
   scikit-learn's default ``tol=1e-4``, so the two differ by what L-BFGS leaves unconverged, which
-  depends on the data: at scikit-learn's default tolerance the largest difference in the
-  propensities was 1e-4 ('logit' on the data of tests/estimators/test_glm.py, which allows 1e-3)
-  and 8e-4 on other data, not 1e-5. Solved to the optimum by scikit-learn
-  (``solver='newton-cholesky'``, ``tol=1e-12``) the two agree to below 1e-9 (same tests).
+  depends on the data and grows with the number of columns. Largest absolute difference in the
+  out-of-fold propensities, native against ``solver='sklearn'`` (scikit-learn's own lbfgs fit at
+  its default tolerance), on the design of tests/estimators/test_glm.py (800 units, 5 grouped
+  folds): 7e-5 to 6e-4 with 8 confounders (seeds 1-10; 'logit', fixed C = 1 and 0.01,
+  'ridge-logit'), 8e-4 to 2.3e-3 ('logit') and 6e-4 to 9e-4 ('ridge-logit') with 64 (seeds 1-5);
+  not 1e-5.
+  Solved to the optimum by scikit-learn (``solver='newton-cholesky'``, ``tol=1e-12``) the two
+  agree to below 1e-9 (same tests).
 - Least squares and ridge (scikit-learn's ``LinearRegression``, ``Ridge``: centred, intercept not
   penalised) use cross-products: one X'X per (fold, arm) block, training sets by subtraction.
   ``RidgeCV``'s penalty is chosen by the same efficient leave-one-out error (hat values from one
@@ -52,8 +56,9 @@ from scipy.special import expit
 
 from eocausal.errors import InputError, NotEstimableError, SeparationError
 
-__all__ = ["SCALERS", "FoldLayout", "LinearSpec", "LogisticCrossfit", "LogisticSpec", "chord_logistic",
-           "crossfit_linear", "crossfit_logistic", "newton_logistic", "penalty_weights"]
+__all__ = ["SCALERS", "SEPARATION_BOUND", "FoldLayout", "LinearSpec", "LogisticCrossfit", "LogisticSpec",
+           "check_separation", "chord_logistic", "crossfit_linear", "crossfit_logistic", "fit_logistic",
+           "newton_logistic", "penalty_weights"]
 
 SCALERS = ("standard", "block", "none")
 _STEP_TOL = 1e-9
@@ -186,6 +191,46 @@ def penalty_weights(scaler: str, n_tabular: int, var: np.ndarray, scale: np.ndar
 
 
 # ----------------------------------------------------------------------------- logistic
+#: Fitted log-odds beyond which an unpenalised logistic fit may have no finite maximiser (e within
+#: 1e-13 of 0 or 1), and the slope per SD of a column beyond which it has run off.
+SEPARATION_BOUND = 30.0
+
+
+def check_separation(max_logodds: float, scaled_slopes: np.ndarray, converged: bool) -> None:
+    """Refuse an unpenalised logistic fit whose maximiser is not finite ((quasi-)separation).
+
+    Separated data have no finite maximiser: Newton's iterates run off until the fitted
+    probabilities are 0 or 1 in floating point. The one rule (used by :func:`newton_logistic` and
+    :func:`eocausal.estimators.inference.fit_logit`): fitted log-odds beyond
+    :data:`SEPARATION_BOUND` (30) together with either no convergence or a slope beyond 30 per
+    standard deviation of its column. Large log-odds alone do not suffice: one extreme covariate
+    value (a unit 50 SD out, with an ordinary slope of 1 per SD) gives log-odds of 50 at a finite,
+    converged maximiser, which is returned.
+
+    Parameters
+    ----------
+    max_logodds : float
+        Largest absolute fitted log-odds.
+    scaled_slopes : array
+        Slopes times the SD of their column (the intercept excluded).
+    converged : bool
+        Whether Newton's method met its step tolerance.
+
+    Raises
+    ------
+    SeparationError
+        When the rule above holds.
+    """
+    steep = np.max(np.abs(scaled_slopes), initial=0.0) > SEPARATION_BOUND
+    if max_logodds > SEPARATION_BOUND and (not converged or steep):
+        raise SeparationError(
+            "propensity: the unpenalised logistic regression has (nearly) no finite maximum: fitted "
+            f"log-odds reach {max_logodds:.3g}" + (" with a slope of more than 30 per SD of a confounder"
+                                                   if steep else " and Newton's method did not converge")
+            + ", so the confounders separate treated from control units. Remove confounders that are "
+            "functions of the treatment, or use a ridge penalty (propensity='ridge-logit')")
+
+
 def _log1pexp(z):
     return np.logaddexp(0.0, z)
 
@@ -197,11 +242,10 @@ def newton_logistic(blocks, targets, pen: np.ndarray, beta0: np.ndarray | None =
     Minimises sum_i [log(1 + exp(z_i)) - W_i z_i] + sum_j pen_j b_j^2 / 2 with z = b_0 + X b_{1:}
     over the rows of all ``blocks`` (arrays (n_b, p)) and their 0/1 ``targets``. Returns
     (b_0, b_1, ..., b_p). Without a penalty, data the confounders (quasi-)separate have no finite
-    maximiser: the iterates run off until the fitted probabilities are 0 or 1 in floating point.
-    That raises :class:`SeparationError`, recognised by fitted log-odds beyond 30 together with a
-    slope beyond 30 per unit of a column (the blocks are in scaled coordinates, SD about 1, as
-    :class:`FoldLayout` makes them): an extreme covariate value alone gives large log-odds with
-    ordinary slopes, and is returned.
+    maximiser: that raises :class:`SeparationError` by the rule of :func:`check_separation`
+    (the blocks are in scaled coordinates, SD about 1, as :class:`FoldLayout` makes them, so the
+    slopes are per SD): an extreme covariate value alone gives large log-odds with ordinary slopes,
+    and is returned.
 
     ``blocks32``: the same blocks in float32, used for the Hessian only (half the memory traffic
     and twice the speed of its product); gradients, objective and predictions stay in float64,
@@ -272,13 +316,7 @@ def newton_logistic(blocks, targets, pen: np.ndarray, beta0: np.ndarray | None =
             converged = True
             break
     if unpenalised:
-        zmax = max((np.abs(zb).max() for zb in z if len(zb)), default=0.0)
-        if zmax > 30 and (not converged or np.max(np.abs(b[1:]), initial=0.0) > 30):
-            raise SeparationError(
-                "propensity: the unpenalised logistic regression has (nearly) no finite maximum: fitted "
-                f"log-odds reach {zmax:.3g}, so the confounders separate treated from control units. "
-                "Remove confounders that are functions of the treatment, or use a ridge penalty "
-                "(propensity='ridge-logit')")
+        check_separation(max((np.abs(zb).max() for zb in z if len(zb)), default=0.0), b[1:], converged)
     return b
 
 
@@ -424,6 +462,27 @@ def crossfit_logistic(V: np.ndarray, w: np.ndarray, fold_ids: np.ndarray, spec: 
     e = np.empty(lay.n)
     e[lay.order] = e_sorted
     return LogisticCrossfit(e=e, C=Cs)
+
+
+def fit_logistic(V: np.ndarray, w: np.ndarray, spec: LogisticSpec, *, clusters: np.ndarray | None = None,
+                 seed: int | None = 0) -> tuple[float, float, np.ndarray]:
+    """(C, intercept, slopes on V) of ``spec``'s logistic model fitted on all units.
+
+    The in-sample counterpart of :func:`crossfit_logistic` (``estimate(crossfit=False)``): with
+    ``spec.C`` None the penalty is chosen by the same inner CV (grouped by ``clusters``), then the
+    model is refitted on every unit.
+    """
+    V = np.asarray(V, dtype=float)
+    w = np.asarray(w, dtype=float)
+    _check_train(w, w[:0], "all units")
+    if spec.C is None:
+        return _cv_logistic(V, w, spec, clusters, seed)
+    lay = FoldLayout(V, np.zeros(len(w), dtype=np.intp), 1)
+    d = penalty_weights(spec.scaler, spec.n_tabular, lay.X.var(axis=0), lay.scale, lay.X.mean(axis=0))
+    lam = 0.0 if np.isinf(spec.C) else 1.0 / spec.C
+    beta = newton_logistic([lay.X], [w[lay.order]], lam * d, blocks32=[lay.X32])
+    intercept, slopes = lay.to_raw(beta)
+    return float(spec.C), intercept, slopes
 
 
 def _check_train(a: np.ndarray, b: np.ndarray, label) -> None:

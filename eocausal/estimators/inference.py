@@ -53,8 +53,9 @@ from eocausal._validation import (
     check_treatment,
     check_vector,
 )
-from eocausal.errors import InputError, NotEstimableError, SeparationError
+from eocausal.errors import InputError, NotEstimableError
 from eocausal.estimators.aipw import aipw
+from eocausal.estimators.glm import check_separation
 from eocausal.estimators.weighting import arm_weights, hajek, horvitz_thompson
 
 __all__ = ["COUNTS", "MULTIPLIERS", "BootstrapResult", "LogitIPW", "bootstrap_aipw", "bootstrap_counts",
@@ -78,8 +79,10 @@ def fit_logit(X: np.ndarray, w: np.ndarray, *, sample_weight: np.ndarray | None 
     Raises
     ------
     SeparationError
-        Without a penalty, when a fitted log-odds exceeds 30 in absolute value (e within 1e-13 of
-        0 or 1): the confounders (quasi-)separate the arms and the maximiser is not finite.
+        Without a penalty, when the confounders (quasi-)separate the arms and the maximiser is not
+        finite, by the one rule of :func:`eocausal.estimators.glm.check_separation`: fitted
+        log-odds beyond 30 (e within 1e-13 of 0 or 1) together with no convergence or a slope
+        beyond 30 per SD of its column. One outlying covariate value with an ordinary slope is fitted.
     """
     n, p = X.shape
     c = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=float)
@@ -92,6 +95,7 @@ def fit_logit(X: np.ndarray, w: np.ndarray, *, sample_weight: np.ndarray | None 
         return float(c @ (np.logaddexp(0.0, z) - w * z) + 0.5 * pen @ beta**2)
 
     f = objective(b)
+    converged = False
     for _ in range(max_iter):
         e = expit(X @ b)
         grad = X.T @ (c * (e - w)) + pen * b
@@ -108,13 +112,12 @@ def fit_logit(X: np.ndarray, w: np.ndarray, *, sample_weight: np.ndarray | None 
             t /= 2
         b, f = b - t * step, f_new
         if np.max(np.abs(t * step)) < tol * (1 + np.max(np.abs(b))):
+            converged = True
             break
-    z = np.abs(X @ b)[c > 0]
-    if penalty == 0 and len(z) and z.max() > 30:  # fitted e within 1e-13 of 0 or 1
-        raise SeparationError(
-            "propensity: the logistic regression has (nearly) no finite maximum: fitted log-odds reach "
-            f"{z.max():.3g}, so the confounders separate treated from control units. Remove confounders "
-            "that are functions of the treatment, or use a ridge penalty")
+    used = c > 0
+    if penalty == 0 and used.any():
+        sd = X[used, 1:].std(axis=0)
+        check_separation(float(np.abs(X[used] @ b).max()), b[1:] * sd, converged)
     return b
 
 

@@ -18,7 +18,11 @@ as a robustness check next to the cross-sectional estimates, not as the ATT itse
 
 Standard errors (pyfixest's defaults, which follow fixest):
 
-- clustered (``clusters`` given): CRV1,
+- clustered (``se='CRV1'``, the default; by the ``clusters`` column, or by the ``unit`` column when
+  none is given, since a unit's errors are serially correlated: Bertrand, Duflo and Mullainathan
+  2004. With AR(1) errors, rho = 0.8, 100 units x 8 periods and staggered adoption, the 95%
+  interval covered 0.845 with HC1 (SE/SD 0.71) and 0.94 clustered by unit (SE/SD 0.96), 200
+  replications in tests/estimators/test_panel_default_clusters.py): CRV1,
   V = G/(G-1) * (n-1)/(n-k) * (X'X)^-1 [sum_g X_g' u_g u_g' X_g] (X'X)^-1 on the demeaned design,
   with G clusters and k = number of coefficients plus the fixed-effect levels that are *not*
   nested in the clusters (fixest's ``fixef.K = "nested"``; pyfixest's ``k_fixef="nonnested"``).
@@ -27,7 +31,8 @@ Standard errors (pyfixest's defaults, which follow fixest):
   every dummy, k = #coefficients + #units + #periods - 1. Tests and p-values use a t
   distribution with G - 1 degrees of freedom.
 - ``se='iid'``: sigma^2 (X'X)^-1 with sigma^2 = RSS / (n - k), k counting every fixed effect;
-  ``se='hetero'``: HC1. Both use t with n - k degrees of freedom.
+  ``se='hetero'``: HC1. Both use t with n - k degrees of freedom, and both assume errors
+  independent across periods of a unit: explicit choices only.
 
 Singletons. Observations whose unit (or period) occurs only once are dropped before estimation,
 as fixest and reghdfe do (Correia 2015): their fixed effect fits them exactly, so they do not
@@ -96,7 +101,7 @@ class PanelFit:
     n_units, n_periods : int
         Distinct units and periods among them.
     n_clusters : int or None
-        Distinct clusters (None without clustering).
+        Distinct clusters (None with ``se='hetero'`` or ``'iid'``).
     n_treated : int
         Treated unit-periods used.
     n_singletons : int
@@ -106,13 +111,15 @@ class PanelFit:
         dummy-variable regression (for :func:`eocausal.diagnostics.sensitivity.robustness_value`);
         exact when the panel is connected (every balanced panel is).
     se_type : str
-        For tables, e.g. ``"CRV1, clustered by adm2"``.
+        For tables, e.g. ``"CRV1, clustered by adm2"`` or, by default,
+        ``"CRV1, clustered by unit (default)"``.
     se : str
         How the SE was computed: ``'CRV1'``, ``'iid'`` or ``'hetero'``.
     formula : str
         The regression in the user's column names, e.g. ``"y ~ w + x1 + emb_pc1 | unit + period"``.
     clusters : str or None
-        The column the SEs are clustered by.
+        The column the SEs are clustered by (the unit column by default; None with ``se='hetero'``
+        or ``'iid'``).
     controls : tuple of str
         Tabular controls as given.
     n_embedding_components : int
@@ -189,7 +196,7 @@ def panel_fe(
     controls: Sequence[str] = (),
     embeddings=None,
     n_components: int = MAX_EMBEDDING_COMPONENTS,
-    se: str = "hetero",
+    se: str = "CRV1",
     alpha: float = 0.05,
 ) -> PanelFit:
     """Two-way fixed effects estimate of a binary treatment's effect, ``outcome ~ treatment + controls | unit + period``.
@@ -201,8 +208,9 @@ def panel_fe(
     outcome, treatment, unit, period : str
         Column names; the treatment must be 0/1.
     clusters : str, optional
-        Column to cluster the SEs by (CRV1), e.g. the ADM2 code; use at least the unit with
-        panel data, since outcomes are serially correlated (Bertrand, Duflo and Mullainathan 2004).
+        Column to cluster the SEs by (CRV1), e.g. the ADM2 code when treatment is assigned there.
+        Default: the ``unit`` column, since a unit's outcomes are serially correlated (Bertrand,
+        Duflo and Mullainathan 2004).
     controls : sequence of str
         Numeric time-varying control columns.
     embeddings : array (n, d) or DataFrame, optional
@@ -211,8 +219,10 @@ def panel_fe(
         these rows) enter as controls ``emb_pc1, emb_pc2, ...``.
     n_components : int
         At most :data:`MAX_EMBEDDING_COMPONENTS` (16); see the module docstring for why.
-    se : {'hetero', 'iid'}
-        SEs when no ``clusters`` column is given (HC1 or classical).
+    se : {'CRV1', 'hetero', 'iid'}
+        'CRV1' (default): cluster-robust, by ``clusters`` or else by ``unit``. 'hetero' (HC1) and
+        'iid' (classical) treat every unit-period as independent, which understates the SE under
+        serial correlation; they take no ``clusters``.
     alpha : float
         1 - confidence level of the interval.
 
@@ -252,8 +262,13 @@ def panel_fe(
         raise ColumnError(f"panel_fe: columns {missing} are not in the data (columns: {list(data.columns)[:20]})")
     if len(set(controls)) != len(controls) or set(controls) & {outcome, treatment, unit, period}:
         raise InputError(f"controls={list(controls)}: repeat a column or name the outcome, treatment, unit or period")
-    if se not in ("hetero", "iid"):
-        raise InputError(f"se={se!r}: use 'hetero' or 'iid' (or clusters= for clustered SEs)")
+    if se not in ("CRV1", "hetero", "iid"):
+        raise InputError(f"se={se!r}: use 'CRV1' (clustered by clusters=, default the unit column), 'hetero' (HC1) "
+                         "or 'iid'")
+    if se in ("hetero", "iid") and clusters is not None:
+        raise InputError(f"clusters={clusters!r} with se={se!r}: {se!r} SEs are not clustered; use se='CRV1' "
+                         "(the default) to cluster by that column, or drop clusters=")
+    cluster_col = (unit if clusters is None else clusters) if se == "CRV1" else None
     if not 0 < alpha < 1:
         raise InputError(f"alpha={alpha}: must lie in (0, 1)")
     used = list(dict.fromkeys(roles.values()))
@@ -283,8 +298,8 @@ def panel_fe(
         for j in range(k_emb):
             frame[f"_p{j}"] = P[:, j]
             ctrl_names.append((f"_p{j}", f"emb_pc{j + 1}"))
-    if clusters is not None:
-        frame["_g"] = pd.factorize(data[clusters])[0]
+    if cluster_col is not None:
+        frame["_g"] = pd.factorize(data[cluster_col])[0]
         vc: str | dict = {"CRV1": "_g"}
     else:
         vc = se
@@ -334,15 +349,15 @@ def panel_fe(
     sub = frame[kept]
     n, n_units, n_periods = int(kept.sum()), int(sub["_u"].nunique()), int(sub["_t"].nunique())
     n_coef = len(coefs)
-    n_clusters = int(sub["_g"].nunique()) if clusters is not None else None
-    se_type = (f"CRV1, clustered by {clusters}" if clusters is not None
-               else {"hetero": "HC1 (heteroskedasticity-robust)", "iid": "iid"}[se])
+    n_clusters = int(sub["_g"].nunique()) if cluster_col is not None else None
+    se_type = (f"CRV1, clustered by {cluster_col}" + (" (default)" if clusters is None else "")
+               if cluster_col is not None else {"hetero": "HC1 (heteroskedasticity-robust)", "iid": "iid"}[se])
     return PanelFit(
         estimate=float(coefs["_w"]), std_error=std_error, t_stat=t_stat, p_value=p,
         ci_low=float(ci.iloc[0]), ci_high=float(ci.iloc[1]), n=n, n_units=n_units, n_periods=n_periods,
         n_clusters=n_clusters, n_treated=int(sub["_w"].sum()), n_singletons=n_single,
         dof_resid=n - n_coef - (n_units + n_periods - 1), se_type=se_type,
-        se="CRV1" if clusters is not None else se, formula=formula, clusters=clusters, controls=controls,
+        se=se, formula=formula, clusters=cluster_col, controls=controls,
         n_embedding_components=k_emb, embedding_variance_share=share, dropped=dropped, alpha=float(alpha))
 
 

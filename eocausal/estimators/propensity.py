@@ -11,6 +11,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+from scipy.special import expit
 from sklearn.exceptions import ConvergenceWarning
 
 from eocausal._types import SOLVERS
@@ -19,7 +20,7 @@ from eocausal.data.folds import grouped_folds, training_splits
 from eocausal.errors import InputError
 from eocausal.estimators.learners import logistic_spec, make_propensity_model
 
-__all__ = ["crossfit_propensity", "small_problem_threads"]
+__all__ = ["crossfit_propensity", "fit_propensity", "small_problem_threads"]
 
 
 def small_problem_threads(V: np.ndarray):
@@ -121,16 +122,68 @@ def crossfit_propensity(V: np.ndarray, w: np.ndarray, *, clusters: np.ndarray | 
     return e, fold_ids
 
 
+def fit_propensity(V: np.ndarray, w: np.ndarray, *, clusters: np.ndarray | None = None, propensity="ridge-logit",
+                   seed: int | None = 0, n_tabular: int | None = None, solver: str = "native",
+                   details: dict | None = None) -> np.ndarray:
+    """In-sample propensities of a logistic model fitted on all units (``estimate(crossfit=False)``).
+
+    The parametric propensity of textbook IPW (Lunceford and Davidian 2004): one fit on every
+    unit, so the IPW estimate and the logistic score are one M-estimator and the stacked sandwich
+    (:func:`~eocausal.estimators.inference.logit_adjusted_psi`) is its exact influence function.
+    'ridge-logit' chooses its penalty by the same grouped inner CV as in
+    :func:`crossfit_propensity`, then refits on every unit. Arguments as there.
+
+    Raises
+    ------
+    InputError
+        The model is not a logistic regression eocausal recognises
+        (:func:`~eocausal.estimators.learners.logistic_spec`): an in-sample fit of a flexible
+        classifier overfits and has no sandwich; cross-fit it instead.
+    """
+    w = check_treatment(w)
+    n = len(w)
+    V = check_matrix(V, "confounders", n)
+    solver = check_choice(solver, "solver", SOLVERS)
+    codes = check_clusters(clusters, n)
+    if V.shape[1] == 0:
+        if details is not None:
+            details.update(spec=None, C=None)
+        return np.full(n, w.mean())
+    spec = logistic_spec(propensity, n_tabular)
+    if spec is None:
+        name = propensity if isinstance(propensity, str) else type(propensity).__name__
+        raise InputError(f"propensity={name!r}: an in-sample fit (crossfit=False) needs a logistic model "
+                         "('ridge-logit', 'logit' or a LogisticRegression); use crossfit=True for other models")
+    with small_problem_threads(V):
+        if solver == "native":
+            from eocausal.estimators.glm import fit_logistic
+
+            C, intercept, slopes = fit_logistic(V, w, spec, clusters=codes, seed=seed)
+            e = expit(V @ slopes + intercept)
+        else:
+            e = np.empty(n)
+            Cs = _fit_folds(V, w, e, np.zeros(n, dtype=np.intp), codes, propensity, seed, n_tabular, in_sample=True)
+            C = Cs[0]
+    if details is not None:
+        details.update(spec=spec, C=None if C is None else np.array([C], dtype=float))
+    return e
+
+
 def _check_layout(layout, V, fold_ids, w) -> None:
     if layout is not None and not layout.matches(V, fold_ids, w):
         raise InputError("layout: it was built for other data, folds or treatment; build it with "
                          "FoldLayout.by_fold_and_arm(V, fold_ids, w) for this call, or leave it out")
 
 
-def _fit_folds(V, w, e, fold_ids, codes, propensity, seed, n_tabular) -> list:
-    """Fit the learner on each training fold; returns the inverse penalty per fold (None if unknown)."""
+def _fit_folds(V, w, e, fold_ids, codes, propensity, seed, n_tabular, in_sample: bool = False) -> list:
+    """Fit the learner on each training fold; returns the inverse penalty per fold (None if unknown).
+
+    ``in_sample``: one fit on every unit, predicted on every unit.
+    """
     Cs = []
-    for _, test, train in training_splits(fold_ids, w, "propensity"):
+    splits = ([(0, np.ones(len(w), bool), np.ones(len(w), bool))] if in_sample
+              else training_splits(fold_ids, w, "propensity"))
+    for _, test, train in splits:
         wt = w[train]
         if V.shape[1] == 0:
             e[test] = wt.mean()

@@ -31,11 +31,28 @@ ESTIMANDS = ("ATE", "ATT", "ATO")
 
 @dataclass(frozen=True)
 class PointEstimate:
-    """An estimate, its influence function and the weights it used."""
+    """An estimate, its influence function and the weights it used.
+
+    ``jacobian``: b_i with mean 1, minus the derivative of unit i's estimating equation in the
+    effect, so that m_i(t) = psi_i - (t - estimate) b_i linearises it; the wild bootstrap imposes
+    a null value through it (:func:`eocausal.estimators.robust_se.wild_cluster_bootstrap`). The
+    difference in means and Hajek are weighted least squares of Y on (1, W), with
+    b_i = c_i (W_i - p_c)^2 / mean(c (W - p_c)^2) (weights c, p_c the weighted treated share);
+    Horvitz-Thompson and AIPW are ratios of means, with b_i = d_i / mean(d) for their denominator d.
+    """
 
     estimate: float
     psi: np.ndarray
     weights: np.ndarray | None = None
+    jacobian: np.ndarray | None = None
+
+
+def _wls_jacobian(w: np.ndarray, c: np.ndarray | None = None) -> np.ndarray:
+    """b_i of a (weighted) least-squares difference between arms: c_i (W_i - p_c)^2 / mean(c (W - p_c)^2)."""
+    c = np.ones(len(w)) if c is None else np.asarray(c, dtype=float)
+    p_c = np.sum(c * w) / np.sum(c)
+    b = c * (w - p_c) ** 2
+    return b / b.mean()
 
 
 def arm_weights(w: np.ndarray, e: np.ndarray, estimand: str) -> tuple[np.ndarray, np.ndarray]:
@@ -116,7 +133,7 @@ def difference_in_means(y: np.ndarray, w: np.ndarray) -> PointEstimate:
     mu1 = y[w == 1].mean()
     mu0 = y[w == 0].mean()
     psi = w * (y - mu1) / p1 - (1 - w) * (y - mu0) / (1 - p1)
-    return PointEstimate(mu1 - mu0, psi)
+    return PointEstimate(mu1 - mu0, psi, jacobian=_wls_jacobian(w))
 
 
 def _both_arms(w: np.ndarray) -> None:
@@ -134,7 +151,7 @@ def hajek(y: np.ndarray, w: np.ndarray, e: np.ndarray, estimand: str = "ATE") ->
     mu1 = np.sum(w1 * y) / np.sum(w1)
     mu0 = np.sum(w0 * y) / np.sum(w0)
     psi = w1 * (y - mu1) / w1.mean() - w0 * (y - mu0) / w0.mean()
-    return PointEstimate(mu1 - mu0, psi, w1 + w0)
+    return PointEstimate(mu1 - mu0, psi, w1 + w0, _wls_jacobian(w, w1 + w0))
 
 
 def horvitz_thompson(y: np.ndarray, w: np.ndarray, e: np.ndarray, estimand: str = "ATE") -> PointEstimate:
@@ -150,13 +167,14 @@ def horvitz_thompson(y: np.ndarray, w: np.ndarray, e: np.ndarray, estimand: str 
         h = w1 * y - w0 * y
         tau = h.mean()
         psi = h - tau
+        d = np.ones_like(y)
     else:
         # ratio of means: tau = mean(h) / mean(d), psi = (h - tau d) / mean(d)
         h = w1 * y - w0 * y
         d = w if estimand == "ATT" else e * (1 - e)
         tau = h.sum() / d.sum()
         psi = (h - tau * d) / d.mean()
-    return PointEstimate(tau, psi, w1 + w0)
+    return PointEstimate(tau, psi, w1 + w0, d / d.mean())
 
 
 def se_from_psi(psi: np.ndarray, clusters: np.ndarray | None = None) -> tuple[float, int | None]:

@@ -126,6 +126,18 @@ def test_repeated_crossfitting_equals_doubleml_n_rep():
     assert se == pytest.approx(np.median(np.sqrt(fit.std_errors**2 + (fit.estimates - med) ** 2)), rel=1e-14)
 
 
+def test_median_rule_is_not_doubleml_before_0_9():
+    """DoubleML < 0.9 (_agg_cross_fit): sqrt(median(n se^2 + (tau_r - tau)^2) / n); the spread / n."""
+    t, s, n = np.array([1.0, 1.3, 0.8]), np.array([0.1, 0.1, 0.1]), 500
+    est, se = A.combine_repeated(t, s, "median")
+    pre_09 = np.sqrt(np.median(n * s**2 + (t - 1.0) ** 2) / n)
+    assert (est, se) == pytest.approx((1.0, np.sqrt(0.1**2 + 0.2**2)), rel=1e-14)  # the spread enters whole
+    assert pre_09 == pytest.approx(np.sqrt(0.1**2 + 0.2**2 / n), rel=1e-14)  # divided by n: about 0.1
+    assert se / pre_09 > 2
+    # DoubleML >= 0.9: the median upper bound, which with equal SEs ignores the spread
+    assert A.combine_repeated(t, s, "doubleml") == pytest.approx((1.0, 0.1), rel=1e-12)
+
+
 @pytest.mark.parametrize("cov_type,factor", [("HC0", 1.0), ("HC1", None)])
 def test_aipw_ate_equals_econml_lineardrlearner(cov_type, factor):
     pytest.importorskip("econml")

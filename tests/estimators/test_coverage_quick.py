@@ -1,17 +1,28 @@
-"""Quick coverage study: benchmarks/coverage_study.py's ``more-images`` design with 80 replications.
+"""Quick coverage study: benchmarks/coverage_study.py's cell ``g40-k3`` with 200 replications.
 
-600 images (clusters) of 4-8 units; the image's built-up share confounds an image-level treatment,
-and units of one image share an outcome shock, so SEs must be clustered. The full study (500
-replications per design) is in benchmarks/results/coverage.md; this test keeps it honest at a
-small cost.
+40 clusters of 4-8 units (about 240 units); the clusters' built-up share s confounds a
+cluster-level treatment and units of a cluster share an outcome shock, so SEs must be clustered,
+and 40 clusters is few enough for the small-sample corrections (CR1, t(39), the wild cluster
+bootstrap) to matter. The propensity has 3 coefficients (intercept, x_img and the oracle s).
+Each replication calls ``eocausal.estimate`` with its defaults (ridge-logit, ridge outcome,
+5 folds, ``se='if'``, ``crossfit='auto'``) for the ATE, and the difference in means on a
+cluster-randomised treatment drawn in the same replication; the wild cluster bootstrap is
+computed from each row's influence function. The full study (500 replications per cell, every
+cell, the ATT, crossfit=True and the spatial cell) is in benchmarks/results/coverage.md.
 
 Bands: with R replications the Monte Carlo SE of a coverage near 0.95 is sqrt(0.95 * 0.05 / R)
-(0.024 at R = 80); clustered coverage must lie within 0.95 +- 4 of those (0.863-1.037). That band
-cannot catch an SE that is too large (coverage 1.0 lies inside it), so the mean SE must also lie
-within [0.75, 1.33] times the Monte Carlo SD of the estimates (the SD's own relative error is about
-1/sqrt(2R) = 0.08): the known-propensity IF that ``estimate()`` used for Hajek before the logistic
-correction gave 1.58 here. Unclustered SEs of the same estimates must cover at least 0.10 less
-and sit far below 0.95.
+(0.015 at R = 200); a coverage must lie within 0.95 +- 3.5 of those (0.896-1.004). That band
+cannot catch an SE that is too large, so the SE must also match the spread of the estimates:
+mean SE / SD within [0.80, 1.25] (the SD's own relative error is 1/sqrt(2R) = 0.05; 4 of those).
+The IPW and AIPW estimates have a few outliers at 40 clusters (propensities near the clip), so
+their spread is also measured robustly: median SE / (IQR / 1.349) within 1 +- 3.5 x 1.1 / sqrt(R)
+(the IQR-based SD's relative error at the normal is about 1.1 / sqrt(R)), i.e. [0.73, 1.27].
+An unclustered SE (SE/SD about 0.4) fails these bands, and so does the known-e IF of the IPW
+rows (SE/SD about 1.45 here), which the last test checks.
+
+Hajek's default (in-sample ridge-logit) estimate is biased at this size (about +1.2 SD, coverage
+about 0.75: the cross-validated ridge penalty shrinks the propensity and under-adjusts); that
+test is a strict xfail, so it fails the day the default is fixed and the band must be restored.
 """
 
 from __future__ import annotations
@@ -22,40 +33,72 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from benchmarks import coverage_study as cov  # the repository root is on sys.path (pyproject: pythonpath)
+# the repository root is on sys.path (pyproject: pythonpath)
+from benchmarks import coverage_study as cov
 
-R = 80
+R = 200
+BAND = 3.5 * np.sqrt(0.95 * 0.05 / R)
+SE_SD = (0.80, 1.25)
+ROBUST = (1 - 3.5 * 1.1 / np.sqrt(R), 1 + 3.5 * 1.1 / np.sqrt(R))
 
 
 @pytest.fixture(scope="module")
 def summary():
-    design = dataclasses.replace(cov.DESIGNS["more-images"], refit_boot=0)
+    cell = dataclasses.replace(cov.CELLS["g40-k3"], att=False, crossfit_true=False)
     with threadpool_limits(1):
         pool = cov.make_pool(600)
-        results = cov.run_design(pool, design, R, seed=7, jobs=1)
+        results = cov.run_cell(pool, cov.pool_pcs(pool), cell, R, seed=7, jobs=1)
+        truths = cov.true_effects(pool)
     errors = [r["error"] for r in results if r["error"]]
-    assert not errors, errors
-    return cov.summarise(results).set_index("method")
+    assert len(errors) <= R // 50, errors  # separation in a few replications at most
+    df = cov.summarise_cell(results, truths)
+    assert (df.estimand == "ATE").all()
+    return df.set_index(["row", "se"])
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["ipw-hajek", "aipw"])
-def test_clustered_intervals_cover(summary, method):
-    row = summary.loc[method]
-    assert row.R == R
-    band = 4 * np.sqrt(0.95 * 0.05 / R)
-    assert abs(row.cov_cl - 0.95) <= band, (method, row.cov_cl, band)
-    # the estimator is not wildly off: bias well inside the spread of the estimates
-    assert abs(row.bias) < row.sd, (method, row.bias, row.sd)
-    # the SE is honest, not just large enough
-    assert 0.75 <= row.se_cl / row.sd <= 1.33, (method, row.se_cl, row.sd)
+@pytest.mark.parametrize("se", ["CR1-t", "wild"])
+def test_dim_covers_with_cluster_and_wild_se(summary, se):
+    r = summary.loc[("dim", se)]
+    assert r.R >= R - R // 50
+    assert abs(r.coverage - 0.95) <= BAND, (se, r.coverage, BAND)
+    assert SE_SD[0] <= r.se_sd <= SE_SD[1], (se, r.se_sd)
+    assert abs(r.bias) < 4 * r.mcse_bias, (se, r.bias, r.mcse_bias)  # randomised: unbiased
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["ipw-hajek", "aipw"])
-def test_unclustered_intervals_undercover(summary, method):
-    row = summary.loc[method]
-    band = 4 * np.sqrt(0.95 * 0.05 / R)
-    assert row.cov_iid <= row.cov_cl - 0.10, (method, row.cov_iid, row.cov_cl)
-    assert row.cov_iid < 0.95 - band, (method, row.cov_iid)
-    assert row.se_iid < 0.75 * row.se_cl, (method, row.se_iid, row.se_cl)
+@pytest.mark.parametrize("se", ["CR1-t", "wild"])
+def test_aipw_covers_with_cluster_and_wild_se(summary, se):
+    r = summary.loc[("aipw", se)]
+    assert abs(r.coverage - 0.95) <= BAND, (se, r.coverage, BAND)
+    assert ROBUST[0] <= r.se_sd_robust <= ROBUST[1], (se, r.se_sd_robust)
+    assert abs(r.bias) < 4 * r.mcse_bias, (se, r.bias, r.mcse_bias)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("se", ["CR1-t", "wild"])
+def test_hajek_default_se_matches_spread(summary, se):
+    r = summary.loc[("ipw-hajek|auto", se)]
+    assert SE_SD[0] <= r.se_sd <= SE_SD[1], (se, r.se_sd)
+    assert ROBUST[0] <= r.se_sd_robust <= ROBUST[1], (se, r.se_sd_robust)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="default Hajek (in-sample ridge-logit) is biased at 40 clusters: about "
+                                       "+1.2 SD, coverage about 0.75 (benchmarks/results/coverage.md)")
+def test_hajek_default_covers(summary):
+    r = summary.loc[("ipw-hajek|auto", "CR1-t")]
+    assert abs(r.coverage - 0.95) <= BAND and abs(r.bias_sd) < 0.25, (r.coverage, r.bias_sd)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("row", ["dim", "ipw-hajek|auto", "aipw"])
+def test_wrong_ses_fail_the_bands(summary, row):
+    """The bands above are not vacuous: an unclustered SE and the known-e IF fall outside them."""
+    iid, cr1 = summary.loc[(row, "iid")], summary.loc[(row, "CR1-t")]
+    assert iid.se_sd_robust < ROBUST[0] and iid.se_sd < SE_SD[0], (row, iid.se_sd_robust, iid.se_sd)
+    assert iid.coverage < 0.95 - BAND, (row, iid.coverage)
+    assert iid.mean_se < 0.75 * cr1.mean_se, (row, iid.mean_se, cr1.mean_se)
+    if row == "ipw-hajek|auto":
+        known = summary.loc[("ipw-hajek|auto|known-e", "CR1-t")]
+        assert known.se_sd > SE_SD[1] and known.se_sd_robust > ROBUST[1], (known.se_sd, known.se_sd_robust)

@@ -61,7 +61,7 @@ def test_iid_equals_ols_with_unit_and_period_dummies():
 
 def test_hetero_equals_statsmodels_hc1():
     df = _panel(seed=1)
-    fit = panel_fe(df, outcome="y", treatment="w", unit="unit", period="period")
+    fit = panel_fe(df, outcome="y", treatment="w", unit="unit", period="period", se="hetero")
     ols = _dummies_ols(df, ["w"])[0].fit(cov_type="HC1")
     assert fit.estimate == pytest.approx(ols.params["w"], rel=RTOL)
     assert fit.std_error == pytest.approx(ols.bse["w"], rel=RTOL)
