@@ -911,6 +911,7 @@ def main(argv=None) -> int:
     ap.add_argument("--extra-reps", type=int, default=None,
                     help="the non-default options of the cells (crossfit=True, wild bootstrap) only in the first N "
                          "replications (default: all)")
+    ap.add_argument("--no-blocks", action="store_true", help="spatial cell without the block_km folds")
     ap.add_argument("--dump", default=None, help="also write every replication's results to this JSON file")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args(argv)
@@ -982,8 +983,8 @@ def main(argv=None) -> int:
         summaries = {}
         t_cells = time.perf_counter()
         for name in cell_names:
-            cell = CELLS[name] if args.extra_reps is None else Cell(**{**asdict(CELLS[name]),
-                                                                        "extra_reps": args.extra_reps})
+            cell = Cell(**{**asdict(CELLS[name]), "extra_reps": args.extra_reps,
+                           "blocks": CELLS[name].blocks and not args.no_blocks})
             t0 = time.perf_counter()
             results = run_cell(pool, pcs, cell, reps, args.seed, args.jobs)
             wall = time.perf_counter() - t0

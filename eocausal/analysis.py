@@ -476,7 +476,7 @@ def estimate_trial(opts: EstimateOptions, t: TrialData, cluster_name: str | None
             balance[adj] = balance_table(X if X.shape[1] else None, w, w1 + w0,
                                          names=list(t.conf_names) or None,
                                          embeddings=Z if t.pcs is None else None, pcs=t.pcs, coords=t.coords,
-                                         warn=False)
+                                         warn=False, estimand=opts.estimand)
     return TrialResult(_constant_outcomes(rows, t), fits, balance)
 
 

@@ -14,9 +14,11 @@ those of :func:`eocausal.estimate`. What is particular to debiasing is the stand
   calibration resamples are shared by every trial of the call (the draws of different trials
   share calibration error, as the estimates do). Propensities and folds are held fixed.
 - ``se='if'``: influence-function SEs for the naive, observed and PPI rows; the delta method for
-  LCC, Var(tau_LCC) = Var(tau_P)/k^2 + tau_P^2 Var(k)/k^4 (+ the intercept term for HT; see
-  :mod:`eocausal.debias.calibration`); Tweedie has no closed form and is bootstrapped (its se_type
-  says so).
+  LCC, Var(tau_LCC) = Var_trial(T(P - m))/k^2 + g' Cov(m, k) g
+  (:func:`eocausal.debias.effects.lcc_delta_se`; equal to Var(tau_P)/k^2 + tau_P^2 Var(k)/k^4
+  except for HT, whose T(1) is random); Tweedie has no closed form and is bootstrapped (its
+  se_type says so). With clusters, the influence-function and delta SEs take the CR1 factor and
+  t(G - 1) critical values and p-values, as in :func:`eocausal.estimate`.
 """
 
 from __future__ import annotations
@@ -256,6 +258,9 @@ def _se_note(rows, opts: EstimateOptions, se_kind: str, clustered: bool) -> str:
         parts.append("delta method (LCC; calibration and trial samples independent)")
     if any(s.startswith("bootstrap") for s in types):
         parts.append(f"bootstrap with {opts.n_boot} joint draws (Tweedie)")
+    if clustered:
+        return ("SE: " + ", ".join(parts) + "; clustered, with the CR1 factor sqrt(G/(G-1)) and "
+                f"{level}% intervals and p-values from t with G - 1 df (bootstrap rows: normal intervals).")
     return "SE: " + ", ".join(parts) + f"; {level}% normal intervals."
 
 
@@ -284,8 +289,12 @@ class _JointBootstrap:
                 self.res["tweedie"] = fitted["tweedie"].resample(P_cal, Y_cal, C_cal, self.targets, map_predictions=P)
 
     def trial(self, opts: EstimateOptions, td: TrialData, res: TrialResult, ti: int, t) -> TrialResult:
+        from eocausal.estimators.robust_se import t_critical
+
         z = float(stats.norm.ppf(1 - opts.alpha / 2))
         g = td.clusters
+        G = None if g is None else int(len(np.unique(g)))
+        crit = t_critical(opts.alpha, G)  # influence-function rows: t(G - 1) with clusters
         by_cell: dict[tuple, dict[str, int]] = {}
         rows = list(res.rows)
         for i, r in enumerate(rows):
@@ -303,15 +312,17 @@ class _JointBootstrap:
             if "lcc" in self.deb and "predicted+lcc" in idx and self.se_kind == "if":
                 k = idx["predicted+lcc"]
                 _, s = lcc_delta_se(self.fitted["lcc"], con, self.P[t.idx], g)
-                rows[k] = _with_se(rows[k], s, z, "delta method (calibration + trial)")
+                rows[k] = _with_se(rows[k], s, crit, "delta method (calibration + trial"
+                                   + (", CR1, t with G - 1 df)" if G else ")"), G)
             if "ppi" in self.deb:
-                rows.append(self._ppi_row(lead, con, td, t, m, z))
+                rows.append(self._ppi_row(lead, con, td, t, m, crit, G))
                 idx["ppi"] = len(rows) - 1
         if self.names:
             self._draws(rows, by_cell, contrasts, td, t, ti, z)
         return replace(res, rows=rows)
 
-    def _ppi_row(self, lead: EffectRow, con: Contrast, td: TrialData, t, m: str, z: float) -> EffectRow:
+    def _ppi_row(self, lead: EffectRow, con: Contrast, td: TrialData, t, m: str, crit: float,
+                 G: int | None) -> EffectRow:
         try:
             if m == "aipw":
                 raise NotEstimableError("PPI is implemented for dim and IPW, not AIPW")
@@ -321,11 +332,12 @@ class _JointBootstrap:
                                    estimand=lead.estimand, lam=self.lam, clusters=td.clusters)
         except NotEstimableError as exc:
             return _nan_like(lead, "ppi", str(exc))
-        stat = tau / s if s > 0 else math.nan
-        return replace(lead, outcome_type="ppi", estimate=float(tau), std_error=float(s), ci_low=float(tau - z * s),
-                       ci_high=float(tau + z * s), p_value=float(2 * stats.norm.sf(abs(stat))) if math.isfinite(stat)
-                       else math.nan, se_type="IF" + (", clustered" if td.clusters is not None else ", iid"),
-                       note=f"{int(np.sum(~np.isnan(self.y_arr[t.idx])))} labelled trial units")
+        from eocausal.estimators.robust_se import cr1_factor
+
+        s = s * cr1_factor(G)
+        r = replace(lead, outcome_type="ppi", estimate=float(tau),
+                    note=f"{int(np.sum(~np.isnan(self.y_arr[t.idx])))} labelled trial units")
+        return _with_se(r, float(s), crit, "IF" + (", clustered (CR1, t with G - 1 df)" if G else ", iid"), G)
 
     def _draws(self, rows, by_cell, contrasts, td: TrialData, t, ti: int, z: float) -> None:
         g = td.clusters
@@ -380,6 +392,9 @@ class _JointBootstrap:
             rows[k] = replace(_with_se(rows[k], float(np.std(d[ok], ddof=1)), z, kind), note=note.lstrip("; "))
 
 
-def _with_se(r: EffectRow, s: float, z: float, se_type: str) -> EffectRow:
-    return replace(r, std_error=s, ci_low=r.estimate - z * s, ci_high=r.estimate + z * s,
-                   p_value=float(2 * stats.norm.sf(abs(r.estimate / s))) if s > 0 else math.nan, se_type=se_type)
+def _with_se(r: EffectRow, s: float, crit: float, se_type: str, G: int | None = None) -> EffectRow:
+    """The row with SE ``s``, interval estimate -/+ crit s and its p-value (t with G - 1 df when G is given)."""
+    stat = abs(r.estimate / s) if s > 0 else math.nan
+    p = (2 * stats.t.sf(stat, G - 1) if G else 2 * stats.norm.sf(stat)) if math.isfinite(stat) else math.nan
+    return replace(r, std_error=s, ci_low=r.estimate - crit * s, ci_high=r.estimate + crit * s,
+                   p_value=float(p), se_type=se_type)

@@ -16,6 +16,7 @@ from typing import Any
 
 from eocausal._types import ADJUSTMENTS, ESTIMANDS, METHODS, OUTCOME_MODELS, PROPENSITY_MODELS, SOLVERS
 from eocausal.errors import InputError
+from eocausal.estimators.robust_se import CONLEY_KERNELS, WILD_WEIGHTS
 
 #: adjustment sets a user can ask for ('none' is the difference in means')
 ADJUSTMENT_SETS = ADJUSTMENTS[1:]
@@ -23,8 +24,6 @@ SE_TYPES = ("if", "bootstrap", "wild", "conley")
 CI_TYPES = ("normal", "percentile")
 IPW_SE = ("auto", "corrected", "known-e")
 TRIM_RULES = ("optimal", "rule-of-thumb")
-WILD_WEIGHTS = ("auto", "rademacher", "webb")
-CONLEY_KERNELS = ("bartlett", "uniform")
 CROSSFIT = (True, False, "auto")
 
 __all__ = ["EstimateOptions", "toml_schema", "METHODS", "ESTIMANDS", "ADJUSTMENT_SETS", "PROPENSITY_MODELS",

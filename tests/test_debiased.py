@@ -233,3 +233,27 @@ def test_observed_rows_are_the_rows_of_estimate():
         assert b.estimate == pytest.approx(a.estimate, rel=1e-10)
         assert b.std_error == pytest.approx(a.std_error, rel=1e-10)
         assert (b.folds, b.propensity, b.se_type.split(",")[0]) == (a.folds, a.propensity, a.se_type.split(",")[0])
+
+
+def test_clustered_if_rows_use_cr1_and_t_intervals():
+    """se='if' with clusters: the PPI and LCC-delta rows take the CR1 factor and t(G - 1), as estimate()'s rows."""
+    from scipy import stats
+
+    from eocausal.debias.ppi import ppi_effect
+
+    d = _world(n=600, seed=31)
+    rng = np.random.default_rng(32)
+    lab = np.where(rng.uniform(size=600) < 0.3, d["y"], np.nan)
+    g = np.arange(600) // 30  # 20 clusters
+    G = 20
+    tab = debiased_effects(d["p"], d["w"], calibration=(d["p_cal"], d["y_cal"]), labels=lab, clusters=g,
+                           debiasers=("naive", "lcc", "ppi"), se="if", methods=["dim"], seed=3)
+    crit = stats.t.ppf(0.975, G - 1)
+    for r in tab:
+        assert (r.ci_high - r.ci_low) / 2 == pytest.approx(crit * r.std_error, rel=1e-10), r.outcome_type
+        assert r.p_value == pytest.approx(2 * stats.t.sf(abs(r.estimate / r.std_error), G - 1), rel=1e-8)
+    ppi = next(r for r in tab if r.outcome_type == "ppi")
+    _, s0, _ = ppi_effect(d["p"], lab, d["w"], method="dim", lam=1.0, clusters=g)
+    # the PPI SE is the CR0 SE of its influence function (lam = 1, the default) times sqrt(G/(G-1))
+    assert ppi.std_error == pytest.approx(s0 * np.sqrt(G / (G - 1)), rel=1e-10) and "CR1" in ppi.se_type
+    assert any("CR1" in n and "G - 1" in n for n in tab.notes)

@@ -281,8 +281,8 @@ def lcc_delta_se(lcc: LinearCalibration, contrast: Contrast, predictions: np.nda
         tau_LCC = T((P - m) / k) = (T(P) - m c) / k
         Var(tau_LCC) = Var_trial(T(P - m)) / k^2 + g' Cov(m, k) g,   g = (-c / k, -tau_LCC / k)
 
-    The trial part is the influence function of T on the centred predictions P - m (clustered
-    when ``clusters`` are given), so for Horvitz-Thompson it carries the sampling variance of
+    The trial part is the influence function of T on the centred predictions P - m (clustered,
+    with the CR1 factor sqrt(G / (G - 1)), when ``clusters`` are given), so for Horvitz-Thompson it carries the sampling variance of
     c = T(1) and its covariance with T(P); the calibration part is the gradient in (m, k) times
     their HC covariance (calibration and trial samples independent). Derivation and the coverage
     it restores: :mod:`eocausal.debias.calibration`.
@@ -307,7 +307,11 @@ def lcc_delta_se(lcc: LinearCalibration, contrast: Contrast, predictions: np.nda
     _check_fitted(lcc, "slope_")
     P = np.asarray(predictions, dtype=float)
     centred = contrast.point(P - lcc.intercept_)  # T(P - m) = T(P) - m c
-    se_trial, _ = se_from_psi(centred.psi, clusters)
+    se_trial, G = se_from_psi(centred.psi, clusters)
+    if G is not None:  # CR1, as every clustered influence-function SE of the core
+        from eocausal.estimators.robust_se import cr1_factor
+
+        se_trial *= cr1_factor(G)
     c = contrast.const()
     return lcc.delta_se(float(centred.estimate) + lcc.intercept_ * c, se_trial, c)
 

@@ -33,6 +33,18 @@ Standard errors (pyfixest's defaults, which follow fixest):
 - ``se='iid'``: sigma^2 (X'X)^-1 with sigma^2 = RSS / (n - k), k counting every fixed effect;
   ``se='hetero'``: HC1. Both use t with n - k degrees of freedom, and both assume errors
   independent across periods of a unit: explicit choices only.
+- ``se='conley'``: Conley (1999) spatial HAC with serial correlation within units (Hsiang 2010;
+  fixest's ``vcov_conley`` combined with clustering by unit). With the within (FWL) residual
+  x~_it of the treatment on the fixed effects and the other controls and the residual u_it, the
+  score is s_it = x~_it u_it and
+  V = [sum_t sum_{i,j} K(d_ij / cutoff) s_it s_jt + sum_i sum_{t != t'} s_it s_it'] / (sum x~_it^2)^2,
+  i.e. every pair of unit-periods in the same period weighted by the spatial kernel K of their
+  great-circle distance d_ij (``conley_kernel``: Bartlett 1 - d / cutoff or uniform, cutoff
+  ``conley_km``; :func:`eocausal.estimators.robust_se.conley_se`), plus every pair of periods of
+  the same unit with weight 1 (clustering by unit over time, all lags). Pairs of different
+  units in different periods get weight 0. There is no small-sample scaling; with a cutoff
+  below the smallest distance between units it equals the unit-clustered CR0 SE. Tests and
+  intervals use t with (#units - 1) degrees of freedom, as the unit-clustered SE does.
 
 Singletons. Observations whose unit (or period) occurs only once are dropped before estimation,
 as fixest and reghdfe do (Correia 2015): their fixed effect fits them exactly, so they do not
@@ -55,6 +67,10 @@ de Chaisemartin, C. and D'Haultfoeuille, X. (2020). Two-way fixed effects estima
 heterogeneous treatment effects. American Economic Review 110(9), 2964-2996.
 Correia, S. (2015). Singletons, cluster-robust standard errors and fixed effects: a bad mix.
 Working paper.
+Conley, T. G. (1999). GMM estimation with cross sectional dependence. Journal of Econometrics
+92(1), 1-45.
+Hsiang, S. M. (2010). Temperatures and cyclones strongly associated with economic production in
+the Caribbean and Central America. PNAS 107(35), 15367-15372 (its spatial-HAC code).
 Bertrand, M., Duflo, E. and Mullainathan, S. (2004). How much should we trust
 differences-in-differences estimates? Quarterly Journal of Economics 119(1), 249-275.
 """
@@ -114,7 +130,7 @@ class PanelFit:
         For tables, e.g. ``"CRV1, clustered by adm2"`` or, by default,
         ``"CRV1, clustered by unit (default)"``.
     se : str
-        How the SE was computed: ``'CRV1'``, ``'iid'`` or ``'hetero'``.
+        How the SE was computed: ``'CRV1'``, ``'iid'``, ``'hetero'`` or ``'conley'``.
     formula : str
         The regression in the user's column names, e.g. ``"y ~ w + x1 + emb_pc1 | unit + period"``.
     clusters : str or None
@@ -198,6 +214,9 @@ def panel_fe(
     n_components: int = MAX_EMBEDDING_COMPONENTS,
     se: str = "CRV1",
     alpha: float = 0.05,
+    coords: Sequence[str] | None = None,
+    conley_km: float | None = None,
+    conley_kernel: str = "bartlett",
 ) -> PanelFit:
     """Two-way fixed effects estimate of a binary treatment's effect, ``outcome ~ treatment + controls | unit + period``.
 
@@ -219,12 +238,20 @@ def panel_fe(
         these rows) enter as controls ``emb_pc1, emb_pc2, ...``.
     n_components : int
         At most :data:`MAX_EMBEDDING_COMPONENTS` (16); see the module docstring for why.
-    se : {'CRV1', 'hetero', 'iid'}
+    se : {'CRV1', 'hetero', 'iid', 'conley'}
         'CRV1' (default): cluster-robust, by ``clusters`` or else by ``unit``. 'hetero' (HC1) and
         'iid' (classical) treat every unit-period as independent, which understates the SE under
         serial correlation; they take no ``clusters``.
+        'conley': Conley spatial HAC across units within a period plus clustering by unit over
+        time (module docstring); needs ``coords`` and ``conley_km``, takes no ``clusters``.
     alpha : float
         1 - confidence level of the interval.
+    coords : (str, str), optional
+        Names of the longitude and latitude columns (degrees, EPSG:4326), for ``se='conley'``.
+    conley_km : float, optional
+        Distance cutoff in km of the Conley SE (required with ``se='conley'``).
+    conley_kernel : {'bartlett', 'uniform'}
+        Spatial kernel of the Conley SE.
 
     Returns
     -------
@@ -257,14 +284,33 @@ def panel_fe(
     if clusters is not None:
         roles["clusters"] = clusters
     roles.update({f"controls[{j}]": c for j, c in enumerate(controls)})
+    if se == "conley":
+        if coords is None or isinstance(coords, str) or len(tuple(coords)) != 2:
+            raise InputError(f"coords={coords!r}: se='conley' needs the names of the longitude and latitude "
+                             "columns, e.g. coords=('lon', 'lat')")
+        roles.update({"coords[0] (longitude)": tuple(coords)[0], "coords[1] (latitude)": tuple(coords)[1]})
     missing = {r: c for r, c in roles.items() if c not in data.columns}
     if missing:
         raise ColumnError(f"panel_fe: columns {missing} are not in the data (columns: {list(data.columns)[:20]})")
     if len(set(controls)) != len(controls) or set(controls) & {outcome, treatment, unit, period}:
         raise InputError(f"controls={list(controls)}: repeat a column or name the outcome, treatment, unit or period")
-    if se not in ("CRV1", "hetero", "iid"):
-        raise InputError(f"se={se!r}: use 'CRV1' (clustered by clusters=, default the unit column), 'hetero' (HC1) "
-                         "or 'iid'")
+    if se not in ("CRV1", "hetero", "iid", "conley"):
+        raise InputError(f"se={se!r}: use 'CRV1' (clustered by clusters=, default the unit column), 'hetero' (HC1), "
+                         "'iid' or 'conley' (spatial HAC, with coords= and conley_km=)")
+    if se == "conley":
+        from eocausal.estimators.robust_se import CONLEY_KERNELS, _check_cutoff
+
+        if clusters is not None:
+            raise InputError(f"clusters={clusters!r} with se='conley': the Conley SE already clusters by the unit "
+                             "over time and by distance within a period; drop clusters= (or use se='CRV1')")
+        if conley_km is None:
+            raise InputError("conley_km=None: se='conley' needs a distance cutoff in km, e.g. conley_km=50")
+        _check_cutoff(conley_km)
+        if conley_kernel not in CONLEY_KERNELS:
+            raise InputError(f"conley_kernel={conley_kernel!r}: use one of {list(CONLEY_KERNELS)}")
+    elif coords is not None or conley_km is not None:
+        raise InputError(f"coords={coords!r}, conley_km={conley_km!r} with se={se!r}: they are used only by "
+                         "se='conley'; pass se='conley' or drop them")
     if se in ("hetero", "iid") and clusters is not None:
         raise InputError(f"clusters={clusters!r} with se={se!r}: {se!r} SEs are not clustered; use se='CRV1' "
                          "(the default) to cluster by that column, or drop clusters=")
@@ -278,6 +324,11 @@ def panel_fe(
         rows = data.index[na.any(axis=1).to_numpy()][:8].tolist()
         raise InputError(f"panel_fe: missing values in {counts} (rows {rows}); drop or impute them first, so "
                          "the sample is the one you chose, not one the regression picks")
+    if se == "conley":
+        from eocausal.estimators.robust_se import _check_coords
+
+        lonlat = _check_coords(np.column_stack([_numeric(data[c], c) for c in tuple(coords)]), len(data),
+                               f"coords={tuple(coords)!r}")
 
     frame = pd.DataFrame(index=pd.RangeIndex(len(data)))
     frame["_y"] = _numeric(data[outcome], outcome)
@@ -302,7 +353,7 @@ def panel_fe(
         frame["_g"] = pd.factorize(data[cluster_col])[0]
         vc: str | dict = {"CRV1": "_g"}
     else:
-        vc = se
+        vc = "iid" if se == "conley" else se  # the Conley SE is computed below from the residuals
     rhs = " + ".join(["_w"] + [i for i, _ in ctrl_names])
     shown = " + ".join([treatment] + [s for _, s in ctrl_names])
     formula = f"{outcome} ~ {shown} | {unit} + {period}"
@@ -350,8 +401,19 @@ def panel_fe(
     n, n_units, n_periods = int(kept.sum()), int(sub["_u"].nunique()), int(sub["_t"].nunique())
     n_coef = len(coefs)
     n_clusters = int(sub["_g"].nunique()) if cluster_col is not None else None
-    se_type = (f"CRV1, clustered by {cluster_col}" + (" (default)" if clusters is None else "")
-               if cluster_col is not None else {"hetero": "HC1 (heteroskedasticity-robust)", "iid": "iid"}[se])
+    if se == "conley":
+        from scipy import stats
+
+        std_error = _conley_se(pf, frame, fit, coefs, kept, lonlat, float(conley_km), conley_kernel)
+        cluster_col, n_clusters = unit, n_units
+        t_stat = float(coefs["_w"]) / std_error
+        p = float(2 * stats.t.sf(abs(t_stat), n_units - 1))
+        q = float(stats.t.ppf(1 - alpha / 2, n_units - 1))
+        ci = pd.Series([float(coefs["_w"]) - q * std_error, float(coefs["_w"]) + q * std_error])
+        se_type = f"Conley ({conley_kernel}, {float(conley_km):g} km) + clustered by {unit}"
+    else:
+        se_type = (f"CRV1, clustered by {cluster_col}" + (" (default)" if clusters is None else "")
+                   if cluster_col is not None else {"hetero": "HC1 (heteroskedasticity-robust)", "iid": "iid"}[se])
     return PanelFit(
         estimate=float(coefs["_w"]), std_error=std_error, t_stat=t_stat, p_value=p,
         ci_low=float(ci.iloc[0]), ci_high=float(ci.iloc[1]), n=n, n_units=n_units, n_periods=n_periods,
@@ -359,6 +421,44 @@ def panel_fe(
         dof_resid=n - n_coef - (n_units + n_periods - 1), se_type=se_type,
         se=se, formula=formula, clusters=cluster_col, controls=controls,
         n_embedding_components=k_emb, embedding_variance_share=share, dropped=dropped, alpha=float(alpha))
+
+
+def _conley_se(pf, frame: pd.DataFrame, fit, coefs: pd.Series, kept: np.ndarray, lonlat: np.ndarray,
+               cutoff_km: float, kernel: str) -> float:
+    """Conley spatial-HAC SE of the treatment coefficient with clustering by unit over time (module docstring).
+
+    x~ is the residual of the treatment on the fixed effects and the controls the main fit kept
+    (Frisch-Waugh-Lovell), from a second pyfixest regression on the same rows.
+    """
+    from eocausal.estimators.robust_se import _kernel_sum
+
+    others = [c for c in coefs.index if c != "_w"]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_PANDAS_INPLACE, category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=_SINGLETON, category=UserWarning)
+        warnings.filterwarnings("ignore", message=_MULTICOL, category=UserWarning)
+        aux = pf.feols(f"_w ~ {' + '.join(others) or '1'} | _u + _t", data=frame, vcov="iid")
+    x_res = np.asarray(aux.resid(), dtype=float)
+    u = np.asarray(fit.resid(), dtype=float)
+    if not len(x_res) == len(u) == int(kept.sum()):
+        raise DependencyError("panel_fe: pyfixest kept different rows in the treatment's within regression; this "
+                              "pyfixest version is not supported: install the version in constraints.txt")  # pragma: no cover
+    score = x_res * u
+    sub = frame[kept]
+    units, periods, ll = sub["_u"].to_numpy(), sub["_t"].to_numpy(), lonlat[kept]
+    # same period: every pair of unit-periods, weighted by the spatial kernel (i = j included)
+    spatial = sum(_kernel_sum(score[periods == t], ll[periods == t], cutoff_km, kernel) for t in np.unique(periods))
+    # same unit, different periods: weight 1 (rows of one unit-period were counted above)
+    cell = np.unique(units * (int(periods.max()) + 1) + periods, return_inverse=True)[1].reshape(-1)
+    serial = np.sum(np.bincount(units, weights=score) ** 2) - np.sum(np.bincount(cell, weights=score) ** 2)
+    total = spatial + serial
+    if not total > 0:
+        other = "the uniform kernel" if kernel == "bartlett" else "the Bartlett kernel"
+        raise NotEstimableError(
+            f"se='conley': the kernel-weighted double sum of the scores is {total:.4g}, not positive, at "
+            f"conley_km={cutoff_km:g} with the {kernel} kernel (neither kernel is positive definite in 2-D; "
+            f"Conley 1999); use {other} or another cutoff")
+    return float(np.sqrt(total) / np.sum(x_res**2))
 
 
 def _numeric(col: pd.Series, name: str) -> np.ndarray:

@@ -138,7 +138,9 @@ def test_clusters_enter_the_trial_part():
     c = con.const()
     tau = centred.estimate / lcc.slope_
     grad = np.array([-c / lcc.slope_, -tau / lcc.slope_])
-    expect = np.sqrt(se_from_psi(centred.psi, g)[0] ** 2 / lcc.slope_**2 + grad @ lcc.cov_ @ grad)
+    se0, G = se_from_psi(centred.psi, g)
+    cr1 = se0 * np.sqrt(G / (G - 1))  # clustered trial part: CR1, as every clustered IF SE
+    expect = np.sqrt(cr1**2 / lcc.slope_**2 + grad @ lcc.cov_ @ grad)
     assert lcc_delta_se(lcc, con, p, g)[1] == pytest.approx(expect, rel=1e-10)
 
 
