@@ -55,3 +55,25 @@ def test_guide_shows_the_screenshots(site):
         assert f"screenshots/{name}" in guide, name
         png = site / "screenshots" / name
         assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+
+def test_inference_page_examples_run():
+    """docs/inference.md's code blocks run as written, in order, in one namespace, and print what they say."""
+    import contextlib
+    import io
+    import warnings
+
+    text = (ROOT / "docs" / "inference.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, re.DOTALL)
+    assert len(blocks) == 2
+    ns: dict = {}
+    out = io.StringIO()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(out):
+        warnings.simplefilter("ignore", DeprecationWarning)
+        for code in blocks:
+            exec(compile(code, "docs/inference.md", "exec"), ns)  # noqa: S102 - our own documentation
+    printed = out.getvalue().splitlines()
+    assert len(printed) == 3, printed
+    for code, line in zip([c for b in blocks for c in b.splitlines() if c.startswith("print(")], printed):
+        claim = code.split("# ", 1)[1].rstrip(". ") if "# " in code else ""
+        assert claim.split("...")[0] in line, (claim, line)
