@@ -166,6 +166,7 @@ def estimate(
     fold_ids=None,
     study: str = "",
     options: EstimateOptions | None = None,
+    progress: bool | None = None,
     **settings,
 ) -> EffectTable:
     """Estimate average effects with several methods and adjustment sets side by side.
@@ -210,6 +211,11 @@ def estimate(
     options : EstimateOptions, optional
         The settings as one object (e.g. shared by several calls); keywords in ``settings``
         replace its fields.
+    progress : bool or None
+        Report the stages (trial, adjustment, propensity or outcome model) on stderr. None
+        (default): only when stderr is a terminal, and only once the call has run 3 s, so
+        interactive sessions see long work and logs and pipes stay clean; True: always, at once;
+        False: never.
     **settings
         Any field of :class:`~eocausal.options.EstimateOptions`: ``methods``, ``estimand``,
         ``adjustments``, ``folds``, ``clip``, ``trim``, ``propensity``, ``outcome_model``,
@@ -261,7 +267,9 @@ def estimate(
                      coords=coords, pcs=_embedding_pcs(Z), scores=given, fold_ids=folds_given,
                      conf_names=tuple(conf_names), id_codes=_id_codes(units.ids))
     trial_data = [base.subset(name, mask, w_t) for name, mask, w_t in trial_list]
-    bar = _stage_bar()
+    if progress not in (None, True, False):
+        raise InputError(f"progress={progress!r}: use True, False or None (on a terminal only)")
+    bar = _stage_bar(progress)
     try:
         result = run_trials(opts, trial_data, cluster_name=cluster_name, raise_single=trials is None,
                             progress=None if bar is None else bar.stage)
@@ -724,10 +732,12 @@ def _coordinates(units: Units) -> np.ndarray | None:
 class _StageBar:
     """Stages of :func:`estimate` on stderr: a tqdm counter shown once the call has run 3 s."""
 
-    def __init__(self):
+    def __init__(self, delay: float = 3.0):
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(desc="estimate", unit="stage", delay=3.0, leave=False, file=sys.stderr)
+        # shown at once (delay 0): every stage is drawn; else tqdm's usual refresh interval
+        self.bar = tqdm(desc="estimate", unit="stage", delay=delay, leave=False, file=sys.stderr,
+                        mininterval=0.0 if delay == 0 else 0.1, miniters=1 if delay == 0 else None)
 
     def stage(self, text: str) -> None:
         self.bar.set_postfix_str(text, refresh=False)
@@ -737,8 +747,11 @@ class _StageBar:
         self.bar.close()
 
 
-def _stage_bar() -> _StageBar | None:
-    """A :class:`_StageBar` when stderr is a terminal (as ``embed(progress=None)``), else None."""
+def _stage_bar(progress: bool | None = None) -> _StageBar | None:
+    """A :class:`_StageBar` for ``progress``: True (shown at once), False (None), or None: when
+    stderr is a terminal (as ``embed(progress=None)``), shown after 3 s."""
+    if progress is not None:
+        return _StageBar(delay=0.0) if progress else None
     try:
         tty = bool(sys.stderr.isatty())
     except (AttributeError, ValueError):  # replaced or closed stderr

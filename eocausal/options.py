@@ -120,8 +120,9 @@ class EstimateOptions:
         Interval of the bootstrap rows; with ``repeats > 1`` only 'normal' is defined.
     ipw_se : {'auto', 'corrected', 'known-e'}
         Influence function of the IPW rows: corrected for the estimated logistic propensity,
-        treating the propensities as known (conservative for the ATE), or 'auto' (see
-        :data:`eocausal.analysis.CORRECTION_CLUSTERS_PER_COEF`).
+        treating the propensities as known (conservative for the ATE), or 'auto': always
+        corrected for a propensity fitted on all units (``crossfit``), and for a cross-fitted one
+        with enough clusters per coefficient (:data:`eocausal.analysis.CORRECTION_CLUSTERS_PER_COEF`).
     solver : {'native', 'sklearn'}
         'native': logistic and least-squares nuisances solved by eocausal's fold-sharing solvers
         (the same models, solved tighter and faster); 'sklearn': each learner's own ``fit``.

@@ -161,3 +161,15 @@ def test_new_settings_are_validated_before_work():
     for kw in bad:
         with pytest.raises(InputError):
             eocausal.estimate(df, treatment="W", outcome="Y", confounders=["a", "x1"], **kw)
+
+
+def test_progress_can_be_forced_on_and_off(capsys):
+    df = _clustered()
+    kw = dict(treatment="W", outcome="Y", confounders=["a", "x1"], methods=["ipw-hajek", "aipw"])
+    eocausal.estimate(df, progress=False, **kw)
+    assert capsys.readouterr().err == ""
+    eocausal.estimate(df, progress=True, **kw)
+    err = capsys.readouterr().err
+    assert "estimate" in err and "all: tabular: propensity" in err
+    with pytest.raises(InputError, match="progress="):
+        eocausal.estimate(df, progress="yes", **kw)
