@@ -271,13 +271,20 @@ def wild_cluster_bootstrap(psi, jacobian, estimate, clusters=None, *, n_boot: in
     V, enumerated = _wild_weights(kind, n_clusters, n_boot, seed)
     sum_b = float(b.sum())  # = n after normalising; kept explicit to follow the formula
     VPsi, VB = V @ Psi, V @ Bg
+    # U is formed directly (not expanded as a quadratic in t0, whose terms cancel catastrophically far
+    # from the estimate), in chunks of draws so memory stays O(chunk x G) for unclustered data
+    chunk = max(1, int(4_000_000 // n_clusters))
 
     def pvalue(t0: float) -> float:
         d = estimate - t0
         stat = abs(d / se)
         shift = (VPsi + d * VB) / sum_b  # tau*_b - t0 for every draw
-        U = V * (Psi + d * Bg)[None, :] - shift[:, None] * Bg[None, :]
-        se_star = np.sqrt(ssc * np.einsum("bg,bg->b", U, U)) / sum_b
+        M = Psi + d * Bg
+        ss = np.empty(len(shift))
+        for s in range(0, len(shift), chunk):
+            U = V[s:s + chunk] * M[None, :] - shift[s:s + chunk, None] * Bg[None, :]
+            ss[s:s + chunk] = np.einsum("bg,bg->b", U, U)
+        se_star = np.sqrt(ssc * ss) / sum_b
         with np.errstate(divide="ignore", invalid="ignore"):
             t_star = np.abs(shift / se_star)
         return float(np.mean(t_star >= stat * (1 - _TIE_RTOL)))
