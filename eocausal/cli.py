@@ -71,6 +71,8 @@ def _run(study, out: str, quiet: bool) -> int:
     result = run_study(study, out, progress=_progress(quiet), log=None if quiet else _log)
     print(result.table.summary())
     print(f"\nreport: {result.report_path}")
+    if result.pdf_path is not None:
+        print(f"pdf:    {result.pdf_path}")
     return 0
 
 
@@ -107,10 +109,10 @@ def _embed(study_path: str, out: str, cache: str | None, quiet: bool) -> int:
     return 0
 
 
-def _report(folder: str) -> int:
+def _report(folder: str, pdf: bool) -> int:
     from eocausal.report.outputs import rerender_outputs
 
-    for path in rerender_outputs(folder):
+    for path in rerender_outputs(folder, pdf=True if pdf else None):
         print(f"wrote {path}")
     return 0
 
@@ -135,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     p_emb.add_argument("--quiet", action="store_true")
     p_rep = sub.add_parser("report", help="re-render report.html and tables from an output folder")
     p_rep.add_argument("folder", help="a folder written by 'eocausal run' or 'eocausal demo'")
+    p_rep.add_argument("--pdf", action="store_true", help="also write report.pdf (the same content as "
+                       "report.html; needs the typst package: pip install 'eocausal[pdf]')")
     args = parser.parse_args(argv)
     with _cli_environment():
         return _dispatch(args)
@@ -151,7 +155,7 @@ def _dispatch(args) -> int:
         if args.command == "embed":
             return _embed(args.study, args.out, args.cache, args.quiet)
         if args.command == "report":
-            return _report(args.folder)
+            return _report(args.folder, args.pdf)
         if args.command == "validate":
             from eocausal.study.inputs import check_study
             from eocausal.study.schema import load_study

@@ -58,7 +58,7 @@ from eocausal.errors import InputError, NotEstimableError, SeparationError
 
 __all__ = ["SCALERS", "SEPARATION_BOUND", "FoldLayout", "LinearSpec", "LogisticCrossfit", "LogisticSpec",
            "check_separation", "chord_logistic", "crossfit_linear", "crossfit_logistic", "fit_logistic",
-           "newton_logistic", "penalty_weights"]
+           "newton_logistic", "penalty_weights", "solve_spd"]
 
 SCALERS = ("standard", "block", "none")
 _STEP_TOL = 1e-9
@@ -289,12 +289,7 @@ def newton_logistic(blocks, targets, pen: np.ndarray, beta0: np.ndarray | None =
         H[0, 1:] = H[1:, 0]
         g[1:] += pen * b[1:]
         H[np.arange(1, p + 1), np.arange(1, p + 1)] += pen
-        try:
-            with warnings.catch_warnings():  # an ill-conditioned H falls back to least squares
-                warnings.simplefilter("error", linalg.LinAlgWarning)
-                step = linalg.solve(H, g, assume_a="pos", check_finite=False)
-        except (linalg.LinAlgError, linalg.LinAlgWarning, ValueError):
-            step = np.linalg.lstsq(H, g, rcond=None)[0]
+        step = solve_spd(H, g)
         dz = [Xb @ step[1:] + step[0] for Xb in blocks]
         size = np.max(np.abs(step))
         t = 1.0
@@ -318,6 +313,36 @@ def newton_logistic(blocks, targets, pen: np.ndarray, beta0: np.ndarray | None =
     if unpenalised:
         check_separation(max((np.abs(zb).max() for zb in z if len(zb)), default=0.0), b[1:], converged)
     return b
+
+
+def _equilibrate(H: np.ndarray) -> np.ndarray:
+    """1 / sqrt(diag H): the symmetric diagonal scaling that gives the system a unit diagonal.
+
+    A penalty on a nearly constant column is huge in the layout's unit-variance coordinates
+    (its scikit-learn scale is the block's pooled SD, about 1e7 times the column's own SD, so its
+    penalty weight is about 1e14), while the data's curvature is of order n: the diagonal of the
+    Newton system then spans about 17 orders of magnitude. Solved as is, the factorisation fails
+    and a least-squares fallback with the usual cutoff drops every direction the data carry (the
+    fit stays at the intercept: a constant propensity). Scaled to a unit diagonal, the same system
+    is well conditioned (Jacobi equilibration; van der Sluis 1969: within a factor p of the best
+    diagonal scaling).
+    """
+    d = np.diag(H)
+    return 1.0 / np.sqrt(np.where(d > 0, d, 1.0))
+
+
+def solve_spd(H: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Solve H x = g for a symmetric positive (semi)definite H (a Newton system, a sandwich's
+    information), equilibrated first (:func:`_equilibrate`); a singular system by least squares."""
+    s = _equilibrate(H)
+    Hs = H * s[:, None] * s[None, :]
+    try:
+        with warnings.catch_warnings():  # a singular system falls back to least squares
+            warnings.simplefilter("error", linalg.LinAlgWarning)
+            y = linalg.solve(Hs, g * s, assume_a="pos", check_finite=False)
+    except (linalg.LinAlgError, linalg.LinAlgWarning, ValueError):
+        y = np.linalg.lstsq(Hs, g * s, rcond=None)[0]
+    return y * s
 
 
 def _hessian(X32: np.ndarray, z: np.ndarray) -> np.ndarray:
@@ -348,8 +373,9 @@ def chord_logistic(blocks, targets, pen: np.ndarray, beta: np.ndarray, H: np.nda
     A = H.copy()
     p = len(pen)
     A[np.arange(1, p + 1), np.arange(1, p + 1)] += pen
+    s = _equilibrate(A)  # a unit diagonal, as in newton_logistic
     try:
-        factor = linalg.cho_factor(A, check_finite=False)
+        factor = linalg.cho_factor(A * s[:, None] * s[None, :], check_finite=False)
     except (linalg.LinAlgError, ValueError):
         return None
     b = np.array(beta, dtype=float)
@@ -363,7 +389,7 @@ def chord_logistic(blocks, targets, pen: np.ndarray, beta: np.ndarray, H: np.nda
             g[0] += r.sum()
             g[1:] += Xb.T @ r
         g[1:] += pen * b[1:]
-        step = linalg.cho_solve(factor, g, check_finite=False)
+        step = linalg.cho_solve(factor, g * s, check_finite=False) * s
         size = float(np.max(np.abs(step)))
         if size > 0.5 * prev or size > 1.0:
             return None

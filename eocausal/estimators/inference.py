@@ -258,21 +258,10 @@ def logit_adjusted_psi(pe, y: np.ndarray, w: np.ndarray, e_raw: np.ndarray, X: n
     A = (X * ve[:, None]).T @ X / n
     if penalty is not None:
         A[np.diag_indices_from(A)] += np.asarray(penalty, dtype=float) / n
-    try:
-        u = linalg_solve(A, H)
-    except np.linalg.LinAlgError:
-        u = np.linalg.lstsq(A, H, rcond=None)[0]
+    from eocausal.estimators.glm import solve_spd
+
+    u = solve_spd(A, H)  # equilibrated: penalties on near-constant columns are huge in these coordinates
     return pe.psi + (X @ u) * (w - e_raw)
-
-
-def linalg_solve(A: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Solve A u = b for a symmetric positive (semi)definite A; singular systems by least squares."""
-    from scipy import linalg
-
-    try:
-        return linalg.solve(A, b, assume_a="pos", check_finite=False)
-    except (linalg.LinAlgError, ValueError):
-        return np.linalg.lstsq(A, b, rcond=None)[0]
 
 
 # ----------------------------------------------------------------------------- bootstrap core

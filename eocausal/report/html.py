@@ -1,7 +1,7 @@
 """The self-contained HTML report (figures inlined, no external requests).
 
 Every string that comes from data or a study file is escaped: the template environment has
-autoescape on, and the effect table's HTML escapes its cells itself.
+autoescape on, and sections hand it plain strings, never markup.
 """
 
 from __future__ import annotations
@@ -10,9 +10,8 @@ from typing import Mapping, Sequence
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from eocausal.report.sections import (Section, data_section, debiasing_section, estimates_section,
-                                      heterogeneity_section, overlap_section, salience_section,
-                                      sensitivity_section)
+from eocausal.report.document import Document, build_document
+from eocausal.report.sections import Section
 from eocausal.results import EffectTable
 
 _ENV = Environment(loader=PackageLoader("eocausal.report", "templates"),
@@ -24,8 +23,14 @@ def render_report(table: EffectTable, *, title: str | None = None, description: 
                   true_effect: float | None = None,
                   reproducibility: Mapping[str, object] | None = None,
                   units=None, heterogeneity=None, debiasing: EffectTable | None = None,
-                  calibration=None, salience=None, extra_sections: Sequence[Section] = ()) -> str:
+                  calibration=None, salience=None, gallery=None, preferred: str | None = None,
+                  extra_sections: Sequence[Section] = ()) -> str:
     """Render results as one self-contained HTML page; sections appear when their results exist.
+
+    The page opens with the headline: the preferred estimate (chosen by
+    :func:`eocausal.report.headline.preferred_row`) with its interval, what it means in the
+    outcome's units, how adjusting for the imagery moved it, and one line each on overlap, balance
+    and clusters.
 
     Parameters
     ----------
@@ -47,31 +52,21 @@ def render_report(table: EffectTable, *, title: str | None = None, description: 
         Debiased-outcome estimates; ``calibration`` = (P_cal, Y_cal, {name: corrected}) adds
         the calibration plot.
     salience : dict, optional
-        ``chips``, ``maps``, ``titles`` for the salience gallery.
+        ``chips``, ``maps``, ``titles`` for the salience gallery (in the imagery section).
+    gallery : ChipGallery, optional
+        Example chips of each arm (:class:`eocausal.report.imagery.ChipGallery`), in the imagery section.
+    preferred : str, optional
+        Which row is the headline: "METHOD/ADJUSTMENT", "METHOD" or None for the default rule
+        (see :func:`eocausal.report.headline.preferred_row`).
     extra_sections : sequence of Section
         Further sections, appended before the appendix.
     """
-    d = table.design
-    design = [(k, v) for k, v in (
-        ("Study", d.get("study")), ("Treatment", d.get("treatment")), ("Outcome", d.get("outcome")),
-        ("Units", d.get("n")), ("Treated", d.get("n_treated")), ("Clusters", d.get("n_clusters")),
-        ("Trials", d.get("trials") if (d.get("trials") or 1) > 1 else None),
-        ("Estimand", d.get("estimand")),
-        ("Tabular confounders", ", ".join(d.get("confounders") or []) or None),
-        ("Embedding dimensions", d.get("embedding_dim")), ("Propensity model", d.get("propensity")),
-    ) if v not in (None, "")]
-    sections = [s for s in (
-        data_section(units) if units is not None else None,
-        estimates_section(table, true_effect),
-        overlap_section(table),
-        salience_section(salience),
-        heterogeneity_section(heterogeneity),
-        debiasing_section(debiasing, calibration),
-        sensitivity_section(table),
-        *extra_sections,
-    ) if s is not None]
-    return _ENV.get_template("report.html.j2").render(
-        title=title or f"eocausal report: {d.get('study', '')}".strip(),
-        description=description, design=design, true_effect=true_effect, sections=sections,
-        reproducibility=list((reproducibility or {}).items()),
-    )
+    return document_html(build_document(
+        table, title=title, description=description, true_effect=true_effect, reproducibility=reproducibility,
+        units=units, heterogeneity=heterogeneity, debiasing=debiasing, calibration=calibration,
+        salience=salience, gallery=gallery, preferred=preferred, extra_sections=extra_sections))
+
+
+def document_html(doc: Document) -> str:
+    """The HTML page of a :class:`~eocausal.report.document.Document`."""
+    return _ENV.get_template("report.html.j2").render(doc=doc)

@@ -9,14 +9,17 @@ with :func:`read_outputs` and renders it again with :func:`rerender_outputs`. Th
 - ``results.json``: everything else the tables and the report show: the table's notes and
   design, each propensity fit's scalar fields, each balance table's columns, index and
   ``attrs``, the report's inputs (formats, title, description, true effect,
-  reproducibility facts, table caption, the data section's facts), and the SHA-256 of
+  reproducibility facts, table caption, the data section's facts, the headline rule, whether a
+  PDF is written, the example chips' captions), and the SHA-256 of
   ``effects.csv``, so rows and sidecar from different runs are never mixed. Plain JSON; values JSON
   cannot hold are tagged (``{"$tuple": [...]}``, ``{"$float": "nan"}``, ``{"$dict": [[k, v], ...]}``).
 - ``results.npz``: the arrays ``results.json`` points to by key (propensity scores, treatment,
-  outcome, influence functions, balance columns, the units' places as WKB and treatment labels),
+  outcome, influence functions, balance columns, the units' places as WKB and treatment labels, the
+  example chips as 8-bit true-colour images, salience chips and maps),
   written with fixed zip timestamps so the same results give the same bytes, and read with
   ``allow_pickle=False``: reading an output folder executes nothing.
-- ``tables/effects.md``, ``tables/effects.tex``, ``report.html`` as the formats ask.
+- ``tables/effects.md``, ``tables/effects.tex``, ``report.html`` as the formats ask, and
+  ``report.pdf`` (the same content as ``report.html``, :mod:`eocausal.report.pdf`) when asked.
 
 Every file is written atomically; :func:`rerender_outputs` renders everything in memory before
 it replaces any file, so a failure leaves the folder as it was.
@@ -40,7 +43,9 @@ import pandas as pd
 from eocausal._atomic import atomic_write_bytes
 from eocausal._types import TIDY_COLUMNS, PropensityFit
 from eocausal.errors import DataFileError, InputError, MissingFileError, OutputError
-from eocausal.report.html import render_report
+from eocausal.report.document import build_document
+from eocausal.report.html import document_html
+from eocausal.report.imagery import ChipGallery
 from eocausal.report.sections import UnitsView
 from eocausal.results import EffectTable
 
@@ -48,7 +53,7 @@ __all__ = ["ReportInputs", "read_outputs", "rerender_outputs", "write_outputs"]
 
 FORMATS = ("html", "md", "tex")
 _FORMAT = "eocausal results"
-_VERSION = 1
+_VERSION = 2
 _RERUN = "rerun `eocausal run STUDY.toml --out DIR` to write the folder again"
 
 
@@ -70,6 +75,14 @@ class ReportInputs:
         The data section's units.
     caption : str, optional
         Caption of the LaTeX table.
+    gallery : ChipGallery, optional
+        The example chips of each arm.
+    salience : dict, optional
+        ``chips``, ``maps`` and ``titles`` of the salience maps, when a propensity CNN was fitted.
+    preferred : str, optional
+        The headline rule (``[report] preferred``; None: the default rule).
+    pdf : bool
+        Also write ``report.pdf``.
     """
 
     formats: tuple[str, ...] = FORMATS
@@ -79,24 +92,40 @@ class ReportInputs:
     reproducibility: tuple[tuple[str, object], ...] = ()
     units: UnitsView | None = None
     caption: str | None = None
+    gallery: ChipGallery | None = None
+    salience: dict | None = None
+    preferred: str | None = None
+    pdf: bool = False
 
-    def render(self, table: EffectTable) -> dict[str, bytes]:
-        """Relative path -> content of each rendered file (tables and report)."""
+    def render(self, table: EffectTable, *, pdf: bool | None = None) -> dict[str, bytes]:
+        """Relative path -> content of each rendered file (tables, report.html, report.pdf).
+
+        ``pdf`` None: as :attr:`pdf` says; True or False: write report.pdf or not, whatever it says.
+        """
         out = {}
         if "md" in self.formats:
             out["tables/effects.md"] = table.to_markdown().encode("utf-8")
         if "tex" in self.formats:
             out["tables/effects.tex"] = table.to_latex(caption=self.caption).encode("utf-8")
-        if "html" in self.formats:
-            out["report.html"] = render_report(
-                table, title=self.title, description=self.description, true_effect=self.true_effect,
-                reproducibility=dict(self.reproducibility), units=self.units).encode("utf-8")
+        want_pdf = self.pdf if pdf is None else pdf
+        if "html" in self.formats or want_pdf:
+            doc = build_document(table, title=self.title, description=self.description,
+                                 true_effect=self.true_effect, reproducibility=dict(self.reproducibility),
+                                 units=self.units, salience=self.salience, gallery=self.gallery,
+                                 preferred=self.preferred)
+            if "html" in self.formats:
+                out["report.html"] = document_html(doc).encode("utf-8")
+            if want_pdf:
+                from eocausal.report.pdf import document_pdf
+
+                out["report.pdf"] = document_pdf(doc)
         return out
 
 
 def write_outputs(folder: str | Path, table: EffectTable, *, formats=FORMATS, title: str | None = None,
                   description: str = "", true_effect=None, reproducibility: Mapping[str, object] | None = None,
-                  units=None, caption: str | None = None) -> list[Path]:
+                  units=None, caption: str | None = None, gallery: ChipGallery | None = None,
+                  salience: Mapping | None = None, preferred: str | None = None, pdf: bool = False) -> list[Path]:
     """Write ``table`` and everything its tables and report show into ``folder``.
 
     Parameters
@@ -112,6 +141,14 @@ def write_outputs(folder: str | Path, table: EffectTable, *, formats=FORMATS, ti
         :class:`~eocausal.report.sections.UnitsView`.
     caption : str, optional
         Caption of the LaTeX table.
+    gallery : ChipGallery, optional
+        Example chips of each arm (:meth:`ChipGallery.from_source`).
+    salience : mapping, optional
+        ``chips`` (k, C, H, W), ``maps`` (k, H, W) and ``titles`` of a propensity CNN's salience maps.
+    preferred : str, optional
+        Which row is the headline (:func:`eocausal.report.headline.preferred_row`).
+    pdf : bool
+        Also write ``report.pdf`` (needs the ``typst`` package: ``pip install 'eocausal[pdf]'``).
 
     Returns
     -------
@@ -121,9 +158,17 @@ def write_outputs(folder: str | Path, table: EffectTable, *, formats=FORMATS, ti
     if isinstance(formats, str) or any(f not in FORMATS for f in formats):
         raise InputError(f"formats={formats!r}: use a list of {list(FORMATS)}")
     view = units if units is None or isinstance(units, UnitsView) else UnitsView.from_units(units)
+    from eocausal.report.headline import preferred_row
+
+    preferred_row(table, preferred)  # a preferred row the table lacks is refused before anything is written
+    sal = None
+    if salience:
+        sal = {"chips": np.asarray(salience["chips"]), "maps": np.asarray(salience["maps"]),
+               "titles": [str(t) for t in salience["titles"]]}
     inputs = ReportInputs(formats=tuple(f for f in FORMATS if f in formats), title=title,
                           description=description, true_effect=true_effect,
-                          reproducibility=tuple((reproducibility or {}).items()), units=view, caption=caption)
+                          reproducibility=tuple((reproducibility or {}).items()), units=view, caption=caption,
+                          gallery=gallery, salience=sal, preferred=preferred, pdf=bool(pdf))
     effects = _effects_csv(table).encode("utf-8")
     side, arrays = _sidecar(table, inputs)
     side["effects_sha256"] = hashlib.sha256(effects).hexdigest()
@@ -172,14 +217,15 @@ def read_outputs(folder: str | Path) -> tuple[EffectTable, ReportInputs]:
     return table, inputs
 
 
-def rerender_outputs(folder: str | Path) -> list[Path]:
+def rerender_outputs(folder: str | Path, *, pdf: bool | None = None) -> list[Path]:
     """Render an output folder's tables and report again from its saved results, in place.
 
-    Everything is rendered before any file is replaced; each file is replaced atomically.
-    Returns the files written.
+    ``pdf``: None writes report.pdf when the run wrote one ([report] pdf); True writes it in any
+    case (``eocausal report DIR --pdf``); False never. Everything is rendered before any file is
+    replaced; each file is replaced atomically. Returns the files written.
     """
     table, inputs = read_outputs(folder)
-    return _write_all(Path(folder), inputs.render(table))
+    return _write_all(Path(folder), inputs.render(table, pdf=pdf))
 
 
 # ---------------------------------------------------------------------------- files
@@ -349,6 +395,18 @@ def _sidecar(table: EffectTable, inputs: ReportInputs) -> tuple[dict, dict[str, 
                  "labels": put("units.labels", u.labels, "units.labels"),
                  "wkb": put("units.wkb", np.frombuffer(b"".join(wkb), dtype=np.uint8), "units.wkb"),
                  "wkb_ends": put("units.wkb_ends", np.cumsum([len(g) for g in wkb], dtype=np.int64), "units")}
+    gallery = None
+    if inputs.gallery is not None:
+        g = inputs.gallery
+        gallery = {"images": put("gallery.images", np.asarray(g.images, dtype=np.uint8), "gallery.images"),
+                   "labels": put("gallery.labels", g.labels, "gallery.labels"),
+                   "ids": put("gallery.ids", g.ids, "gallery.ids"), "how": g.how}
+    salience = None
+    if inputs.salience is not None:
+        sal = inputs.salience
+        salience = {"chips": put("salience.chips", sal["chips"], "salience.chips"),
+                    "maps": put("salience.maps", sal["maps"], "salience.maps"),
+                    "titles": put("salience.titles", np.array(sal["titles"], dtype=str), "salience.titles")}
     side = {
         "format": _FORMAT, "version": _VERSION, "rows": len(table.rows),
         "notes": list(table.notes),
@@ -359,7 +417,8 @@ def _sidecar(table: EffectTable, inputs: ReportInputs) -> tuple[dict, dict[str, 
             "formats": list(inputs.formats), "title": inputs.title, "description": inputs.description,
             "true_effect": _to_json(inputs.true_effect, "true_effect"), "caption": inputs.caption,
             "reproducibility": [[k, _to_json(v, f"reproducibility[{k!r}]")] for k, v in inputs.reproducibility],
-            "units": units,
+            "units": units, "gallery": gallery, "salience": salience,
+            "preferred": inputs.preferred, "pdf": inputs.pdf,
         },
     }
     return side, arrays
@@ -398,10 +457,21 @@ def _from_sidecar(side: dict, arrays: dict[str, np.ndarray], rows: EffectTable) 
             raise ValueError(f"units' places: {exc}") from None
         units = UnitsView(facts=tuple((k, _from_json(v)) for k, v in u["facts"]), treatment=u["treatment"],
                           labels=arrays[u["labels"]], geometry=np.asarray(geoms, dtype=object), crs=u["crs"])
+    gallery = None
+    if rep["gallery"] is not None:
+        g = rep["gallery"]
+        gallery = ChipGallery(images=arrays[g["images"]], labels=arrays[g["labels"]], ids=arrays[g["ids"]],
+                              how=g["how"])
+    salience = None
+    if rep["salience"] is not None:
+        sal = rep["salience"]
+        salience = {"chips": arrays[sal["chips"]], "maps": arrays[sal["maps"]],
+                    "titles": [str(t) for t in arrays[sal["titles"]]]}
     inputs = ReportInputs(formats=tuple(rep["formats"]), title=rep["title"], description=rep["description"],
                           true_effect=_from_json(rep["true_effect"]),
                           reproducibility=tuple((k, _from_json(v)) for k, v in rep["reproducibility"]),
-                          units=units, caption=rep["caption"])
+                          units=units, caption=rep["caption"], gallery=gallery, salience=salience,
+                          preferred=rep["preferred"], pdf=bool(rep["pdf"]))
     table = EffectTable(rows=rows.rows, notes=tuple(side["notes"]), design=_from_json(side["design"]),
                         propensities=props, balance=balance)
     return table, inputs

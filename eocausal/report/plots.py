@@ -52,30 +52,81 @@ def figure_to_data_uri(fig: Figure, dpi: int = 110) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def figure_to_svg(fig: Figure) -> str:
+    """The figure as SVG text (vector; text drawn as paths, so no font is needed to show it).
+
+    The same figure gives the same text: no date in the metadata, and element ids hashed with a
+    fixed salt (matplotlib's ``svg.hashsalt``) instead of a random one.
+    """
+    import matplotlib
+
+    buf = io.StringIO()
+    with matplotlib.rc_context({"svg.hashsalt": "eocausal", "svg.fonttype": "path"}):
+        fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
+    return buf.getvalue()
+
+
 def _style(ax) -> None:
     ax.spines["top"].set_visible(False)
     ax.spines["right"].set_visible(False)
     ax.tick_params(labelsize=8)
 
 
+#: markers of the adjustment sets in the love plot, in the order the sets come
+_SET_MARKERS = ("o", "s", "D", "^", "v", "P")
+_SET_COLOURS = (TREATED, "#2ca25f", "#8e44ad", "#e67e22", "#16a085", "#7f8c8d")
+
+
 def love_plot(balance, *, threshold: float = 0.1, max_rows: int = 30) -> Figure:
     """Absolute standardised mean differences before and after weighting (cobalt's love plot).
 
-    ``balance``: a DataFrame indexed by covariate name with columns ``smd_before`` and
-    ``smd_after`` (as :func:`eocausal.diagnostics.balance.balance_table` returns).
+    Parameters
+    ----------
+    balance : DataFrame or dict of str to DataFrame
+        One balance table, or one per adjustment set (``EffectTable.balance``): each indexed by
+        row name with columns ``smd_before`` and ``smd_after`` (as
+        :func:`eocausal.diagnostics.balance.balance_table` returns). With several tables, all
+        sets share one panel: the unweighted SMDs once (open circles; they do not depend on the
+        weights) and each set's weighted SMDs with its own marker and colour. Rows are those of
+        the first table, then rows only later tables have.
+    threshold : float
+        Where the dashed line is drawn (0.1 by convention, Austin 2009).
+    max_rows : int
+        Rows shown, from the top.
     """
-    b = balance.head(max_rows)
-    fig = Figure(figsize=(5.5, 0.28 * len(b) + 1.2), layout="constrained")
+    tables = dict(balance) if isinstance(balance, dict) else {"": balance}
+    names = list(dict.fromkeys(i for b in tables.values() for i in b.index))[:max_rows]
+    before = pd.concat([b["smd_before"] for b in tables.values()]).groupby(level=0).first().reindex(names)
+    fig = Figure(figsize=(5.8, 0.26 * len(names) + 1.3), layout="constrained")
     ax = fig.subplots()
-    ypos = np.arange(len(b))[::-1]
-    ax.scatter(np.abs(b["smd_before"]), ypos, marker="o", facecolors="none", edgecolors=CONTROL, label="before")
-    ax.scatter(np.abs(b["smd_after"]), ypos, marker="o", color=TREATED, label="after weighting")
+    ypos = np.arange(len(names))[::-1]
+    ax.scatter(np.abs(before.to_numpy(float)), ypos, marker="o", facecolors="none", edgecolors="#555555",
+               label="before weighting")
+    for (name, b), marker, colour in zip(tables.items(), _SET_MARKERS, _SET_COLOURS):
+        after = b["smd_after"].reindex(names).to_numpy(float)
+        ax.scatter(np.abs(after), ypos, marker=marker, color=colour, s=22, alpha=0.85,
+                   label=f"after: {name}" if name else "after weighting")
     ax.axvline(threshold, color="grey", ls="--", lw=0.8)
-    ax.set_yticks(ypos, [str(i) for i in b.index])
+    ax.set_yticks(ypos, [str(i) for i in names])
     ax.set_xlabel("|standardised mean difference|")
-    ax.legend(fontsize=7, frameon=False, loc="lower right")
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside upper center", ncol=min(len(tables) + 1, 4),
+               fontsize=7, frameon=False)
     _style(ax)
     return fig
+
+
+def _log_ticks(ax) -> None:
+    """Log-axis ticks at 1, 2, 5 times powers of ten, labelled plainly, at most about six of them, and
+    no labels on the minor ticks (matplotlib labels those too when a range spans under a decade,
+    which is what made the labels collide)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    lo, hi = ax.get_xlim()
+    decades = np.log10(hi) - np.log10(lo)
+    subs = (1.0, 2.0, 5.0) if decades <= 2 else (1.0,) if decades <= 6 else None
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs or (1.0,), numticks=7))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def weight_plot(fits: dict[str, PropensityFit], *, estimand: str = "ATE", bins: int = 40) -> Figure:
@@ -95,6 +146,8 @@ def weight_plot(fits: dict[str, PropensityFit], *, estimand: str = "ATE", bins: 
         ax.hist(wt[w == 1], edges, color=TREATED, alpha=0.7, label="treated")
         ax.hist(wt[w == 0], edges, color=CONTROL, alpha=0.7, label="control")
         ax.set_xscale("log")
+        ax.set_xlim(edges[0], edges[-1])
+        _log_ticks(ax)
         ax.set_title(f"{name}: {estimand} weights", fontsize=9)
         ax.set_xlabel("weight")
         ax.legend(fontsize=7, frameon=False)
@@ -148,11 +201,16 @@ def forest_plot(table, *, label: str | Sequence[str] | None = None, truth: float
 
 def unit_map(gdf, column: str, *, title: str = "", categorical: bool | None = None) -> Figure:
     """Units coloured by a column (treatment, propensity, predicted effect), with geopandas."""
-    fig = Figure(figsize=(5.5, 4.5), layout="constrained")
+    from matplotlib.colors import ListedColormap
+
+    fig = Figure(figsize=(4.6, 3.8), layout="constrained")
     ax = fig.subplots()
     cat = categorical if categorical is not None else gdf[column].nunique() <= 2
-    gdf.plot(ax=ax, column=column, categorical=cat, legend=True, markersize=6,
-             cmap="coolwarm" if not cat else None, legend_kwds={"fontsize": 7} if cat else {"shrink": 0.7})
+    arms = cat and set(gdf[column].astype(str)) <= {"control", "treated"}  # the report's arm colours
+    cmap = (ListedColormap([CONTROL if v == "control" else TREATED for v in sorted(set(gdf[column].astype(str)))])
+            if arms else None if cat else "coolwarm")  # geopandas orders categories sorted
+    gdf.plot(ax=ax, column=column, categorical=cat, legend=True, markersize=5, cmap=cmap,
+             legend_kwds={"fontsize": 7} if cat else {"shrink": 0.7})
     ax.set_title(title or column, fontsize=10)
     ax.set_xlabel("x" if gdf.crs is None or not gdf.crs.is_geographic else "longitude")
     ax.set_ylabel("y" if gdf.crs is None or not gdf.crs.is_geographic else "latitude")
@@ -235,4 +293,48 @@ def salience_gallery(chips, maps, titles, *, rgb_bands=(0, 1, 2)) -> Figure:
         axes[0, j].set_title(titles[j], fontsize=7)
         for ax in axes[:, j]:
             ax.set_axis_off()
+    return fig
+
+
+def chip_gallery(images, labels, *, titles: Sequence[str] | None = None, caption_bands: str = "") -> Figure:
+    """Example chips by arm: one row per arm (treated on top), each chip as given.
+
+    Parameters
+    ----------
+    images : array (k, H, W, 3)
+        True-colour chips, uint8 or floats in [0, 1] (see
+        :class:`eocausal.report.imagery.ChipGallery`, which stretches them).
+    labels : sequence of str
+        Each chip's arm: "treated" or "control" (other labels get rows of their own, after these).
+    titles : sequence of str, optional
+        A title over each chip (e.g. the unit id).
+    caption_bands : str
+        Shown under the figure (e.g. which bands are red, green and blue).
+    """
+    images, labels = np.asarray(images), [str(v) for v in labels]
+    if images.ndim != 4 or images.shape[-1] != 3 or len(images) != len(labels):
+        raise InputError(f"images: expected (k, H, W, 3) chips with one label each, got shape {images.shape} "
+                         f"and {len(labels)} labels")
+    arms = [a for a in ("treated", "control") if a in labels] + \
+        [a for a in dict.fromkeys(labels) if a not in ("treated", "control")]
+    per = max((labels.count(a) for a in arms), default=1)
+    fig = Figure(figsize=(1.35 * per + 0.5, 1.45 * max(len(arms), 1) + (0.2 if caption_bands else 0)),
+                 layout="constrained")
+    axes = fig.subplots(max(len(arms), 1), per, squeeze=False)
+    for r, arm in enumerate(arms):
+        idx = [i for i, lab in enumerate(labels) if lab == arm]
+        for c in range(per):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for side in ax.spines.values():
+                side.set_visible(False)
+            if c >= len(idx):
+                continue
+            ax.imshow(images[idx[c]], interpolation="nearest")
+            if titles is not None:
+                ax.set_title(str(titles[idx[c]]), fontsize=7)
+        axes[r, 0].set_ylabel(arm, fontsize=9, color=TREATED if arm == "treated" else CONTROL)
+    if caption_bands:
+        fig.supxlabel(caption_bands, fontsize=7, color="#555555")
     return fig

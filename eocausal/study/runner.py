@@ -36,6 +36,12 @@ class RunResult:
     def report_path(self) -> Path:
         return self.out / "report.html"
 
+    @property
+    def pdf_path(self) -> Path | None:
+        """``report.pdf`` when the run wrote one."""
+        p = self.out / "report.pdf"
+        return p if p.is_file() else None
+
 
 def demo_study_path() -> Path:
     """The embedded default study file shipped inside the package."""
@@ -73,8 +79,10 @@ def run_study(study: Study | str | Path, out: str | Path, *, progress: bool = Fa
     """Run ``study`` and write its outputs to ``out`` atomically.
 
     Writes ``effects.csv``, ``report.html``, ``tables/effects.md``, ``tables/effects.tex`` (as
-    the study's [report] formats ask), ``results.json`` and ``results.npz`` (what ``eocausal
-    report`` renders them again from; see :mod:`eocausal.report.outputs`) and ``manifest.json``.
+    the study's [report] formats ask), ``report.pdf`` (when [report] pdf = true), ``results.json``
+    and ``results.npz`` (what ``eocausal report`` renders them again from; see
+    :mod:`eocausal.report.outputs`) and ``manifest.json``. The report's gallery shows four
+    example chips of each arm, drawn with the study seed among the units that were estimated.
 
     Parameters
     ----------
@@ -89,6 +97,7 @@ def run_study(study: Study | str | Path, out: str | Path, *, progress: bool = Fa
     """
     from eocausal.analysis import estimate
     from eocausal.encoders import embed, encoder_fingerprint
+    from eocausal.report.imagery import ChipGallery
     from eocausal.report.outputs import write_outputs
     from eocausal.study.inputs import check_study, load_inputs
 
@@ -155,11 +164,15 @@ def run_study(study: Study | str | Path, out: str | Path, *, progress: bool = Fa
         "config": study.sections,
         "estimate_options": options.to_dict(),
     }
+    rep = study["report"]
+    gallery = ChipGallery.from_source(inputs.units, inputs.source, seed=study.seed, ids=Z.index)
     with atomic_directory(out) as tmp:
-        write_outputs(tmp, table, formats=study["report"]["formats"],
-                      title=study["report"]["title"] or f"eocausal: {study.name}",
+        write_outputs(tmp, table, formats=rep["formats"],
+                      title=rep["title"] or f"eocausal: {study.name}",
                       description=study["study"]["description"], true_effect=inputs.true_effect,
-                      reproducibility=reproducible, units=inputs.units, caption=study.name)
+                      reproducibility=reproducible, units=inputs.units, caption=study.name,
+                      gallery=gallery, preferred=None if rep["preferred"] == "auto" else rep["preferred"],
+                      pdf=rep["pdf"])
         times["write"] = time.perf_counter() - t
         times["total"] = time.perf_counter() - t_all
         manifest["stage_seconds"] = {k: round(v, 3) for k, v in times.items()}

@@ -73,6 +73,8 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any, tuple | None]]] = {
     "report": {
         "formats": ((list,), ["html", "md", "tex"], None),
         "title": ((str,), None, None),
+        "preferred": ((str,), "auto", None),
+        "pdf": ((bool,), False, None),
     },
 }
 REQUIRED_SECTIONS = ("study", "units")
@@ -172,6 +174,11 @@ DOCS: dict[str, dict[str, str]] = {
         "formats": "outputs besides effects.csv and results.json: html (report.html), md and tex "
                    "(tables/effects.md, tables/effects.tex)",
         "title": "title of the report (default: 'eocausal: ' and the study name)",
+        "preferred": "the estimate the report's headline shows: METHOD/ADJUSTMENT (e.g. aipw/tabular+image), "
+                     "METHOD (its most adjusted row), or auto: the most adjusted AIPW row, else the most adjusted "
+                     "Hajek IPW row (most adjusted: tabular+image, image, tabular, none)",
+        "pdf": "also write report.pdf, the same content as report.html (needs the typst package: "
+               "pip install 'eocausal[pdf]')",
     },
 }
 
@@ -270,7 +277,29 @@ def validate(doc: dict, *, path: Path | None = None, sha256: str = "", base_dir:
     bad = [f for f in fmts if f not in ("html", "md", "tex")]
     if bad:
         raise StudyFileError(f"{where}: [report] formats {bad} not among ['html', 'md', 'tex']")
+    _check_preferred(out, where)
     return Study(sections=out, path=path, sha256=sha256, base_dir=base_dir or (path.parent if path else Path.cwd()))
+
+
+def _check_preferred(out: dict, where: str) -> None:
+    """[report] preferred names a method the study estimates, and an adjustment it estimates."""
+    from eocausal.report.headline import parse_preferred
+
+    text = out["report"]["preferred"]
+    try:
+        method, adjustment = parse_preferred(text)
+    except InputError as exc:
+        raise StudyFileError(f"{where}: [report] {exc}") from None
+    methods, adjustments = out["estimate"].get("methods"), out["estimate"].get("adjustments")
+    if method is not None and methods is not None and method not in methods:
+        raise StudyFileError(f"{where}: [report] preferred = {text!r}: method {method!r} is not among [estimate] "
+                             f"methods {list(methods)}; name one of those, or add it to methods")
+    if adjustment not in (None, "none") and adjustments is not None and adjustment not in adjustments:
+        raise StudyFileError(f"{where}: [report] preferred = {text!r}: adjustment {adjustment!r} is not among "
+                             f"[estimate] adjustments {list(adjustments)}; name one of those, or add it")
+    if method not in (None, "dim") and adjustment == "none":
+        raise StudyFileError(f"{where}: [report] preferred = {text!r}: only the difference in means (dim) has the "
+                             "adjustment 'none'")
 
 
 def _formats(fmts) -> str:

@@ -155,7 +155,7 @@ def test_missing_file_is_named(tmp_path, table, name, capsys):
 @pytest.mark.parametrize("name, text, match", [
     ("manifest.json", "{", "manifest.json: not readable JSON"),
     ("results.json", "[1, 2]", "results.json: not an eocausal results file"),
-    ("results.json", '{"format": "eocausal results", "version": 1, "rows": 3}', "incomplete or inconsistent"),
+    ("results.json", '{"format": "eocausal results", "version": 2, "rows": 3}', "incomplete or inconsistent"),
     ("results.npz", "not a zip", "results.npz: cannot be read"),
     ("effects.csv", "", "effects.csv: empty"),
     ("effects.csv", "trial,n\nall,1,2\n", "line 2: 3 cells for 2 columns"),
