@@ -33,7 +33,9 @@ range (see :func:`simulate_cell`). Rows: DIM on a cluster-randomised treatment d
 replication with the same outcome model, HT, Hajek and AIPW, for the ATE and the ATT (true ATT by
 quadrature over the pool, :func:`true_effects`), each with CR1 + t(G-1) (estimate()'s 'if'),
 CR0 + normal, unclustered and wild cluster bootstrap SEs (and Conley and 25 km-block SEs in the
-spatial cell); IPW rows also with crossfit=True and with the known-e influence function.
+spatial cell); IPW rows also with the corrected influence function of the same cross-fitted fit
+(ipw_se='corrected'), and with propensity='logit' fitted on all units (crossfit='auto' does that for a
+fixed-penalty logistic model; stacked-sandwich and known-e influence functions).
 
 Usage: python -m benchmarks.coverage_study [--reps 500] [--designs main oracle ...] [--jobs 2] [--quick]
        [--pool 4000] [--seed 0] [--no-write]
@@ -207,7 +209,7 @@ def replicate(pool: Pool, design: Design, seed: int, refit: bool = True) -> dict
     estimation fails (separation, an empty arm) is returned with its error and counted.
     """
     import eocausal
-    from eocausal.errors import NotEstimableError, OverlapError, OverlapWarning
+    from eocausal.errors import NotEstimableError, OverlapError, SeparationError, OverlapWarning
     from eocausal.estimators.aipw import aipw
     from eocausal.estimators.inference import ipw_logit_if
     from eocausal.estimators.weighting import hajek, se_from_psi
@@ -312,14 +314,14 @@ SPATIAL = dict(lon0=32.0, lat0=2.0, side_deg=1.5, range_km=25.0, village_sd_km=0
 KM_PER_DEG = 111.195  # great-circle km per degree of latitude (R = 6371 km)
 ROW_LABELS = {
     "dim": "DIM, cluster-randomised treatment (same outcome model)",
-    "ipw-ht|auto": "HT, crossfit='auto' (in-sample ridge-logit, stacked-sandwich IF)",
-    "ipw-hajek|auto": "Hajek, crossfit='auto' (in-sample ridge-logit, stacked-sandwich IF)",
-    "ipw-ht|auto|known-e": "HT, in-sample e, known-e IF",
-    "ipw-hajek|auto|known-e": "Hajek, in-sample e, known-e IF",
-    "ipw-ht|crossfit": "HT, crossfit=True, corrected IF",
-    "ipw-hajek|crossfit": "Hajek, crossfit=True, corrected IF",
-    "ipw-ht|crossfit|known-e": "HT, crossfit=True, known-e IF",
-    "ipw-hajek|crossfit|known-e": "Hajek, crossfit=True, known-e IF",
+    "ipw-ht|auto": "HT, defaults (cross-fitted ridge-logit, known-e IF)",
+    "ipw-hajek|auto": "Hajek, defaults (cross-fitted ridge-logit, known-e IF)",
+    "ipw-ht|crossfit": "HT, cross-fitted ridge-logit, corrected IF (ipw_se='corrected')",
+    "ipw-hajek|crossfit": "Hajek, cross-fitted ridge-logit, corrected IF (ipw_se='corrected')",
+    "ipw-ht|logit": "HT, propensity='logit' on all units (crossfit='auto'), stacked-sandwich IF",
+    "ipw-hajek|logit": "Hajek, propensity='logit' on all units (crossfit='auto'), stacked-sandwich IF",
+    "ipw-ht|logit|known-e": "HT, 'logit' on all units, known-e IF",
+    "ipw-hajek|logit|known-e": "Hajek, 'logit' on all units, known-e IF",
     "aipw": "AIPW (cross-fitted, 5 folds)",
     "ipw-ht|auto|blocks": "HT, crossfit='auto', block_km folds",
     "ipw-hajek|auto|blocks": "Hajek, crossfit='auto', block_km folds",
@@ -584,11 +586,13 @@ def replicate_cell(pool: Pool, pcs: np.ndarray, cell: Cell, seed: int, extra: bo
                             for opt, v in _se_options(pe.estimate, psi, pe.jacobian, cl, d, seed,
                                                       wild and cell.wild and extra).items()}
 
-    calls = [("ATE", "auto", {})]
+    # (estimand, tag, settings): the defaults; the textbook logit on all units; the defaults' fit with
+    # the corrected IF; the defaults with spatial-block folds
+    calls = [("ATE", "auto", {}), ("ATE", "logit", {"propensity": "logit"})]
     if cell.crossfit_true and extra:
-        calls.append(("ATE", True, {}))
+        calls.append(("ATE", "crossfit", {"ipw_se": "corrected"}))
     if cell.spatial and cell.blocks and extra:
-        calls.append(("ATE", "auto", {"block_km": SPATIAL["range_km"]}))
+        calls.append(("ATE", "blocks", {"block_km": SPATIAL["range_km"]}))
     if cell.att:
         calls += [(est.replace("ATE", "ATT"), cf, more) for est, cf, more in calls]
     fns = {"ipw-ht": horvitz_thompson, "ipw-hajek": hajek}
@@ -601,14 +605,18 @@ def replicate_cell(pool: Pool, pcs: np.ndarray, cell: Cell, seed: int, extra: bo
             _check_row(seed, "dim", pe, pe.psi, row, cl)
             add("ATE|dim", pe, pe.psi, True)
             for estimand, cf, more in calls:
-                methods = ["ipw-ht", "ipw-hajek"] + (["aipw"] if cf == "auto" else [])
-                tab = eocausal.estimate(data("W", "Y"), **kw, embeddings=d["embeddings"], methods=methods,
-                                        adjustments=[adj], estimand=estimand, seed=seed, crossfit=cf,
-                                        ipw_se="corrected" if cf is True else "auto", **more)
+                methods = ["ipw-ht", "ipw-hajek"] + (["aipw"] if cf in ("auto", "blocks") else [])
+                try:
+                    tab = eocausal.estimate(data("W", "Y"), **kw, embeddings=d["embeddings"], methods=methods,
+                                            adjustments=[adj], estimand=estimand, seed=seed, **more)
+                except SeparationError as exc:  # the unpenalised logit with many coefficients per cluster
+                    res.setdefault("row_errors", {})[f"{estimand}|{cf}"] = str(exc)[:80]
+                    continue
                 fit = tab.propensities[adj]
-                if fit.in_sample != (cf == "auto"):
-                    raise AssertionError(f"seed {seed}: crossfit={cf!r} gave in_sample={fit.in_sample}")
-                tag = ("|auto" if cf == "auto" else "|crossfit") + ("|blocks" if more else "")
+                if fit.in_sample != (cf == "logit"):
+                    raise AssertionError(f"seed {seed}: {cf!r} gave in_sample={fit.in_sample}")
+                tag = {"auto": "|auto", "logit": "|logit", "crossfit": "|crossfit", "blocks": "|auto|blocks"}[cf]
+                more = cf == "blocks"
                 for row in tab.rows:
                     if row.method == "aipw":
                         e = fit.e_aipw if fit.e_aipw is not None else fit.e
@@ -620,8 +628,8 @@ def replicate_cell(pool: Pool, pcs: np.ndarray, cell: Cell, seed: int, extra: bo
                     pe = fns[row.method](fit.y, fit.w, fit.e, estimand)
                     key = row.method + tag
                     _check_row(seed, key, pe, fit.psi[row.method], row, cl)
-                    add(f"{estimand}|{key}", pe, fit.psi[row.method], cf == "auto" and not more)
-                    if not more:  # the same estimate with the known-e IF
+                    add(f"{estimand}|{key}", pe, fit.psi[row.method], cf == "auto")
+                    if cf == "logit":  # the same estimate with the known-e IF
                         add(f"{estimand}|{key}|known-e", pe, pe.psi, False)
         except (OverlapError, NotEstimableError) as exc:
             res["error"] = f"{type(exc).__name__}: {str(exc)[:120]}"
@@ -768,25 +776,25 @@ def cell_report(summaries: dict[str, pd.DataFrame], cells: dict[str, Cell]) -> l
     lines += ["Why the misses miss (from the numbers: mean bias with its MC SE, coverage of the interval shifted "
               "by the mean bias, mean SE / SD and median SE / IQR-based SD):", "", *whys, ""]
     # IPW propensity and IF: in-sample vs cross-fitted, corrected vs known-e
-    lines += ["#### IPW: in-sample fit (crossfit='auto') vs crossfit=True; corrected vs known-e IF", "",
-              "coverage / SE/SD / bias/SD, CR1 + t. 'auto (cf)' = what `ipw_se='auto'` picks for crossfit=True "
-              f"(corrected with at least {50} clusters per coefficient).", ""]
+    lines += ["#### IPW: the defaults (cross-fitted ridge-logit) vs 'logit' fitted on all units; corrected vs "
+              "known-e IF", "",
+              "coverage / SE/SD / bias/SD, CR1 + t. 'logit, all units' is `propensity='logit'` (crossfit='auto' fits "
+              "it on all units, stacked-sandwich IF); cells where the unpenalised logit separates the arms count "
+              "those replications as failed for that row only.", ""]
     for method, name in (("ipw-hajek", "Hajek"), ("ipw-ht", "HT")):
         for estimand in ("ATE", "ATT"):
             lines += [f"{name}, {estimand}:", "",
-                      "| cell | in-sample, corrected (default) | in-sample, known-e | crossfit, corrected "
-                      "| crossfit, known-e | auto (cf) |", "| --- | --- | --- | --- | --- | --- |"]
+                      "| cell | ridge-logit cross-fitted, known-e (default) | ridge-logit cross-fitted, corrected "
+                      "| logit all units, sandwich | logit all units, known-e |", "| --- | --- | --- | --- | --- |"]
             for c in cells.values():
                 df = summaries.get(c.name)
                 if df is None:
                     continue
                 ents = []
-                for row in (f"{method}|auto", f"{method}|auto|known-e", f"{method}|crossfit",
-                            f"{method}|crossfit|known-e"):
+                for row in (f"{method}|auto", f"{method}|crossfit", f"{method}|logit", f"{method}|logit|known-e"):
                     x = _get(df, estimand, row)
                     ents.append("-" if x is None else _fmt(x))
-                pick = "corrected" if c.n_clusters >= 50 * c.n_coef else "known-e"
-                lines.append(f"| {_cell_label(c)} | " + " | ".join(ents) + f" | {pick} |")
+                lines.append(f"| {_cell_label(c)} | " + " | ".join(ents) + " |")
             lines.append("")
     # SE options of the default rows
     lines += ["#### SE options of the default rows: CR1 + t(G-1) vs CR0 + normal vs wild cluster bootstrap", "",
@@ -972,12 +980,14 @@ def main(argv=None) -> int:
         pcs = pool_pcs(pool)
         truths = {False: true_effects(pool, False), True: true_effects(pool, True)}
         block += ["#### Issue 15 cells", "",
-                  f"Defaults of estimate() (propensity 'ridge-logit', outcome_model 'ridge', folds 5, se='if'); "
+                  f"Defaults of estimate() (propensity 'ridge-logit', cross-fitted for IPW with the known-e IF under "
+                  f"ipw_se='auto'; outcome_model 'ridge', folds 5, se='if'); "
                   f"true ATT {truths[False]['ATT']:.4f} (clustered cells), {truths[True]['ATT']:.4f} (spatial cell), "
                   "by quadrature over the pool (true_effects); ATE 1. Wild bootstrap: "
                   f"{N_WILD} draws, weights 'auto'."
                   + ("" if args.extra_reps is None else
-                     f" Non-default options (crossfit=True, wild) in the first {args.extra_reps} replications only."),
+                     f" Non-default options (the corrected IF of the cross-fitted ridge fit, wild, block folds) in the "
+                     f"first {args.extra_reps} replications only."),
                   "", "| cell | R | failed | mean n | s per replication per process | wall s | warnings |",
                   "| --- | --- | --- | --- | --- | --- | --- |"]
         summaries = {}

@@ -47,9 +47,19 @@ __all__ = ["estimate", "Formula", "EstimateOptions", "CORRECTION_CLUSTERS_PER_CO
 #: with 2.3 (64 embedding dimensions, 150 clusters) 0.70. 50 lies between; it is an empirical
 #: threshold, not a theorem, and below it the conservative known-e IF is used.
 CORRECTION_CLUSTERS_PER_COEF = 50
-#: ``crossfit='auto'`` fits a logistic IPW propensity on all units (and corrects its influence
-#: function by the stacked sandwich) when True; cross-fits it when False. Evidence: see below.
-AUTO_IN_SAMPLE = True
+#: What ``crossfit='auto'`` fits on all units for the IPW rows: a logistic propensity with a fixed
+#: penalty ('logit', a ``LogisticRegression``); then the estimate and the logistic score are one
+#: M-estimator and the stacked sandwich is its influence function. 'ridge-logit' (penalty chosen by
+#: cross-validation) and flexible classifiers are cross-fitted, with the known-e IF under
+#: ``ipw_se='auto'``. Evidence (benchmarks/results/coverage.md, run of 2026-12-03, 500 replications per
+#: cell, G = 30-300 clusters, 3-20 propensity coefficients): fitted on all units, the CV-tuned ridge
+#: penalty shrinks the propensity and biases Hajek towards the unadjusted contrast by +0.6 to +1.4 SD
+#: (its sandwich SE itself is calibrated, SE/SD 0.84-0.96); cross-fitted, the bias is +0.04 to +0.6 SD,
+#: the corrected IF is too small (SE/SD 0.52-0.93) and the known-e IF is about right with 30-40
+#: clusters (0.80-1.03) and conservative above (1.06-1.77). An unpenalised logit fitted on all units is
+#: the one that is unbiased (Hajek +0.03 in a check with the true confounders, against -0.26
+#: cross-fitted); see the 'logit, all units' rows of the results for its coverage.
+AUTO_IN_SAMPLE = "logistic models with a fixed penalty"
 #: Cluster-robust SEs and normal intervals undercover with fewer clusters than this, or with fewer
 #: treated or control clusters than FEW_ARM_CLUSTERS (Cameron, Gelbach and Miller 2008; MacKinnon and
 #: Webb 2018): estimate() warns, naming the counts.
@@ -63,6 +73,7 @@ _KNOWN_E_WHY = {
     "asked": "ipw_se='known-e'",
     "given": "propensities given",
     "few": f"fewer than {CORRECTION_CLUSTERS_PER_COEF} clusters per propensity coefficient",
+    "cv": "cross-fitted, penalty chosen by cross-validation",
 }
 
 
@@ -584,7 +595,8 @@ def _ipw_in_sample(opts: EstimateOptions, V: np.ndarray, n_tab) -> bool:
         return True
     from eocausal.estimators.learners import logistic_spec
 
-    return AUTO_IN_SAMPLE and logistic_spec(opts.propensity, n_tab) is not None
+    spec = logistic_spec(opts.propensity, n_tab)
+    return spec is not None and spec.C is not None  # a fixed penalty (AUTO_IN_SAMPLE)
 
 
 def _constant_outcomes(rows: list[EffectRow], t: TrialData) -> list[EffectRow]:
@@ -615,8 +627,11 @@ def _known_e_reason(opts: EstimateOptions, det: dict, given, V: np.ndarray, unit
         return "model"
     if opts.ipw_se == "known-e":
         return "asked"
-    if opts.ipw_se == "auto" and not in_sample and units_or_clusters < CORRECTION_CLUSTERS_PER_COEF * (V.shape[1] + 1):
-        return "few"
+    if opts.ipw_se == "auto" and not in_sample:
+        if spec.C is None:  # a CV-tuned penalty: the corrected IF was too small (AUTO_IN_SAMPLE)
+            return "cv"
+        if units_or_clusters < CORRECTION_CLUSTERS_PER_COEF * (V.shape[1] + 1):
+            return "few"
     return None
 
 

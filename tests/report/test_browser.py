@@ -253,6 +253,10 @@ def test_report_renders_offline_without_errors(study_out, tmp_path):
         images = dt.evaluate("Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight])")
         headings = dt.evaluate("Array.from(document.querySelectorAll('h2')).map(h => h.textContent)")
         cells = dt.evaluate("document.querySelectorAll('table.effects tbody tr').length")
+        top = dt.evaluate("(() => { const h = document.querySelector('#headline'); const r = h.getBoundingClientRect();"
+                          " return [r.top, r.height, h.querySelectorAll('ul.checks li').length,"
+                          " h.querySelector('.number').textContent]; })()")
+        alts = dt.evaluate("Array.from(document.images).map(i => i.alt)")
         png = dt.screenshot(full_page=True)
 
     assert errors == [], errors
@@ -260,9 +264,16 @@ def test_report_renders_offline_without_errors(study_out, tmp_path):
     assert outside == [], f"the report requested {outside}"
     assert url in requests  # the recorder saw the page's own load, so an empty list above means something
     assert title == "eocausal: browser check"
-    assert {"Design", "Estimates", "Overlap and balance", "Reproducibility"} <= set(headings), headings
+    assert headings[:4] == ["Design", "Imagery", "Estimates", "Overlap and balance"], headings
+    assert {"Data", "Sensitivity", "Reproducibility"} <= set(headings), headings
     assert cells == 2  # difference in means and Hajek IPW
-    assert len(images) >= 5, images  # unit map, forest, overlap, weights and love plots
+    # the headline is on the first screen, with the preferred estimate and its three checks
+    head_top, head_height, n_checks, number = top
+    assert head_top + head_height < 900 and n_checks == 3 and re.fullmatch(r"-?\d+\.\d{3}", number), top
+    # chips, forest, overlap, weights, one love plot for all adjustment sets, unit map
+    assert len(images) == 6, alts
+    assert alts[0].startswith("Example chips of treated (top) and control (bottom) units")
+    assert sum(a.startswith("Balance:") for a in alts) == 1, alts
     broken = [i for i, (complete, w, h) in enumerate(images) if not (complete and w > 100 and h > 100)]
     assert broken == [], f"figures that did not decode: {broken} of {images}"
 

@@ -11,6 +11,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from eocausal._types import PropensityFit
+from eocausal.errors import InputError
 from eocausal.report import plots
 
 N = 80
@@ -187,3 +188,88 @@ def test_figure_to_data_uri_is_a_deterministic_png(fits, balance):
     assert plots.figure_to_data_uri(plots.love_plot(balance), dpi=50) == \
         plots.figure_to_data_uri(plots.love_plot(balance), dpi=50)
     assert b"tIME" not in png and b"Software" not in png
+
+
+def _overlapping_tick_labels(fig) -> list[tuple[str, str]]:
+    """Pairs of visible tick labels, on one axis of one panel, whose drawn boxes intersect."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    clashes = []
+    for ax in fig.get_axes():
+        for axis in (ax.xaxis, ax.yaxis):
+            labels = [t for t in axis.get_ticklabels(minor=False) + axis.get_ticklabels(minor=True)
+                      if t.get_visible() and t.get_text()]
+            shown = [(lab, box) for lab, box in
+                     ((lab, lab.get_window_extent(renderer)) for lab in labels) if box.width > 0]
+            for i, (a, ba) in enumerate(shown):
+                for b, bb in shown[i + 1:]:
+                    if ba.overlaps(bb) and (ba.x0, ba.y0) != (bb.x0, bb.y0):
+                        clashes.append((a.get_text(), b.get_text()))
+    return clashes
+
+
+@pytest.mark.parametrize("spread", [0.05, 0.3, 1.0, 2.5, 6.0])
+def test_weight_plot_tick_labels_do_not_overlap(spread):
+    """Log-scale weights over a narrow range (under a decade: where matplotlib labels minor ticks) up to
+    many decades; an ATE weight is 1/e, so the spread of logit(e) sets the range."""
+    rng = np.random.default_rng(7)
+    out = {}
+    for name, scale in (("tabular", spread), ("image", spread * 1.5), ("tabular+image", spread * 2)):
+        e = 1 / (1 + np.exp(-rng.normal(0, scale, 400)))
+        e = np.clip(e, 1e-6, 1 - 1e-6)
+        w = (rng.uniform(size=400) < e).astype(float)
+        out[name] = PropensityFit(adjustment=name, e_raw=e, e=e, w=w, clip=1e-6, n_clipped=0, folds=3,
+                                  model="ridge-logit")
+    fig = plots.weight_plot(out)
+    assert _overlapping_tick_labels(fig) == []
+    for ax in fig.get_axes():
+        assert len([t for t in ax.get_xticklabels() if t.get_text()]) >= 2  # still labelled
+
+
+def test_other_figures_tick_labels_do_not_overlap(fits, balance, tidy):
+    two = {"tabular": balance, "tabular+image": balance.assign(smd_after=balance["smd_after"] / 2)}
+    for fig in (plots.overlap_plot(fits), plots.love_plot(two), plots.forest_plot(tidy)):
+        assert _overlapping_tick_labels(fig) == []
+
+
+def test_overlap_check_sees_overlapping_labels():
+    """The check is not blind: labels forced onto one place collide."""
+    fig = Figure(figsize=(2, 2))
+    ax = fig.subplots()
+    ax.set_xticks([0, 0.01, 0.02], ["a long label", "another long label", "third"])
+    assert _overlapping_tick_labels(fig)
+
+
+def test_love_plot_of_all_adjustment_sets_in_one_panel(balance):
+    two = {"tabular": balance, "tabular+image": balance.assign(smd_after=balance["smd_after"] / 2)}
+    fig = plots.love_plot(two)
+    (ax,) = fig.get_axes()
+    before, tab, both = ax.collections
+    assert np.allclose(before.get_offsets()[:, 0], np.abs(balance["smd_before"]))
+    assert np.allclose(tab.get_offsets()[:, 0], np.abs(balance["smd_after"]))
+    assert np.allclose(both.get_offsets()[:, 0], np.abs(balance["smd_after"]) / 2)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["before weighting", "after: tabular",
+                                                                 "after: tabular+image"]
+
+
+def test_chip_gallery_rows_by_arm():
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 255, (5, 6, 6, 3), dtype=np.uint8)
+    fig = plots.chip_gallery(images, ["control", "treated", "treated", "control", "treated"],
+                             titles=["c1", "t1", "t2", "c2", "t3"])
+    axes = fig.get_axes()
+    assert len(axes) == 6  # 2 arms x 3 columns
+    assert axes[0].get_ylabel() == "treated" and axes[3].get_ylabel() == "control"
+    assert [a.get_title() for a in axes if a.images] == ["t1", "t2", "t3", "c1", "c2"]
+    np.testing.assert_array_equal(axes[3].images[0].get_array(), images[0])
+    with pytest.raises(InputError, match="images: expected"):
+        plots.chip_gallery(images[..., 0], ["treated"] * 5)
+
+
+def test_figure_to_svg_is_vector_and_deterministic(balance):
+    svg = plots.figure_to_svg(plots.love_plot(balance))
+    assert svg.startswith("<?xml") and "<path" in svg and "<image" not in svg
+    assert plots.figure_to_svg(plots.love_plot(balance)) == svg
