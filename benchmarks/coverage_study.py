@@ -209,7 +209,7 @@ def replicate(pool: Pool, design: Design, seed: int, refit: bool = True) -> dict
     estimation fails (separation, an empty arm) is returned with its error and counted.
     """
     import eocausal
-    from eocausal.errors import NotEstimableError, OverlapError, SeparationError, OverlapWarning
+    from eocausal.errors import NotEstimableError, OverlapError, OverlapWarning
     from eocausal.estimators.aipw import aipw
     from eocausal.estimators.inference import ipw_logit_if
     from eocausal.estimators.weighting import hajek, se_from_psi
@@ -554,7 +554,7 @@ def replicate_cell(pool: Pool, pcs: np.ndarray, cell: Cell, seed: int, extra: bo
     the non-default options (the crossfit=True and block_km calls and the wild bootstrap).
     """
     import eocausal
-    from eocausal.errors import NotEstimableError, OverlapError
+    from eocausal.errors import NotEstimableError, OverlapError, SeparationError
     from eocausal.estimators.aipw import aipw
     from eocausal.estimators.weighting import (
         difference_in_means,

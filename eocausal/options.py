@@ -114,15 +114,18 @@ class EstimateOptions:
     crossfit : bool or 'auto'
         Whether the IPW rows' propensity is cross-fitted. False: fitted on all units (a logistic
         model only), with the exact M-estimation (stacked sandwich) influence function. 'auto':
-        all units for logistic propensities, cross-fitted otherwise (see
+        all units for logistic models with a fixed penalty ('logit', a ``LogisticRegression``),
+        cross-fitted for 'ridge-logit' (penalty chosen by CV) and flexible classifiers (evidence:
         :data:`eocausal.analysis.AUTO_IN_SAMPLE`). AIPW is always cross-fitted.
     ci : {'normal', 'percentile'}
         Interval of the bootstrap rows; with ``repeats > 1`` only 'normal' is defined.
     ipw_se : {'auto', 'corrected', 'known-e'}
         Influence function of the IPW rows: corrected for the estimated logistic propensity,
         treating the propensities as known (conservative for the ATE), or 'auto': always
-        corrected for a propensity fitted on all units (``crossfit``), and for a cross-fitted one
-        with enough clusters per coefficient (:data:`eocausal.analysis.CORRECTION_CLUSTERS_PER_COEF`).
+        corrected for a propensity fitted on all units (``crossfit``); for a cross-fitted one,
+        known-e when its penalty was chosen by cross-validation ('ridge-logit') and corrected for
+        a fixed penalty with enough clusters per coefficient
+        (:data:`eocausal.analysis.CORRECTION_CLUSTERS_PER_COEF`).
     solver : {'native', 'sklearn'}
         'native': logistic and least-squares nuisances solved by eocausal's fold-sharing solvers
         (the same models, solved tighter and faster); 'sklearn': each learner's own ``fit``.
@@ -159,7 +162,7 @@ class EstimateOptions:
                               doc="Conley kernel: bartlett or uniform")
     block_km: float | None = _opt(None, toml=(int, float), doc="spatial blocks (km) kept whole by the folds")
     crossfit: Any = _opt("auto", toml=(bool, str), choices=CROSSFIT,
-                         doc="cross-fit the IPW propensity: true, false or auto")
+                         doc="cross-fit the IPW propensity: true, false or auto (all units for a fixed-penalty logit)")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "methods", _choice_list(self.methods, "methods", METHODS))

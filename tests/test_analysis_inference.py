@@ -64,21 +64,29 @@ def test_crossfit_false_is_the_textbook_logit_ipw_with_its_stacked_sandwich():
         np.testing.assert_allclose(fit.e_raw, ref.e, atol=1e-6)
 
 
-def test_auto_fits_logistic_ipw_on_all_units_and_keeps_aipw_crossfitted():
+def test_auto_fits_fixed_penalty_logit_on_all_units_and_keeps_aipw_crossfitted():
     df = _clustered(seed=1)
-    t = _quiet(data=df, treatment="W", outcome="Y", confounders=["a", "x1"], clusters="v",
-               methods=["ipw-hajek", "aipw"])
+    kw = dict(treatment="W", outcome="Y", confounders=["a", "x1"], clusters="v", methods=["ipw-hajek", "aipw"])
+    t = _quiet(df, propensity="logit", **kw)
     by = {r.method: r for r in t.rows}
     assert by["ipw-hajek"].folds is None and by["aipw"].folds == 5
+    assert "logit-corrected" in by["ipw-hajek"].se_type
     fit = t.propensities["tabular"]
     assert fit.in_sample and fit.e_aipw is not None
     assert not np.allclose(fit.e, fit.e_aipw)  # in-sample and out-of-fold propensities differ
-    # crossfit=True: both from the folds, the IPW row's SE by the ipw_se rule as before
-    t2 = _quiet(data=df, treatment="W", outcome="Y", confounders=["a", "x1"], clusters="v",
-                methods=["ipw-hajek", "aipw"], crossfit=True)
+    # crossfit=True: both from the folds, the IPW row's SE by the ipw_se rule
+    t2 = _quiet(df, propensity="logit", crossfit=True, **kw)
     by2 = {r.method: r for r in t2.rows}
     assert by2["ipw-hajek"].folds == 5 and not t2.propensities["tabular"].in_sample
     assert by2["aipw"].estimate == pytest.approx(by["aipw"].estimate, rel=1e-12)
+    # the default 'ridge-logit' (penalty chosen by CV) is cross-fitted, with the known-e IF
+    t0 = _quiet(df, **kw)
+    r0 = next(r for r in t0.rows if r.method == "ipw-hajek")
+    assert r0.folds == 5 and not t0.propensities["tabular"].in_sample
+    assert "known e: cross-fitted, penalty chosen by cross-validation" in r0.se_type
+    # crossfit=False fits ridge-logit on all units too (its penalty then held fixed in the sandwich)
+    t1 = _quiet(df, crossfit=False, **kw)
+    assert t1.propensities["tabular"].in_sample and "logit-corrected" in t1.rows[0].se_type
     # a flexible classifier is cross-fitted under 'auto', and refused in-sample
     t3 = _quiet(data=df, treatment="W", outcome="Y", confounders=["a", "x1"], clusters="v",
                 methods=["ipw-hajek"], propensity="gbm")

@@ -2,9 +2,9 @@
 
 What is checked, and why:
 
-- ``ipw_se='auto'`` corrects the IPW influence function for the estimated logistic propensity
-  only when there are at least ``CORRECTION_CLUSTERS_PER_COEF`` clusters per propensity
-  coefficient (with more coefficients the projection on the score overfits and the SE is too
+- ``ipw_se='auto'`` corrects the IPW influence function for a cross-fitted logistic propensity
+  with a fixed penalty only when there are at least ``CORRECTION_CLUSTERS_PER_COEF`` clusters per
+  propensity coefficient (with more coefficients the projection on the score overfits and the SE is too
   small). Few confounders and many clusters must give 'IF (logit-corrected)'; an embedding with
   too many dimensions for the clusters must give 'IF (known e)'; 'corrected' and 'known-e'
   force either; other values are refused. On data where the confounders drive the outcome the
@@ -56,8 +56,10 @@ def frame():
 
 
 def _est(df, Z=None, **kw):
-    # the ipw_se rule is about cross-fitted propensities (in-sample fits are always corrected)
-    kw = {"treatment": "w", "outcome": "y", "confounders": CONF, "clusters": "village", "crossfit": True, **kw}
+    # the clusters-per-coefficient rule is about cross-fitted propensities with a fixed penalty (in-sample
+    # fits are always corrected; a CV-tuned ridge penalty cross-fitted keeps the known-e IF)
+    kw = {"treatment": "w", "outcome": "y", "confounders": CONF, "clusters": "village", "crossfit": True,
+          "propensity": make_pipeline(StandardScaler(), LogisticRegression(C=1.0)), **kw}
     return eocausal.estimate(df, embeddings=Z, **kw)
 
 
@@ -175,7 +177,7 @@ def test_sklearn_path_corrects_with_the_fitted_penalties(frame):
     """solver="sklearn" with the default ridge-logit: the per-fold C_ of LogisticRegressionCV enter the
     correction (the SE was NaN when they were not passed on), and it matches the native path."""
     df, _ = frame
-    kw = dict(methods=["ipw-hajek"], adjustments=["tabular"])
+    kw = dict(methods=["ipw-hajek"], adjustments=["tabular"], propensity="ridge-logit", ipw_se="corrected")
     sk = _est(df, solver="sklearn", **kw).tidy().iloc[0]
     nat = _est(df, solver="native", **kw).tidy().iloc[0]
     assert "logit-corrected" in sk["se_type"] and "logit-corrected" in nat["se_type"]

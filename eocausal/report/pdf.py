@@ -36,6 +36,11 @@ def _text(v) -> str:
     return "" if v is None else str(v)
 
 
+def _blocks(blocks) -> list[dict[str, Any]]:
+    """The blocks as data; a row's blocks one after the other (the page is narrow)."""
+    return [_block(x) for b in blocks for x in (b.blocks if b.kind == "row" else (b,))]
+
+
 def _block(b) -> dict[str, Any]:
     if b.kind == "table":
         return {"kind": "table", "header": b.header, "body": b.body, "index": b.index,
@@ -63,7 +68,7 @@ def document_data(doc: Document) -> dict[str, Any]:
         "title": _text(doc.title), "description": _text(doc.description), "headline": head,
         "truth": "" if doc.true_effect is None else f"Simulated study: the true effect is {doc.true_effect}.",
         "design": [[_text(k), _text(v)] for k, v in doc.design],
-        "sections": [{"title": _text(s.title), "intro": _text(s.intro), "blocks": [_block(b) for b in s.blocks]}
+        "sections": [{"title": _text(s.title), "intro": _text(s.intro), "blocks": _blocks(s.blocks)}
                      for s in doc.sections],
         "reproducibility": [[_text(k), _text(v)] for k, v in doc.reproducibility],
     }

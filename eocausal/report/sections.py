@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from eocausal.report import plots
 from eocausal.results import EffectTable, _fmt, _label_part
 
-__all__ = ["Notes", "Plot", "Section", "Table", "Text", "UnitsView", "format_frame"]
+__all__ = ["Notes", "Plot", "Row", "Section", "Table", "Text", "UnitsView", "format_frame"]
 
 
 @dataclass(frozen=True)
@@ -91,9 +91,17 @@ class Plot:
 
 
 @dataclass(frozen=True)
+class Row:
+    """Blocks side by side where the page is wide enough (the HTML page); one after the other in the PDF."""
+
+    blocks: tuple
+    kind = "row"
+
+
+@dataclass(frozen=True)
 class Section:
     """One titled part of the report: an introduction and blocks (:class:`Text`, :class:`Table`,
-    :class:`Notes`, :class:`Plot`), in order."""
+    :class:`Notes`, :class:`Plot`, :class:`Row` of these), in order."""
 
     title: str
     intro: str = ""
@@ -177,13 +185,12 @@ def data_section(units, design: dict | None = None) -> Section | None:
     design = design or {}
     facts = [(k, _fact_text(v)) for k, v in view.facts
              if not (k in _DESIGN_FACTS and _fact_text(design.get(_DESIGN_FACTS[k], "")) == _fact_text(v))]
-    blocks = []
+    blocks: list = [Plot(plots.unit_map(view.to_frame(), view.treatment, title="units by treatment",
+                                        categorical=True), "The study units, coloured by treatment.")]
     if facts:
         blocks.append(Table(pd.DataFrame({"value": [v for _, v in facts]},
                                          index=pd.Index([k for k, _ in facts], name="fact"))))
-    blocks.append(Plot(plots.unit_map(view.to_frame(), view.treatment, title="units by treatment",
-                                      categorical=True), "The study units, coloured by treatment."))
-    return Section("Data", "", tuple(blocks))
+    return Section("Data", "", (Row(tuple(blocks)),))
 
 
 def _balance_frame(balance: dict[str, pd.DataFrame]) -> Table:
@@ -242,13 +249,12 @@ def overlap_section(table: EffectTable, preferred_adjustment: str | None = None)
                    "Distribution of the weights by arm (log scale).")]
     balance = {k: b for k, b in table.balance.items() if {"smd_before", "smd_after"} <= set(b.columns)}
     if balance:
-        blocks.append(Plot(plots.love_plot(balance), "Balance: |SMD| before weighting (open circles) and after, "
-                           "one marker per adjustment set; dashed line at 0.1."))
-        blocks.append(_balance_frame(balance))
+        love = Plot(plots.love_plot(balance), "Balance: |SMD| before weighting (open circles) and after, "
+                    "one marker per adjustment set; dashed line at 0.1.")
         adj = preferred_adjustment if preferred_adjustment in balance else list(balance)[-1]
         means = _means_frame(balance[adj], preferred_adjustment or adj)
-        if means is not None:
-            blocks.append(means)
+        blocks.append(Row((love, means)) if means is not None else love)
+        blocks.append(_balance_frame(balance))
     intro = ("Mass near 0 or 1 in one arm with none in the other means weak overlap. Standardised mean "
              "differences below 0.1 after weighting indicate balance (Austin 2009); rows include the "
              "embeddings' leading principal components and, where units have places, their coordinates.")

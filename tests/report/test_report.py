@@ -43,6 +43,11 @@ def _squash(text: str) -> str:
     return " ".join(text.split())
 
 
+def _flat(blocks) -> list:
+    """The blocks of a section, with those of its rows in order."""
+    return [x for b in blocks for x in (b.blocks if b.kind == "row" else (b,))]
+
+
 # ============================================================================= the demo, small
 @pytest.fixture(scope="module")
 def demo_out(tmp_path_factory):
@@ -192,7 +197,7 @@ def test_diagnostics_are_one_love_plot_one_balance_table_and_means_by_arm(demo_o
     table, inputs = read_outputs(demo_out)
     doc = build_document(table, units=inputs.units, gallery=inputs.gallery)
     sec = next(s for s in doc.sections if s.title == "Overlap and balance")
-    figs = [b for b in sec.blocks if b.kind == "figure"]
+    figs = [b for b in _flat(sec.blocks) if b.kind == "figure"]
     loves = [f for f in figs if f.caption.startswith("Balance")]
     assert len(loves) == 1 and len(figs) == 3  # overlap, weights, one love plot
     (ax,) = loves[0].figure.get_axes()
@@ -201,9 +206,9 @@ def test_diagnostics_are_one_love_plot_one_balance_table_and_means_by_arm(demo_o
     assert len(ax.collections) == 1 + len(sets)  # before once, after per set
     for coll, name in zip(ax.collections[1:], sets):
         assert np.allclose(coll.get_offsets()[:, 0], table.balance[name]["smd_after"].abs())
-    tables = [b for b in sec.blocks if b.kind == "table"]
+    tables = [b for b in _flat(sec.blocks) if b.kind == "table"]
     assert len(tables) == 2
-    bal, means = tables
+    means, bal = tables
     assert bal.groups == (("Before weighting", 2), *((f"After: {s}", 2) for s in sets))
     assert bal.frame.shape == (len(table.balance["tabular"]), 8)
     b = table.balance["tabular+image"]
@@ -232,7 +237,7 @@ def test_data_facts_do_not_repeat_the_design():
                      geometry=np.array([__import__("shapely").Point(0, i) for i in range(3)], dtype=object),
                      crs="EPSG:4326")
     sec = data_section(view, {"n": 3, "n_treated": 2, "confounders": ["x1"], "n_clusters": 3})
-    facts = sec.blocks[0].frame
+    facts = next(b for b in _flat(sec.blocks) if b.kind == "table").frame
     assert list(facts.index) == ["crs", "n_clusters"]  # n_clusters differs from the design's: kept
 
 
@@ -264,7 +269,7 @@ def test_pdf_has_the_headline_text_the_figures_and_few_pages(demo_out, effects):
             f"[{float(row['ci_low']):.3f}, {float(row['ci_high']):.3f}]") in first, first[:600]
     table, inputs = read_outputs(demo_out)
     doc = build_document(table, units=inputs.units, gallery=inputs.gallery, true_effect=inputs.true_effect)
-    captions = [b.caption for s in doc.sections for b in s.blocks if b.kind == "figure"]
+    captions = [b.caption for s in doc.sections for b in _flat(s.blocks) if b.kind == "figure"]
     assert len(captions) == 6  # gallery, forest, overlap, weights, love plot, map
     flat = _squash(text)
     for i, cap in enumerate(captions, 1):
