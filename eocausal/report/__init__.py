@@ -1,6 +1,8 @@
-"""Reports: the self-contained HTML report, the output folder of a run, and the figures.
+"""Reports: the self-contained HTML report, its PDF, the output folder of a run, and the figures.
 
-:func:`report` renders an :class:`~eocausal.results.EffectTable` as one HTML page; the output
+:func:`report` renders an :class:`~eocausal.results.EffectTable` as one HTML page
+(:func:`render_pdf` as a PDF of the same content, its headline row chosen by
+:func:`preferred_row`); the output
 folder of ``eocausal run`` is written and read back by :func:`write_outputs` and
 :func:`read_outputs`; each figure of the report is also a function returning a matplotlib
 ``Figure``. Names are imported on first use, so ``import eocausal.report`` loads neither
@@ -34,6 +36,10 @@ __getattr__, __dir__, __all__ = attach(
         "gates_plot": "eocausal.report.plots",
         "calibration_plot": "eocausal.report.plots",
         "salience_gallery": "eocausal.report.plots",
+        "chip_gallery": "eocausal.report.plots",
+        "render_pdf": "eocausal.report.pdf",
+        "preferred_row": "eocausal.report.headline",
+        "ChipGallery": "eocausal.report.imagery",
     },
     defined=("report",),
 )

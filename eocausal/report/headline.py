@@ -17,7 +17,7 @@ from eocausal._types import ADJUSTMENTS, METHODS, EffectRow
 from eocausal.errors import InputError
 from eocausal.results import EffectTable, _fmt, _label_part
 
-__all__ = ["ADJUSTMENT_RANK", "Check", "Headline", "headline", "parse_preferred", "preferred_row"]
+__all__ = ["Check", "Headline", "headline", "parse_preferred", "preferred_row"]
 
 #: how much an adjustment set adjusts for, most first: the default rule prefers the first it finds
 ADJUSTMENT_RANK = ("tabular+image", "image", "tabular", "none")
@@ -196,6 +196,9 @@ def _imagery_sentence(table: EffectTable, row: EffectRow) -> str:
     dim = next((r for r in rows if r.method == "dim"), None)
     if "image" not in row.adjustment:
         with_image = sorted((r for r in same if "image" in r.adjustment), key=lambda x: _rank(x.adjustment))
+        if not with_image:  # another method's: the row the default rule would choose, if it adjusts for the imagery
+            default = preferred_row(table)
+            with_image = [default] if "image" in default.adjustment else []
         if not with_image:
             return "No estimate in this report adjusts for the imagery."
         return (f"This estimate does not adjust for the imagery; adjusting for it ({row_label(with_image[0])}) "

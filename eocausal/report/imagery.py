@@ -3,9 +3,9 @@
 A :class:`ChipGallery` holds the chips already turned into 8-bit true-colour images (so an
 output folder keeps exactly what the report shows, and ``eocausal report DIR`` draws it again
 without the imagery). True colour takes the bands named red, green and blue
-(:func:`true_colour_bands`) and stretches them linearly between the 2nd and 98th percentiles of
-all the gallery's pixels, one stretch for every chip and band, so brightness and colour compare
-across chips and arms (the usual display stretch of remote-sensing viewers).
+(:func:`true_colour_bands`) and stretches each band linearly between its 2nd and 98th percentiles
+over all the gallery's chips (QGIS's default "cumulative count cut" for multiband rasters), one
+stretch for every chip, so brightness and colour compare across chips and arms.
 """
 
 from __future__ import annotations
@@ -60,8 +60,8 @@ def true_colour_bands(bands: Sequence[str]) -> tuple[tuple[int, ...], str]:
 def true_colour(chips, indexes: Sequence[int], *, stretch: tuple[float, float] = STRETCH) -> np.ndarray:
     """8-bit display images (k, H, W, 3) of channels-first chips (k, C, H, W).
 
-    The bands at ``indexes`` (three, or one shown in grey) are stretched linearly from the
-    ``stretch`` percentiles of all the chips' finite pixels to 0-255: one stretch for the whole set,
+    Each band at ``indexes`` (three, or one shown in grey) is stretched linearly from its ``stretch``
+    percentiles over all the chips' finite pixels to 0-255: one stretch per band for the whole set,
     so the chips compare. Non-finite pixels show black.
     """
     chips = np.asarray(chips, dtype=float)
@@ -70,10 +70,16 @@ def true_colour(chips, indexes: Sequence[int], *, stretch: tuple[float, float] =
     rgb = chips[:, list(indexes)]
     if rgb.shape[1] == 1:
         rgb = np.repeat(rgb, 3, axis=1)
-    finite = rgb[np.isfinite(rgb)]
-    lo, hi = (np.percentile(finite, stretch) if finite.size else (0.0, 1.0))
-    scaled = np.clip((np.nan_to_num(rgb, nan=lo) - lo) / max(hi - lo, 1e-12), 0, 1)
-    return np.round(scaled.transpose(0, 2, 3, 1) * 255).astype(np.uint8)
+    out = np.zeros(rgb.shape, dtype=np.uint8)
+    for band in range(3):
+        values = rgb[:, band]
+        finite = values[np.isfinite(values)]
+        if not finite.size:
+            continue
+        lo, hi = np.percentile(finite, stretch)
+        scaled = np.clip((np.where(np.isfinite(values), values, lo) - lo) / max(hi - lo, 1e-12), 0, 1)
+        out[:, band] = np.round(scaled * 255).astype(np.uint8)
+    return out.transpose(0, 2, 3, 1)
 
 
 @dataclass(frozen=True, eq=False)
@@ -155,5 +161,5 @@ class ChipGallery:
         return cls(images=true_colour(np.stack(chips), indexes),
                    labels=np.array(labels, dtype=str),
                    ids=np.array([str(v) for v in unit_ids[picked]], dtype=str),
-                   how=f"{how}, stretched linearly between percentiles {STRETCH[0]:g} and {STRETCH[1]:g} of "
-                       "the pixels shown")
+                   how=f"{how}, each band stretched linearly between its percentiles {STRETCH[0]:g} and "
+                       f"{STRETCH[1]:g} over the chips shown")

@@ -24,7 +24,7 @@ TREATED, CONTROL = "#c0392b", "#2c7fb8"
 def overlap_plot(fits: dict[str, PropensityFit], *, bins: int = 30) -> Figure:
     """Propensity overlap by arm: one panel per adjustment set, treated above, control below."""
     k = max(len(fits), 1)
-    fig = Figure(figsize=(3.6 * k, 3.0), layout="constrained")
+    fig = Figure(figsize=(3.6 * k, 2.7), layout="constrained")
     axes = fig.subplots(1, k, squeeze=False)[0]
     edges = np.linspace(0, 1, bins + 1)
     for ax, (name, fit) in zip(axes, fits.items()):
@@ -132,7 +132,7 @@ def _log_ticks(ax) -> None:
 def weight_plot(fits: dict[str, PropensityFit], *, estimand: str = "ATE", bins: int = 40) -> Figure:
     """Distribution of the IPW weights by arm, one panel per adjustment set (log scale)."""
     k = max(len(fits), 1)
-    fig = Figure(figsize=(3.6 * k, 2.8), layout="constrained")
+    fig = Figure(figsize=(3.6 * k, 2.5), layout="constrained")
     axes = fig.subplots(1, k, squeeze=False)[0]
     for ax, (name, fit) in zip(axes, fits.items()):
         e, w = np.asarray(fit.e), np.asarray(fit.w)
@@ -184,7 +184,7 @@ def forest_plot(table, *, label: str | Sequence[str] | None = None, truth: float
         raise ColumnError(f"table: lacks columns {missing}; pass an EffectTable or its tidy() frame"
                           + (f" and a label among {list(table.columns)}" if columns else ""))
     t = table[table["estimate"].notna()].reset_index(drop=True)
-    fig = Figure(figsize=(6.0, 0.3 * len(t) + 1.2), layout="constrained")
+    fig = Figure(figsize=(6.0, 0.26 * len(t) + 1.1), layout="constrained")
     ax = fig.subplots()
     ypos = np.arange(len(t))[::-1]
     ax.errorbar(t["estimate"], ypos, xerr=[t["estimate"] - t["ci_low"], t["ci_high"] - t["estimate"]],

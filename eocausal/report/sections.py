@@ -81,9 +81,17 @@ class Plot:
     caption: str
     kind = "figure"
 
+    #: pixels per inch of the PNG
+    dpi = 110
+
+    @property
+    def px_width(self) -> int:
+        """Width of the PNG in pixels."""
+        return round(self.figure.get_figwidth() * self.dpi)
+
     @cached_property
     def uri(self) -> str:
-        return plots.figure_to_data_uri(self.figure)
+        return plots.figure_to_data_uri(self.figure, dpi=self.dpi)
 
     @cached_property
     def svg(self) -> str:

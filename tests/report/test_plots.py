@@ -180,7 +180,7 @@ def test_figure_to_data_uri_is_a_deterministic_png(fits, balance):
     uri = plots.figure_to_data_uri(plots.overlap_plot(fits), dpi=50)
     png = _data_uri_png(uri)
     with Image.open(io.BytesIO(png)) as im:
-        assert im.size == (round(2 * 3.6 * 50), round(3.0 * 50))
+        assert im.size == (round(2 * 3.6 * 50), round(2.7 * 50))
         pixels = np.asarray(im.convert("RGB"))
     assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 10  # drawn, not blank
     # the same input gives the same bytes (no timestamps or software tags in the PNG)

@@ -183,10 +183,14 @@ def test_gallery_chips_are_the_units_chips_in_true_colour(array_units):
     chips = source.chips(frame.loc[list(g.ids), "key"])
     assert true_colour_bands(source.bands) == ((3, 2, 1), "true colour (RED, green, Blue)")
     np.testing.assert_array_equal(g.images, true_colour(chips, (3, 2, 1)))
-    # one stretch for all chips: percentiles 2 and 98 of the shown bands' pixels map to 0 and 255
-    lo, hi = np.percentile(chips[:, [3, 2, 1]], [2, 98])
-    red = chips[:, 3]
-    assert np.all(g.images[..., 0][red <= lo] == 0) and np.all(g.images[..., 0][red >= hi] == 255)
+    # one stretch per band for all chips: each band's percentiles 2 and 98 over the chips map to 0 and 255
+    for channel, band in enumerate((3, 2, 1)):
+        values = chips[:, band]
+        lo, hi = np.percentile(values, [2, 98])
+        shown = g.images[..., channel]
+        assert np.all(shown[values <= lo] == 0) and np.all(shown[values >= hi] == 255)
+        mid = (values > lo) & (values < hi)
+        assert np.abs(shown[mid] - (values[mid] - lo) / (hi - lo) * 255).max() <= 0.5 + 1e-6  # linear between
     assert ChipGallery.from_source(units, source, per_arm=3, seed=1, ids=[]) is None
     assert true_colour_bands(["b1", "b2", "b3", "b4"])[0] == (0, 1, 2)
     assert true_colour_bands(["B08", "B04", "B03", "B02"])[0] == (1, 2, 3)
@@ -323,3 +327,53 @@ def test_pdf_shows_strings_from_data_as_text_never_as_markup():
     assert all(float(p.mediabox.height) > 800 for p in reader.pages)  # A4: 842 pt
     for marker in ('#set page(height: 1cm) #panic("boom") $x^2$ *bold* _it_ <lab> @ref `raw`', "] [ // /* = head"):
         assert flat.count(marker) >= 7, (marker, flat.count(marker))  # title, description, design, notes, ...
+
+
+# ============================================================================= the study keys
+def _doc(**report):
+    return {"study": {"name": "s"}, "units": {"format": "demo"},
+            "estimate": {"methods": ["dim", "ipw-hajek"], "adjustments": ["tabular", "tabular+image"]},
+            "report": report}
+
+
+@pytest.mark.parametrize("value", ["auto", "dim", "ipw-hajek", "ipw-hajek/tabular", "dim/none"])
+def test_report_preferred_takes_a_row_the_study_estimates(value):
+    study = validate(_doc(preferred=value, pdf=True))
+    assert study["report"]["preferred"] == value and study["report"]["pdf"] is True
+    assert validate(_doc())["report"] == {"formats": ["html", "md", "tex"], "title": None, "preferred": "auto",
+                                          "pdf": False}
+
+
+@pytest.mark.parametrize("value, match", [
+    ("aipw", r"method 'aipw' is not among \[estimate\] methods \['dim', 'ipw-hajek'\]"),
+    ("ipw-hajek/image", r"adjustment 'image' is not among \[estimate\] adjustments"),
+    ("ipw-hajek/none", r"only the difference in means \(dim\) has the adjustment 'none'"),
+    ("hajek", r"\[report\] preferred='hajek': method 'hajek' is not one of"),
+    ("ipw-hajek/sat", r"adjustment 'sat' is not one of"),
+])
+def test_report_preferred_is_refused_before_any_work(value, match):
+    with pytest.raises(StudyFileError, match=match):
+        validate(_doc(preferred=value))
+    with pytest.raises(StudyFileError, match=r"\[report\] pdf = 'yes' should be true/false"):
+        validate(_doc(pdf="yes"))
+
+
+def test_the_study_preferred_row_is_the_headline(demo_out, tmp_path):
+    """write_outputs keeps the rule, so `eocausal report DIR` renders the same headline; a rule naming a row
+    the table lacks is refused before anything is written."""
+    from eocausal.report.outputs import write_outputs
+
+    table, inputs = read_outputs(demo_out)
+    (tmp_path / "manifest.json").write_text("{}")
+    write_outputs(tmp_path, table, formats=["html"], preferred="dim", gallery=inputs.gallery)
+    _, back = read_outputs(tmp_path)
+    assert back.preferred == "dim"
+    top = _squash(_headline_html((tmp_path / "report.html").read_text(encoding="utf-8")))
+    assert "Preferred estimate (ATE, Difference in means, no adjustment)" in top
+    assert "chosen by [report] preferred = 'dim'" in top
+    hajek = next(r for r in table.rows if r.method == "ipw-hajek" and r.adjustment == "tabular+image")
+    assert (f"This estimate does not adjust for the imagery; adjusting for it (IPW (Hajek), tabular+image) gives "
+            f"{hajek.estimate:.3f}.") in top  # dim has no image-adjusted twin: the default rule's row
+    with pytest.raises(InputError, match="no estimable row"):
+        write_outputs(tmp_path / "x", table, preferred="ipw-hajek/none")
+    assert not (tmp_path / "x").exists()
