@@ -52,7 +52,7 @@ def test_stages_are_reported_to_the_progress_hook(monkeypatch):
         def close(self):
             stages.append("closed")
 
-    monkeypatch.setattr(analysis, "_stage_bar", lambda: Recorder())
+    monkeypatch.setattr(analysis, "_stage_bar", lambda progress=None: Recorder())
     eocausal.estimate(df, treatment="w", outcome="y", confounders=["x"], embeddings=Z, methods=["ipw-hajek", "aipw"])
     assert stages == ["all: tabular: propensity", "all: tabular: outcome model (observed)",
                       "all: image: propensity", "all: image: outcome model (observed)",
