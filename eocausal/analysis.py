@@ -588,7 +588,14 @@ def _fold_key(opts: EstimateOptions, t: TrialData) -> np.ndarray:
     from eocausal.data.folds import merge_groups, spatial_blocks
 
     blocks = spatial_blocks(t.coords, opts.block_km)
-    return blocks if t.clusters is None else merge_groups(t.clusters, blocks)
+    key = blocks if t.clusters is None else merge_groups(t.clusters, blocks)
+    n_groups = int(len(np.unique(key)))
+    if t.fold_ids is None and n_groups < opts.folds:
+        merged = "" if t.clusters is None else " (blocks and clusters that share units merged)"
+        raise InputError(
+            f"block_km={opts.block_km:g}: the units fall into {n_groups} group(s) of {opts.block_km:g} km blocks"
+            f"{merged}, fewer than folds={opts.folds}; use smaller blocks, finer clusters or fewer folds")
+    return key
 
 
 def _ipw_in_sample(opts: EstimateOptions, V: np.ndarray, n_tab) -> bool:

@@ -181,3 +181,13 @@ def test_progress_can_be_forced_on_and_off(capsys):
     assert "estimate" in err and "all: tabular: propensity" in err
     with pytest.raises(InputError, match="progress="):
         eocausal.estimate(df, progress="yes", **kw)
+
+
+def test_blocks_that_merge_every_cluster_are_refused_with_the_reason():
+    from eocausal.data.units import Units
+
+    df = _clustered(G=40, seed=5)
+    units = Units.from_frame(df, treatment="W", outcome="Y", covariates=["a", "x1"], clusters="v",
+                             lon="lon", lat="lat")
+    with pytest.raises(InputError, match=r"block_km=500: the units fall into 1 group\(s\).*fewer than folds=5"):
+        eocausal.estimate(units, methods=["aipw"], block_km=500)
