@@ -86,7 +86,9 @@ def small_run(tmp_path_factory, small_study_toml):
 
 def test_report_reproduces_tables_and_every_section(small_run, capsys):
     html = _rerender_and_compare(small_run.out, small_run.table)
-    assert _h2(html) == ["Design", "Data", "Estimates", "Overlap and balance", "Sensitivity", "Reproducibility"]
+    # the headline sits above these; the example chips (Imagery) survive the re-render
+    assert _h2(html) == ["Design", "Imagery", "Estimates", "Overlap and balance", "Data", "Sensitivity",
+                         "Reproducibility"]
     md = (small_run.out / "tables" / "effects.md").read_text()
     assert "[1] " in md and "Balance:" in md  # the numbered notes survive
     assert "true effect is <strong>1.0</strong>" in html
