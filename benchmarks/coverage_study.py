@@ -657,12 +657,18 @@ def run_cell(pool: Pool, pcs: np.ndarray, cell: Cell, reps: int, seed: int = 0, 
     """``reps`` replications of ``cell`` (seeds seed*100000 + 0..reps-1) in ``jobs`` forked processes."""
     global _POOL, _PCS
     _POOL, _PCS = pool, pcs
+    return _run_parallel(_work_cell, cell, reps, seed, jobs)
+
+
+def _run_parallel(work, what, reps: int, seed: int, jobs: int) -> list[dict]:
+    """``work((what, seeds, first seed))`` over seeds seed*100000 + 0..reps-1, in ``jobs`` forked
+    processes (4 interleaved chunks per process), the replications returned in seed order."""
     seeds = [seed * 100_000 + r for r in range(reps)]
     if jobs <= 1:
-        return _work_cell((cell, seeds, seeds[0]))
-    chunks = [(cell, seeds[i::jobs * 4], seeds[0]) for i in range(jobs * 4)]
+        return work((what, seeds, seeds[0]))
+    chunks = [(what, seeds[i::jobs * 4], seeds[0]) for i in range(jobs * 4)]
     with ProcessPoolExecutor(jobs, mp_context=get_context("fork")) as ex:
-        parts = list(ex.map(_work_cell, chunks))
+        parts = list(ex.map(work, chunks))
     return sorted((r for p in parts for r in p), key=lambda r: r["seed"])
 
 
@@ -854,13 +860,7 @@ def run_design(pool: Pool, design: Design, reps: int, seed: int = 0, jobs: int =
     """``reps`` replications (seeds seed*100000 + 0..reps-1), in ``jobs`` forked processes."""
     global _POOL
     _POOL = pool
-    seeds = [seed * 100_000 + r for r in range(reps)]
-    if jobs <= 1:
-        return _work((design, seeds, seeds[0]))
-    chunks = [(design, seeds[i::jobs * 4], seeds[0]) for i in range(jobs * 4)]
-    with ProcessPoolExecutor(jobs, mp_context=get_context("fork")) as ex:
-        parts = list(ex.map(_work, chunks))
-    return sorted((r for p in parts for r in p), key=lambda r: r["seed"])
+    return _run_parallel(_work, design, reps, seed, jobs)
 
 
 def summarise(results: list[dict], truth: float = TRUE_ATE) -> pd.DataFrame:

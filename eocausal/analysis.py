@@ -420,8 +420,9 @@ def estimate_trial(opts: EstimateOptions, t: TrialData, cluster_name: str | None
             progress(f"{t.name}: {adj}: propensity")
         where = adj if t.name == "all" else f"{t.name}: {adj}"
         in_sample = given is None and bool(weighting_methods) and _ipw_in_sample(opts, V, n_tab)
+        folded = not in_sample or "aipw" in opts.methods  # some row uses out-of-fold nuisances
         layout = None
-        if opts.solver == "native" and V.shape[1] and (not in_sample or "aipw" in opts.methods):
+        if opts.solver == "native" and V.shape[1] and folded:
             from eocausal.estimators.glm import FoldLayout  # centred, scaled and sorted once for both nuisances
 
             layout = FoldLayout.by_fold_and_arm(V, fold_ids, w)
@@ -429,7 +430,7 @@ def estimate_trial(opts: EstimateOptions, t: TrialData, cluster_name: str | None
         e_cf = None
         if given is not None:
             e_cf = given
-        elif not in_sample or "aipw" in opts.methods:
+        elif folded:
             e_cf, _ = crossfit_propensity(V, w, clusters=fold_key, propensity=opts.propensity, seed=opts.seed,
                                           fold_ids=fold_ids, n_tabular=n_tab, solver=opts.solver, details=det_cf,
                                           layout=layout)
