@@ -235,6 +235,31 @@ def _log1pexp(z):
     return np.logaddexp(0.0, z)
 
 
+def _damped_step(blocks, z, b, step, f, objective, tol, quadratic=True):
+    """Take a Newton step, halved until the objective does not increase (skipped near the optimum).
+
+    Returns (b, z, objective or None, converged): converged once the step taken is below
+    ``tol``, or (``quadratic``: exact Newton steps) a full step below ``sqrt(tol)``, quadratic
+    convergence putting the next one below about ``tol``.
+    """
+    dz = [Xb @ step[1:] + step[0] for Xb in blocks]
+    size = np.max(np.abs(step))
+    t = 1.0
+    while True:
+        zn = [zb - t * d for zb, d in zip(z, dz)]
+        if size < 1e-3 and t == 1.0:  # close to the optimum of a convex objective: the full step
+            f = None
+            break
+        if f is None:
+            f = objective(z, b)
+        fn = objective(zn, b - t * step)
+        if fn <= f + 1e-12 * abs(f) or t < 1e-10:
+            f = fn
+            break
+        t /= 2
+    return b - t * step, zn, f, bool(t * size < tol or (quadratic and t == 1.0 and size < np.sqrt(tol)))
+
+
 def newton_logistic(blocks, targets, pen: np.ndarray, beta0: np.ndarray | None = None, *,
                     blocks32=None, tol: float = _STEP_TOL, max_iter: int = 100) -> np.ndarray:
     """Penalised logistic regression over row blocks by Newton's method with step halving.
@@ -290,28 +315,115 @@ def newton_logistic(blocks, targets, pen: np.ndarray, beta0: np.ndarray | None =
         g[1:] += pen * b[1:]
         H[np.arange(1, p + 1), np.arange(1, p + 1)] += pen
         step = solve_spd(H, g)
-        dz = [Xb @ step[1:] + step[0] for Xb in blocks]
-        size = np.max(np.abs(step))
-        t = 1.0
-        while True:
-            zn = [zb - t * d for zb, d in zip(z, dz)]
-            if size < 1e-3 and t == 1.0:  # close to the optimum of a convex objective: the full step
-                f = None
-                break
-            if f is None:
-                f = objective(z, b)
-            fn = objective(zn, b - t * step)
-            if fn <= f + 1e-12 * abs(f) or t < 1e-10:
-                f = fn
-                break
-            t /= 2
-        b = b - t * step
-        z = zn
-        if t * size < tol or (t == 1.0 and size < np.sqrt(tol)):
+        b, z, f, done = _damped_step(blocks, z, b, step, f, objective, tol)
+        if done:
             converged = True
             break
     if unpenalised:
         check_separation(max((np.abs(zb).max() for zb in z if len(zb)), default=0.0), b[1:], converged)
+    return b
+
+
+def newton_cg_logistic(blocks, targets, lam: float, sigma: np.ndarray, beta0: np.ndarray | None = None, *,
+                       eigvecs: np.ndarray | None = None, blocks32=None, tol: float = _STEP_TOL,
+                       max_iter: int = 100) -> np.ndarray:
+    """Ridge-logistic regression by Newton's method with preconditioned conjugate-gradient steps.
+
+    Minimises the objective of :func:`newton_logistic` with the penalty ``lam * ||b||^2 / 2``
+    (``lam`` > 0) over rows (``blocks``) in coordinates whose Gram matrix sum_b X_b' X_b is
+    ``diag(sigma)`` (:class:`RowSpace`'s), or ``eigvecs diag(sigma) eigvecs'`` when the
+    eigenvectors are given (the design's own coordinates). Newton's method needs the Hessian
+    H = [1, X]' V [1, X] + diag(0, lam), V = diag(e (1 - e)): O(n r^2) to form and O(r^3) to
+    factor at every iteration. Here each Newton system is solved by conjugate gradients instead,
+    whose products with H cost two passes over the rows (O(n r)), preconditioned by the same
+    matrix with V replaced by the scalar v0 = mean(e (1 - e)): diag(v0 sigma + lam) with the
+    intercept by its Schur complement, O(r) to apply. The preconditioned system's eigenvalues lie
+    between the smallest and largest e (1 - e) / v0 where the data dominate the penalty and near
+    1 where the penalty does, so tens of products solve it, to the relative residual
+    min(0.1, size of the last step) (inexact Newton with quadratic forcing; the gradient is exact
+    and in float64, so the iteration converges to the optimum of the float64 objective).
+    ``blocks32``: the rows in float32, for the products with H only. Step halving as in
+    :func:`newton_logistic`; it stops once a step is below ``tol``.
+    """
+    hblocks = blocks if blocks32 is None else blocks32
+    r = len(sigma)
+    n = sum(len(t) for t in targets)
+    c = sum(Xb.sum(axis=0) for Xb in blocks)  # X'1: the intercept's coupling
+    if eigvecs is not None:
+        c = eigvecs.T @ c
+    b = np.zeros(r + 1)
+    if beta0 is not None:
+        b[:] = beta0
+    else:
+        share = np.clip(sum(t.sum() for t in targets) / n, 1e-6, 1 - 1e-6)
+        b[0] = np.log(share / (1 - share))
+    z = [Xb @ b[1:] + b[0] for Xb in blocks]
+
+    def objective(zs, bb):
+        return float(sum(np.sum(_log1pexp(zb) - t * zb) for zb, t in zip(zs, targets)) + 0.5 * lam * bb[1:] @ bb[1:])
+
+    f = objective(z, b)
+    prev = np.inf  # the last step's size: the relative residual asked of the next is min(0.1, prev)
+    for _ in range(max_iter):
+        g = np.zeros(r + 1)
+        v = []
+        for Xb, t, zb in zip(blocks, targets, z):
+            e = expit(zb)
+            res = e - t
+            g[0] += res.sum()
+            g[1:] += Xb.T @ res
+            v.append(e * (1 - e))
+        g[1:] += lam * b[1:]
+        v0 = max(sum(vb.sum() for vb in v) / n, 1e-12)
+        diag = v0 * sigma + lam
+        cd = v0 * c / diag
+        schur = v0 * n - v0 * (c @ cd)
+
+        def precondition(q):
+            x0 = (q[0] - cd @ q[1:]) / schur
+            return np.r_[x0, (q[1:] - v0 * x0 * c) / diag]
+
+        if eigvecs is not None:  # the same in the eigenbasis
+            rotate = precondition
+
+            def precondition(q):
+                x = rotate(np.r_[q[0], eigvecs.T @ q[1:]])
+                return np.r_[x[0], eigvecs @ x[1:]]
+
+        def hess(q):
+            out = np.zeros(r + 1)
+            for Hb, vb in zip(hblocks, v):
+                u = vb * (Hb @ q[1:].astype(Hb.dtype) + q[0])
+                out[0] += u.sum()
+                out[1:] += Hb.T @ u.astype(Hb.dtype)
+            out[1:] += lam * q[1:]
+            return out
+
+        step = np.zeros(r + 1)
+        res = g.copy()
+        y = precondition(res)
+        p = y.copy()
+        ry = ry0 = float(res @ y)
+        stop = min(0.1, prev) * np.sqrt(ry0)
+        for _ in range(4 * (r + 1)):
+            Hp = hess(p)
+            alpha = ry / float(p @ Hp)
+            step += alpha * p
+            res -= alpha * Hp
+            y = precondition(res)
+            ry_new = float(res @ y)
+            if np.sqrt(max(ry_new, 0.0)) <= stop:
+                break
+            p = y + (ry_new / ry) * p
+            ry = ry_new
+        # the shortcut of newton_logistic (a full step below sqrt(tol) ends the iteration) holds
+        # for a step solved to a relative residual below sqrt(tol) too: the next step is
+        # O(size^2 + residual * size)
+        exact = ry_new <= tol * ry0
+        b, z, f, done = _damped_step(blocks, z, b, step, f, objective, tol, quadratic=exact)
+        if done:
+            break
+        prev = float(np.max(np.abs(step)))
     return b
 
 
@@ -558,12 +670,12 @@ def _cv_logistic(V: np.ndarray, w: np.ndarray, spec: LogisticSpec, clusters, see
         blocks = [lay.X[: sl.start], lay.X[sl.stop:]]
         targets = [ws[: sl.start], ws[sl.stop:]]
         beta = None
-        rs = space.without(j) if reduce else None
-        if rs is not None and rs.smaller:
-            test = rs.coordinates(np.arange(sl.start, sl.stop))
+        if reduce:
+            rs = space.without(j)
+            test = rs.coordinates(sl)
             for c, C in enumerate(Cs):
-                beta = newton_logistic(rs.blocks, targets, np.full(rs.rank, 1.0 / C), beta,
-                                       blocks32=rs.blocks32)
+                beta = newton_cg_logistic(rs.blocks, targets, 1.0 / C, rs.sigma, beta, eigvecs=rs.V,
+                                          blocks32=rs.blocks32)
                 scores[c] -= _log_loss(ws[sl], test @ beta[1:] + beta[0])
             continue
         blocks32 = [lay.X32[: sl.start], lay.X32[sl.stop:]]
@@ -571,9 +683,9 @@ def _cv_logistic(V: np.ndarray, w: np.ndarray, spec: LogisticSpec, clusters, see
             beta = newton_logistic(blocks, targets, d / C, beta, blocks32=blocks32)
             scores[c] -= _log_loss(ws[sl], lay.X[sl] @ beta[1:] + beta[0])
     best = float(Cs[int(np.argmax(scores))])
-    rs = space.without(None) if reduce else None
-    if rs is not None and rs.smaller:
-        theta = newton_logistic(rs.blocks, [ws], np.full(rs.rank, 1.0 / best), blocks32=rs.blocks32)
+    if reduce:
+        rs = space.without(None)
+        theta = newton_cg_logistic(rs.blocks, [ws], 1.0 / best, rs.sigma, eigvecs=rs.V, blocks32=rs.blocks32)
         beta = rs.to_layout(theta)
     else:
         beta = newton_logistic([lay.X], [ws], d / best, blocks32=[lay.X32])
@@ -620,43 +732,48 @@ class RowSpace:
 
     RTOL = 10.0
 
-    def __init__(self, S: np.ndarray, train: np.ndarray, cuts, root: np.ndarray, *,
-                 gram: np.ndarray | None = None, kernel: np.ndarray | None = None):
+    def __init__(self, S: np.ndarray, parts: list[slice], root: np.ndarray, *,
+                 gram: np.ndarray | None = None, kernel: np.ndarray | None = None, S32: np.ndarray | None = None):
         self.S, self.root, self.kernel = S, root, kernel
-        p = S.shape[1]
+        train = np.concatenate([np.arange(len(S))[part] for part in parts])
+        cuts = np.cumsum([len(range(*part.indices(len(S)))) for part in parts])[:-1]
+        self.Q = self.T = self.D = self.V = None
         if kernel is not None:
-            Kt = kernel[np.ix_(train, train)]
-            piv, rank, c = _pivoted_cholesky(Kt)
-            L = np.tril(c[:, :rank])
-            F = np.empty((len(train), rank))
-            F[piv] = L
-            self.P = train[piv[:rank]]  # pivot rows, as rows of S
-            self.L_P = np.ascontiguousarray(L[:rank, :rank])
-            self.Q = None
+            sigma, U = _kernel_eigh(kernel[np.ix_(train, train)])
+            F = U * np.sqrt(sigma)
+            self.T = train
+            self.D = U / np.sqrt(sigma)
         else:
             G = gram if gram is not None else _gram(S[train])
             piv, rank, _ = _pivoted_cholesky(G)
-            self.Q = linalg.qr(G[:, np.sort(piv[:rank])], mode="economic", check_finite=False)[0]
-            F = S[train] @ self.Q
-        self.blocks = np.split(F, cuts)
-        self.rank = F.shape[1]
-        self.smaller = self.rank <= 0.75 * p
-        self.blocks32 = [b.astype(np.float32) for b in self.blocks]
+            if rank <= 0.75 * len(G):  # a basis of the range, then the eigenbasis of G within it
+                Q = linalg.qr(G[:, np.sort(piv[:rank])], mode="economic", check_finite=False)[0]
+                sigma, R = np.linalg.eigh(Q.T @ G @ Q)
+                self.Q = Q @ R
+                F = [S[part] @ self.Q for part in parts]
+            else:  # (nearly) full rank: the design's own coordinates, G's eigenbasis for the preconditioner
+                sigma, self.V = np.linalg.eigh(G)
+                F = [S[part] for part in parts]  # views
+        self.sigma = np.maximum(sigma, 0.0)
+        self.blocks = F if self.T is None else np.split(F, cuts)
+        self.rank = self.blocks[0].shape[1]
+        if self.V is not None and S32 is not None:
+            self.blocks32 = [S32[part] for part in parts]
+        else:
+            self.blocks32 = [b.astype(np.float32) for b in self.blocks]
 
-    def coordinates(self, rows: np.ndarray) -> np.ndarray:
-        """Coordinates of other rows of S (e.g. a test fold) in this basis."""
-        if self.Q is not None:
-            return self.S[rows] @ self.Q
-        K = self.kernel[np.ix_(rows, self.P)]
-        return linalg.solve_triangular(self.L_P, K.T, lower=True, check_finite=False).T
+    def coordinates(self, rows: np.ndarray | slice) -> np.ndarray:
+        """Coordinates of other rows of S (e.g. a test fold; indices or a slice) in this basis."""
+        if self.T is not None:
+            return self.kernel[rows][:, self.T] @ self.D
+        return self.S[rows] if self.Q is None else self.S[rows] @ self.Q
 
     def to_layout(self, theta: np.ndarray) -> np.ndarray:
         """(b_0, b) in the design's coordinates from (b_0, t) in this basis."""
-        if self.Q is not None:
-            g = self.Q @ theta[1:]
+        if self.T is not None:
+            g = self.S[self.T].T @ (self.D @ theta[1:])
         else:
-            g = self.S[self.P].T @ linalg.solve_triangular(self.L_P, theta[1:], trans="T", lower=True,
-                                                           check_finite=False)
+            g = theta[1:] if self.Q is None else self.Q @ theta[1:]
         return np.r_[theta[0], g / self.root]
 
 
@@ -674,7 +791,7 @@ class _RowSpaces:
         n, p = self.S.shape
         self.n, self.p = n, p
         smallest = n - max(b.stop - b.start for b in blocks)
-        self.grams = self.kernel = None
+        self.grams = self.kernel = self.S32 = None
         if smallest >= p:
             self.grams = [_gram(self.S[b]) for b in blocks]
             self.total = sum(self.grams)
@@ -684,15 +801,15 @@ class _RowSpaces:
 
     def without(self, j: int | None) -> RowSpace:
         """The basis of all rows but block ``j`` (None: all rows), its blocks split where ``j`` was."""
-        rows = np.arange(self.n)
-        cuts: list[int] = []
+        parts = [slice(0, self.n)]
         gram = None if self.grams is None else self.total
         if j is not None:
             b = self.blocks[j]
-            rows = np.r_[rows[: b.start], rows[b.stop:]]
-            cuts = [b.start]
+            parts = [slice(0, b.start), slice(b.stop, self.n)]
             gram = None if self.grams is None else self.total - self.grams[j]
-        return RowSpace(self.S, rows, cuts, self.root, gram=gram, kernel=self.kernel)
+        if self.grams is not None and self.S32 is None:
+            self.S32 = self.S.astype(np.float32)  # shared by the full-rank fits' Hessian products
+        return RowSpace(self.S, parts, self.root, gram=gram, kernel=self.kernel, S32=self.S32)
 
 
 def _pivoted_cholesky(G: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
@@ -708,6 +825,26 @@ def _pivoted_cholesky(G: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
     if info < 0:
         raise NotEstimableError(f"propensity: the pivoted Cholesky factorisation failed (LAPACK info {info})")
     return piv - 1, int(rank), c
+
+
+def _kernel_eigh(K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The nonzero eigenpairs (L, U) of a PSD kernel matrix K = U diag(L) U', rounding noise left out.
+
+    The rank comes from a pivoted Cholesky factorisation (:func:`_pivoted_cholesky`,
+    K = C C' with C of ``rank`` columns). Well below full rank (few distinct rows), the eigenpairs
+    are those of the small C'C = R diag(L) R': U = C R diag(L)^{-1/2}, at O(m r^2) instead of
+    O(m^3); otherwise K's own eigenpairs, its ``m - rank`` smallest left out.
+    """
+    m = len(K)
+    piv, rank, c = _pivoted_cholesky(K)
+    if rank <= 0.75 * m:
+        C = np.empty((m, rank))
+        C[piv] = np.tril(c[:, :rank])
+        lam, R = np.linalg.eigh(_gram(C))
+        lam = np.maximum(lam, np.finfo(float).tiny)
+        return lam, (C @ R) / np.sqrt(lam)
+    lam, U = np.linalg.eigh(K)
+    return np.maximum(lam[m - rank:], np.finfo(float).tiny), U[:, m - rank:]
 
 
 def _gram(S: np.ndarray) -> np.ndarray:
@@ -729,14 +866,21 @@ def crossfit_linear(V: np.ndarray, y: np.ndarray, w: np.ndarray, fold_ids: np.nd
     ys = y[lay.order]
     p = lay.p
     nb = (lay.ends - lay.starts).astype(float)
+    # wide designs whose training sets (per fold and arm) have fewer rows than columns are solved
+    # through the training rows' n x n kernel (:func:`_ridge_loo_kernel`): no p x p Grams
+    by_arm = nb.reshape(K, 2)
+    dual = spec.alpha is None and p >= REDUCE_MIN_COLUMNS and np.max(by_arm.sum(0) - by_arm) < p
     S1 = np.empty((2 * K, p))
-    G = np.empty((2 * K, p, p))
+    S2 = np.empty((2 * K, p))
+    G = None if dual else np.empty((2 * K, p, p))
     Sy = np.empty(2 * K)
     Xy = np.empty((2 * K, p))
     for b in range(2 * K):
         Xb, yb = lay.X[lay.block(b)], ys[lay.block(b)]
         S1[b] = Xb.sum(axis=0)
-        G[b] = Xb.T @ Xb
+        S2[b] = np.einsum("ij,ij->j", Xb, Xb)
+        if G is not None:
+            G[b] = Xb.T @ Xb
         Sy[b] = yb.sum()
         Xy[b] = Xb.T @ yb
     mu = np.empty((2, lay.n))
@@ -753,15 +897,20 @@ def crossfit_linear(V: np.ndarray, y: np.ndarray, w: np.ndarray, fold_ids: np.nd
                     "cluster columns")
             m = S1[tb].sum(0) / n_t
             ybar = Sy[tb].sum() / n_t
-            Gc = G[tb].sum(0) - n_t * np.outer(m, m)
             c = Xy[tb].sum(0) - n_t * m * ybar
-            var = np.diag(Gc) / n_t
+            var = S2[tb].sum(0) / n_t - m**2
             d = penalty_weights(spec.scaler, spec.n_tabular, var, lay.scale, m)
             # a column constant on these training rows has no fitted effect (scikit-learn's solvers
             # give it 0); its cross-products hold only rounding noise, so it is left out
             keep = var > 1e-10 * (1.0 + m**2)
             gamma = np.zeros(p)
-            if keep.any():
+            if keep.any() and dual:
+                k_ = np.flatnonzero(keep)
+                Xtr = np.concatenate([lay.X[lay.block(b)][:, k_] for b in tb])
+                ytr = np.concatenate([ys[lay.block(b)] for b in tb])
+                gamma[k_] = _ridge_loo_kernel(Xtr, ytr, m[k_], d[k_], np.asarray(spec.alphas, float))
+            elif keep.any():
+                Gc = G[tb].sum(0) - n_t * np.outer(m, m)
                 k_ = np.flatnonzero(keep)
                 sub = np.ix_(k_, k_)
                 if spec.alpha is None:
@@ -838,3 +987,24 @@ def _ridge_loo(blocks, Gc, c, m, ybar, n_t, d, alphas) -> np.ndarray:
         sse += np.sum(((yb[:, None] - fit) / (1.0 - h)) ** 2, axis=0)
     best = int(np.argmin(sse))
     return P @ (qy * inv[:, best])
+
+
+def _ridge_loo_kernel(X: np.ndarray, y: np.ndarray, m: np.ndarray, d: np.ndarray, alphas) -> np.ndarray:
+    """:func:`_ridge_loo` from the training rows' n x n kernel, for fewer rows than columns.
+
+    With A = (X - m) / sqrt(d) (centred, scaled training rows) and its kernel A A' = U L U', the
+    nonzero eigenpairs of A'A are L and A'U L^{-1/2}: the same fit and leave-one-out errors as the
+    p x p route, at O(n^2 p) where that costs O(n p^2) to form and O(p^2 r) to decompose.
+    """
+    r = 1.0 / np.sqrt(d)
+    A = (X - m) * r
+    lam, U = _kernel_eigh(A @ A.T)
+    ybar = y.mean()
+    yc = y - ybar
+    qy = U.T @ yc * np.sqrt(lam)  # P'c with P = A'U / sqrt(lam) scaled back, c = A'y
+    inv = 1.0 / (lam[:, None] + alphas[None, :])
+    fit = ybar + U @ ((np.sqrt(lam) * qy)[:, None] * inv)  # fitted values of the training rows
+    h = 1.0 / len(y) + (U * U * lam) @ inv
+    sse = np.sum(((y[:, None] - fit) / (1.0 - h)) ** 2, axis=0)
+    best = int(np.argmin(sse))
+    return r * (A.T @ (U @ (qy * inv[:, best] / np.sqrt(lam))))
