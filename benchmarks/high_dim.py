@@ -11,13 +11,18 @@ Three measurements, each in a fresh subprocess (its own peak memory, ``ru_maxrss
    SEs and propensities is recorded.
 2. ``sim``: cost growth on simulated data (2 tabular confounders, a full-rank Gaussian embedding
    of d columns, n units): the same estimate() call at each (n, d) of ``--sim``.
-3. ``irm``: cross-fitted AIPW (ATE; 'ridge-logit' propensity, 'ridge' outcome model, 5 folds,
+3. ``cate``: ``eocausal.cate()`` (causal forest) on the simulated data of ``sim`` with a
+   heterogeneous effect added (tau = 1 + x1), with the default (EconML's: all p features at
+   each split) and with grf's ``mtry = min(ceil(sqrt(p) + 20), p)`` (``max_features=``): seconds
+   and the correlation of the out-of-fold CATEs with tau.
+4. ``irm``: cross-fitted AIPW (ATE; 'ridge-logit' propensity, 'ridge' outcome model, 5 folds,
    clip 0.01) by ``eocausal.estimators.aipw.crossfit_aipw`` and by DoubleML's ``DoubleMLIRM``
    with the same scikit-learn learners (``make_propensity_model``, ``make_outcome_model``) and the
    same folds (``set_sample_splitting``), at each (n, d) of ``--irm``.
 
 Usage: python -m benchmarks.high_dim [--uganda-dims 1024 2048] [--slow-dims 1024]
-       [--sim 2000:64 2000:2048 50000:64] [--irm 5000:256] [--threads T] [--no-write]
+       [--sim 2000:64 2000:2048 50000:64 50000:2048] [--cate 2000:1024] [--irm 50000:1024]
+       [--threads T] [--no-write]
 Appends the figures to benchmarks/results/high_dim.md (written atomically).
 """
 
@@ -93,6 +98,19 @@ def worker_sim(n: int, d: int) -> dict:
     return {"seconds": time.perf_counter() - t0, "peak_gb": _peak_gb()}
 
 
+def worker_cate(n: int, d: int, all_features: bool) -> dict:
+    import eocausal
+
+    x, Z, y, w = _simulated(n, d)
+    tau = 1.0 + x[:, 0]
+    y = y + w * x[:, 0]
+    kw = {} if all_features else {"max_features": int(min(np.ceil(np.sqrt(d + 2) + 20), d + 2))}
+    t0 = time.perf_counter()
+    res = eocausal.cate(y, w, X=x, embeddings=Z, **kw)
+    return {"seconds": time.perf_counter() - t0, "peak_gb": _peak_gb(),
+            "corr": float(np.corrcoef(res.tau_hat, tau)[0, 1])}
+
+
 def worker_irm(n: int, d: int, side: str) -> dict:
     from eocausal.estimators.learners import make_outcome_model, make_propensity_model
 
@@ -144,8 +162,9 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--uganda-dims", type=int, nargs="*", default=[1024, 2048])
     ap.add_argument("--slow-dims", type=int, nargs="*", default=[1024])
-    ap.add_argument("--sim", type=_pair, nargs="*", default=[(2000, 64), (2000, 2048), (50000, 64)])
-    ap.add_argument("--irm", type=_pair, nargs="*", default=[(5000, 256)])
+    ap.add_argument("--sim", type=_pair, nargs="*", default=[(2000, 64), (2000, 2048), (50000, 64), (50000, 2048)])
+    ap.add_argument("--cate", type=_pair, nargs="*", default=[(2000, 1024)])
+    ap.add_argument("--irm", type=_pair, nargs="*", default=[(50000, 1024)])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
@@ -153,7 +172,7 @@ def main(argv=None) -> None:
     if args.worker:
         job = json.loads(args.worker)
         kind = job.pop("kind")
-        out = {"uganda": worker_uganda, "sim": worker_sim, "irm": worker_irm}[kind](**job)
+        out = {"uganda": worker_uganda, "sim": worker_sim, "cate": worker_cate, "irm": worker_irm}[kind](**job)
         print(json.dumps(out))
         return
 
@@ -185,6 +204,16 @@ def main(argv=None) -> None:
             r = run(kind="sim", n=n, d=d)
             print(f"sim n={n} d={d}: {r['seconds']:.1f} s", file=sys.stderr)
             lines.append(f"| {n} | {d} | {r['seconds']:.1f} | {r['peak_gb']:.2f} |")
+    if args.cate:
+        lines += ["", "### cate() (causal forest) on the simulated data with tau = 1 + x1: features per split", "",
+                  "| n | d | grf's mtry: s | corr. with tau | all p (EconML's default): s | corr. with tau | time ratio |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        for n, d in args.cate:
+            a = run(kind="cate", n=n, d=d, all_features=False)
+            b = run(kind="cate", n=n, d=d, all_features=True)
+            print(f"cate n={n} d={d}: {a['seconds']:.1f} s vs {b['seconds']:.1f} s", file=sys.stderr)
+            lines.append(f"| {n} | {d} | {a['seconds']:.1f} | {a['corr']:.3f} | {b['seconds']:.1f} | {b['corr']:.3f} "
+                         f"| {a['seconds'] / b['seconds']:.2f} |")
     if args.irm:
         lines += ["", "### Cross-fitted AIPW (ridge-logit, ridge; 5 folds) against DoubleML's IRM, same learners "
                   "and folds", "", "| n | d | eocausal s | DoubleML s | time ratio | eocausal peak GB | "

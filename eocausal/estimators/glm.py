@@ -36,13 +36,16 @@ best ``C``) runs along a warm-started path of Newton fits.
 
 Wide designs (embeddings of 1,024 or 2,048 columns; from :data:`REDUCE_MIN_COLUMNS` columns):
 a ridge-penalised fit depends on the design only through the row space of its training rows, of
-dimension r <= min(n_train, distinct rows). Ridge-logistic fits are solved in that space
-(:class:`RowSpace`: a basis from a pivoted Cholesky factorisation of the smaller Gram matrix,
-p x p by subtraction of per-fold Grams or one n x n kernel shared by all inner folds), and
-``RidgeCV``'s eigendecomposition is taken on the Gram's range (:func:`_eigh_range`). Both are
-exact rewrites of the same problems: on the Uganda data with 1,024 random features
-(benchmarks/results/high_dim.md) the propensities equal the full-dimensional solvers' to 4e-12
-and the effects to 3e-12 (relative), at 5-8 s instead of 169 s on one core.
+dimension r <= min(n_train, distinct rows). Ridge-logistic fits are solved in that space, in a
+basis where the training rows' Gram matrix is diagonal (:class:`RowSpace`: from one n x n kernel
+shared by all inner folds, or p x p Grams by subtraction of per-fold Grams), by Newton's method
+whose steps are conjugate-gradient solves preconditioned by that diagonal
+(:func:`newton_cg_logistic`: O(n r) per product where a Newton Hessian costs O(n r^2)).
+``RidgeCV``'s eigendecomposition comes from the training rows' kernel when they are fewer than
+the columns (:func:`_ridge_loo_kernel`), else from the Gram's range (:func:`_eigh_range`). All
+are exact rewrites of the same problems: on the Uganda data with 1,024 random features
+(benchmarks/results/high_dim.md) the propensities equal the full-dimensional solvers' to 3e-11
+and the effects to 2e-12 (relative), at 6-7 s instead of 160 s on one core.
 """
 
 from __future__ import annotations
@@ -710,24 +713,27 @@ class RowSpace:
     most the number of training rows and at most the number of distinct rows: on the Uganda
     data, 1,024 random features of 327 images have r of about 250 in a training fold.
 
-    The basis comes from a Cholesky factorisation with pivoting (LAPACK ``pstrf``) of the smaller
-    Gram matrix, which stops once the largest remaining pivot is below ``RTOL * m * eps`` of the
-    largest diagonal entry (m: its size): O(m^2 r) where an eigendecomposition costs O(m^3). The
-    directions left out hold the rounding noise of exactly repeated or collinear rows, which
-    the full-dimensional solver fits to noise.
+    The basis is orthonormal and makes the training rows' Gram matrix diagonal (F'F = diag(sigma),
+    F = S Q the training rows' coordinates), so :func:`newton_cg_logistic` preconditions its
+    conjugate-gradient steps in O(r). The rank comes from a Cholesky factorisation with pivoting
+    (LAPACK ``pstrf``) of the smaller Gram matrix, which stops once the largest remaining pivot
+    is below ``RTOL * m * eps`` of the largest diagonal entry (m: its size); the directions left
+    out hold the rounding noise of exactly repeated or collinear rows, which the full-dimensional
+    solver fits to noise.
 
-    - p x p (``gram`` = S'S of the training rows): Q is the QR basis of the pivot columns of S'S,
-      and the coordinates of rows are S Q.
-    - n x n (``kernel`` = S S' of all rows, when the training rows are fewer than p): with the
-      pivot rows P of the training rows' kernel and its factor L (K_train[:, P] = L L_P'),
-      Q = S_P' L_P^{-T} is orthonormal and the coordinates of any row s are K(s, P) L_P^{-T}: the
-      training rows' coordinates are L itself, and no p-dimensional product is needed.
+    - n x n (``kernel`` = S S' of all rows, when the training rows are fewer than p): the
+      training rows' kernel K_T = U diag(sigma) U' (:func:`_kernel_eigh`); Q = S_T' U sigma^{-1/2},
+      so the coordinates of any row s are K(s, T) U sigma^{-1/2} and the training rows' are
+      U sigma^{1/2}: no p-dimensional product is needed.
+    - p x p (``gram`` = S'S of the training rows), well below full rank: Q is the QR basis of the
+      pivot columns of S'S rotated to the eigenbasis of Q'S'SQ; the coordinates of rows are S Q.
+    - p x p at (nearly) full rank: the design's own coordinates (``blocks`` are views of S,
+      ``blocks32`` of ``S32``), with the eigenvectors ``V`` of S'S kept for the preconditioner.
 
-    ``S``: all rows, scaled (n, p); ``train``: the training rows (indices into S, in block
-    order); ``cuts``: where the training blocks split; ``root``: sqrt(d). Attributes: ``blocks``
-    (the training rows' coordinates, per block), ``blocks32`` (the same in float32, for Newton's
-    Hessian), ``rank`` (r), ``smaller`` (whether r is at most 3/4 of p; otherwise the caller
-    keeps the full-dimensional solver, which then costs no more).
+    ``S``: all rows, scaled (n, p); ``parts``: the training rows, as slices of S in block order;
+    ``root``: sqrt(d). Attributes: ``blocks`` (the training rows' coordinates, one per part),
+    ``blocks32`` (the same in float32, for Hessian products), ``rank`` (r), ``sigma`` (the
+    diagonal of F'F, or the eigenvalues of S'S), ``V`` (None, or those eigenvectors).
     """
 
     RTOL = 10.0
