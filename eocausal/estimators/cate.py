@@ -73,6 +73,7 @@ from eocausal.estimators.propensity import crossfit_propensity
 #: learner name -> (EconML module, class)
 LEARNERS = {
     "causal_forest": ("econml.dml", "CausalForestDML"),
+    "dr_boost": ("eocausal.estimators.dr_boost", "BoostedDR"),
     "dr": ("econml.dr", "DRLearner"),
     "r": ("econml.dml", "NonParamDML"),
     "t": ("econml.metalearners", "TLearner"),
@@ -231,7 +232,7 @@ class _Learner:
         ridge = make_outcome_model("ridge", seed=self.seed, n_tabular=self.n_tabular)
         # a fixed L2 penalty, not eocausal's 'ridge-logit': EconML takes over the CV of a LogisticRegressionCV
         # (warning that its cv is ignored) and then fails on scikit-learn >= 1.8's fitted attributes
-        logit = make_pipeline(BlockStandardizer(self.n_tabular), LogisticRegression(**DEFAULT_LOGIT))
+        logit = _default_logit(self.n_tabular)
         if lr in ("causal_forest", "r"):
             kw.setdefault("discrete_treatment", True)
             kw.setdefault("model_y", ridge)
@@ -549,6 +550,9 @@ def cate(y, w, X=None, embeddings=None, *, learner: str = "causal_forest", prope
     if not 0 <= clip < 0.5:
         raise InputError(f"clip={clip}: must lie in [0, 0.5)")
 
+    if learner == "dr_boost":
+        return _cate_dr_boost(y, w, F, names, n_tab, layout, clusters, e_arr if e_mode else None, folds, seed,
+                              outcome_model, propensity, clip, fit_final, econml_kwargs)
     learn = _Learner(learner, dict(econml_kwargs), seed, e_mode, e_const, n_tabular=n_tab)
     fold_ids = grouped_folds(n, clusters, folds, seed, stratify=w)
     tau = np.empty(n)
@@ -598,3 +602,38 @@ def cate(y, w, X=None, embeddings=None, *, learner: str = "causal_forest", prope
                       estimator_=final,
                       fold_estimators_=tuple(fold_models), n_clipped=n_clipped, propensity_source=source,
                       _layout=layout)
+
+
+def _default_logit(n_tab: int):
+    """The learners' default propensity model (:data:`DEFAULT_LOGIT` on block-standardised inputs)."""
+    return make_pipeline(BlockStandardizer(n_tab), LogisticRegression(**DEFAULT_LOGIT))
+
+
+def _cate_dr_boost(y, w, F, names, n_tab, layout, clusters, e_known, folds, seed, outcome_model, propensity,
+                   clip, fit_final, final_kwargs) -> CateResult:
+    """``learner='dr_boost'``: :mod:`eocausal.estimators.dr_boost` on the same folds and inputs."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    from eocausal.estimators.dr_boost import crossfit_dr_boost
+
+    unknown = sorted(set(final_kwargs) - set(HistGradientBoostingRegressor().get_params()))
+    if unknown:
+        raise InputError(f"learner='dr_boost': {unknown} are not HistGradientBoostingRegressor parameters; "
+                         "the keyword arguments set its final stage (scikit-learn's names)")
+    model = _default_logit(n_tab) if isinstance(propensity, str) and propensity == "learner" else propensity
+    fold_ids = grouped_folds(len(y), clusters, folds, seed, stratify=w)
+    out = crossfit_dr_boost(F, y, w, fold_ids, clusters=clusters, e_known=e_known, propensity=model,
+                            outcome_model=outcome_model, n_tabular=n_tab, seed=seed, clip=clip, fit_final=fit_final,
+                            **final_kwargs)
+    n_clipped = 0 if e_known is not None else int(np.sum(out["e"] != out["e_raw"]))
+    if e_known is not None:
+        source = "known"
+    elif model is propensity:
+        source = propensity if isinstance(propensity, str) else type(propensity).__name__
+    else:
+        source = "logit"
+    return CateResult(tau_hat=out["tau_hat"], scores=out["scores"], mu0=out["mu0"], mu1=out["mu1"],
+                      propensity_scores=out["e"], y=y, w=w.astype(float), fold_ids=fold_ids, clusters=clusters,
+                      learner="dr_boost", feature_names=tuple(names), n_tabular=n_tab,
+                      propensity_known=e_known is not None, estimator_=out["final"], n_clipped=n_clipped,
+                      propensity_source=source, _layout=layout)
