@@ -29,5 +29,6 @@ __getattr__, __dir__, __all__ = attach(
         "support_diagnostic": "eocausal.data.transport",
         "effects_to_geodataframe": "eocausal.data.transport",
         "write_effect_raster": "eocausal.data.transport",
+        "write_effect_raster_blocks": "eocausal.data.transport",
     },
 )

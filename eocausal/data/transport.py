@@ -12,6 +12,8 @@ a map. This module takes arrays (it never imports an estimator): the caller comp
     # or, for a grid of H x W pixels with one embedding each:
     write_effect_raster("effects.tif", tau_new.reshape(H, W), transform, crs,
                         outside=support.outside.reshape(H, W))
+    # or, for a grid larger than memory, a block of rows at a time:
+    write_effect_raster_blocks("effects.tif", predict_rows, (H, W), transform, crs)
 
 Support methods:
 
@@ -238,6 +240,74 @@ def effects_to_geodataframe(units_or_points, values, flags=None, *, column: str 
     return gdf
 
 
+def _grid(transform, crs):
+    """(affine transform, rasterio CRS) of an effect grid, validated."""
+    from affine import Affine
+    from rasterio.crs import CRS
+
+    if crs is None:
+        raise CRSError("crs: a GeoTIFF of effects needs a CRS; pass the grid's CRS (e.g. 'EPSG:32612')")
+    try:
+        crs = CRS.from_user_input(crs)
+    except Exception as exc:  # rasterio raises its own CRSError subclasses
+        raise CRSError(f"crs={crs!r}: not a valid CRS ({exc})") from exc
+    if not isinstance(transform, Affine):
+        t = tuple(transform)
+        if len(t) not in (6, 9):
+            raise InputError(f"transform: expected an affine.Affine or 6 numbers, got {len(t)}")
+        transform = Affine(*t[:6])
+    return transform, crs
+
+
+def _bands(values, outside, nodata: float, width: int | None = None) -> np.ndarray:
+    """The float32 bands (cate, and outside_support when given) of a block of rows."""
+    v = np.asarray(values, dtype=float)
+    if v.ndim != 2 or (width is not None and v.shape[1] != width):
+        want = "a 2-d grid (H, W)" if width is None else f"a block of shape (rows, {width})"
+        raise InputError(f"values: expected {want}, got shape {v.shape}; reshape the predictions")
+    bands = [v]
+    if outside is not None:
+        o = np.asarray(outside)
+        if o.shape != v.shape:
+            raise InputError(f"outside: shape {o.shape} differs from values {v.shape}")
+        ob = o.astype(float)
+        ob[~np.isfinite(v)] = nodata
+        bands.append(ob)
+    data = np.stack(bands).astype(np.float32)
+    data[:, ~np.isfinite(v)] = nodata
+    return data
+
+
+def _write_atomically(path, height: int, width: int, count: int, transform, crs, nodata: float, blocks) -> Path:
+    """Write ``blocks`` (an iterable of (row offset, bands)) into a new GeoTIFF, then rename it into place."""
+    import rasterio
+    from rasterio.windows import Window
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.tif", dir=path.parent)
+    os.close(fd)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
+        profile = dict(driver="GTiff", width=width, height=height, count=count, dtype="float32", crs=crs,
+                       transform=transform, nodata=nodata, compress="deflate", tiled=True, blockxsize=256,
+                       blockysize=256, BIGTIFF="IF_SAFER")
+        with rasterio.open(tmp, "w", **profile) as ds:
+            for row, data in blocks:
+                ds.write(data, window=Window(0, row, width, data.shape[1]))
+            ds.set_band_description(1, "cate")
+            if count > 1:
+                ds.set_band_description(2, "outside_support")
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise OutputError(f"path={str(path)!r}: cannot write the effect raster ({exc})") from exc
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
 def write_effect_raster(path, values, transform, crs, *, outside=None, nodata: float = np.nan) -> Path:
     """Write predicted effects on a grid as a GeoTIFF, atomically (temporary file, then rename).
 
@@ -262,53 +332,78 @@ def write_effect_raster(path, values, transform, crs, *, outside=None, nodata: f
     -------
     pathlib.Path
         The written file. Band 1 is described ``cate``, band 2 ``outside_support``.
-    """
-    import rasterio
-    from affine import Affine
-    from rasterio.crs import CRS
 
-    v = np.asarray(values, dtype=float)
-    if v.ndim != 2:
-        raise InputError(f"values: expected a 2-d grid (H, W), got shape {v.shape}; reshape the predictions")
-    if crs is None:
-        raise CRSError("crs: a GeoTIFF of effects needs a CRS; pass the grid's CRS (e.g. 'EPSG:32612')")
+    See Also
+    --------
+    write_effect_raster_blocks : the same file, computed and written a block of rows at a time.
+    """
+    data = _bands(values, outside, nodata)
+    transform, crs = _grid(transform, crs)
+    return _write_atomically(path, data.shape[1], data.shape[2], len(data), transform, crs, nodata, [(0, data)])
+
+
+def write_effect_raster_blocks(path, predict, shape, transform, crs, *, block_rows: int = 256,
+                               nodata: float = np.nan) -> Path:
+    """Write an effect map larger than memory: predict and write one block of rows at a time.
+
+    The transport step of a trial maps effects over whole regions (every 10 m pixel of a
+    district is tens of millions of predictions, each from a 64- to 1,024-dimensional embedding).
+    Here only one block of ``block_rows`` x W pixels (its features, predictions and flags) is in
+    memory at a time; the file is tiled, compressed, BigTIFF when needed, and written atomically
+    like :func:`write_effect_raster` (a failure leaves any earlier file untouched).
+
+    Parameters
+    ----------
+    path : path
+        Destination ``.tif``.
+    predict : callable
+        ``predict(rows)`` with ``rows`` a ``slice`` of grid rows returns the effects of those rows,
+        an array (len(rows), W), or a pair (effects, outside flags) of that shape. Typically it
+        reads the rows' embeddings from a raster window and calls
+        :meth:`~eocausal.estimators.cate.CateResult.predict` (docs/heterogeneity.md).
+    shape : (H, W)
+        Grid size in pixels.
+    transform, crs, nodata
+        As in :func:`write_effect_raster`.
+    block_rows : int
+        Rows per block.
+
+    Returns
+    -------
+    pathlib.Path
+        The written file: band 1 ``cate``, band 2 ``outside_support`` when ``predict`` returns flags.
+    """
+    if not callable(predict):
+        raise InputError("predict: expected a function of a slice of grid rows; for an array in memory use "
+                         "write_effect_raster")
     try:
-        crs = CRS.from_user_input(crs)
-    except Exception as exc:  # rasterio raises its own CRSError subclasses
-        raise CRSError(f"crs={crs!r}: not a valid CRS ({exc})") from exc
-    if not isinstance(transform, Affine):
-        t = tuple(transform)
-        if len(t) not in (6, 9):
-            raise InputError(f"transform: expected an affine.Affine or 6 numbers, got {len(t)}")
-        transform = Affine(*t[:6])
-    bands = [v]
-    if outside is not None:
-        o = np.asarray(outside)
-        if o.shape != v.shape:
-            raise InputError(f"outside: shape {o.shape} differs from values {v.shape}")
-        ob = o.astype(float)
-        ob[~np.isfinite(v)] = nodata
-        bands.append(ob)
-    data = np.stack(bands).astype(np.float32)
-    data[:, ~np.isfinite(v)] = nodata
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.tif", dir=path.parent)
-    os.close(fd)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
-        profile = dict(driver="GTiff", width=v.shape[1], height=v.shape[0], count=len(bands), dtype="float32",
-                       crs=crs, transform=transform, nodata=nodata, compress="deflate")
-        with rasterio.open(tmp, "w", **profile) as ds:
-            ds.write(data)
-            ds.set_band_description(1, "cate")
-            if len(bands) > 1:
-                ds.set_band_description(2, "outside_support")
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise OutputError(f"path={str(path)!r}: cannot write the effect raster ({exc})") from exc
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+        height, width = (int(v) for v in shape)
+    except (TypeError, ValueError):
+        raise InputError(f"shape: expected (H, W), got {shape!r}") from None
+    if height < 1 or width < 1:
+        raise InputError(f"shape: expected a positive (H, W), got {shape!r}")
+    if int(block_rows) < 1:
+        raise InputError(f"block_rows={block_rows}: must be at least 1")
+    transform, crs = _grid(transform, crs)
+
+    def block(start):
+        rows = slice(start, min(start + int(block_rows), height))
+        out = predict(rows)
+        values, outside = out if isinstance(out, tuple) else (out, None)
+        data = _bands(values, outside, nodata, width)
+        if data.shape[1] != rows.stop - rows.start:
+            raise InputError(f"predict: rows {rows.start}:{rows.stop} gave {data.shape[1]} rows of effects")
+        return data
+
+    first = block(0)
+    count = len(first)
+
+    def blocks():
+        yield 0, first
+        for start in range(int(block_rows), height, int(block_rows)):
+            data = block(start)
+            if len(data) != count:
+                raise InputError("predict: returned outside flags for some blocks and not others")
+            yield start, data
+
+    return _write_atomically(path, height, width, count, transform, crs, nodata, blocks())

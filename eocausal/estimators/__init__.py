@@ -45,5 +45,7 @@ __getattr__, __dir__, __all__ = attach(
         "PanelFit": "eocausal.estimators.panel",
         "panel_fe": "eocausal.estimators.panel",
         "CateResult": "eocausal.estimators.cate",
+        "BoostedDR": "eocausal.estimators.dr_boost",
+        "crossfit_dr_boost": "eocausal.estimators.dr_boost",
     },
 )

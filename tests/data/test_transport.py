@@ -11,7 +11,8 @@ import rasterio
 from affine import Affine
 
 from eocausal.data import transport
-from eocausal.data.transport import effects_to_geodataframe, support_diagnostic, write_effect_raster
+from eocausal.data.transport import (effects_to_geodataframe, support_diagnostic, write_effect_raster,
+                                     write_effect_raster_blocks)
 from eocausal.errors import CRSError, InputError, OutputError
 
 
@@ -110,3 +111,57 @@ def test_write_effect_raster_errors(tmp_path):
     with pytest.raises(InputError, match="outside"):
         write_effect_raster(tmp_path / "x.tif", np.zeros((2, 2)), TR, "EPSG:4326",
                             outside=np.zeros((3, 3), bool))
+
+
+def test_blockwise_raster_equals_the_in_memory_one(tmp_path):
+    """A map written a block of rows at a time (predict called per block, never on the whole grid)
+    equals the one written from the full array; blocks that do not divide the height work."""
+    rng = np.random.default_rng(0)
+    H, W = 37, 23
+    values = rng.normal(size=(H, W))
+    values[5, 7] = np.nan
+    outside = values > 1.0
+    calls = []
+
+    def predict(rows):
+        calls.append((rows.start, rows.stop))
+        return values[rows], outside[rows]
+
+    tr = Affine(10, 0, 500_000, 0, -10, 4_500_000)
+    a = write_effect_raster_blocks(tmp_path / "blocks.tif", predict, (H, W), tr, "EPSG:32612", block_rows=8)
+    b = write_effect_raster(tmp_path / "full.tif", values, tr, "EPSG:32612", outside=outside)
+    assert calls == [(0, 8), (8, 16), (16, 24), (24, 32), (32, 37)]
+    with rasterio.open(a) as da, rasterio.open(b) as db:
+        assert da.count == 2 and da.crs == db.crs and da.transform == db.transform
+        assert da.descriptions == ("cate", "outside_support")
+        np.testing.assert_array_equal(da.read(), db.read())
+    # effects only: one band
+    c = write_effect_raster_blocks(tmp_path / "one.tif", lambda rows: values[rows], (H, W), tr, 32612, block_rows=50)
+    with rasterio.open(c) as ds:
+        assert ds.count == 1
+        np.testing.assert_array_equal(ds.read(1), values.astype(np.float32))
+
+
+def test_blockwise_raster_refuses_bad_blocks_and_keeps_the_old_file(tmp_path):
+    path = tmp_path / "effects.tif"
+    write_effect_raster(path, np.ones((4, 3)), TR, "EPSG:32612")
+    before = path.read_bytes()
+
+    def wrong_width(rows):
+        return np.zeros((rows.stop - rows.start, 2))
+
+    with pytest.raises(InputError, match=r"\(rows, 3\)"):
+        write_effect_raster_blocks(path, wrong_width, (4, 3), TR, "EPSG:32612", block_rows=2)
+
+    def fails_late(rows):
+        if rows.start >= 2:
+            raise RuntimeError("out of memory in block 2")
+        return np.zeros((rows.stop - rows.start, 3))
+
+    with pytest.raises(RuntimeError, match="block 2"):
+        write_effect_raster_blocks(path, fails_late, (4, 3), TR, "EPSG:32612", block_rows=2)
+    assert path.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["effects.tif"]
+    with pytest.raises(InputError, match="shape"):
+        write_effect_raster_blocks(path, wrong_width, (0, 3), TR, "EPSG:32612")
+    with pytest.raises(InputError, match="function"):
+        write_effect_raster_blocks(path, np.zeros((4, 3)), (4, 3), TR, "EPSG:32612")
