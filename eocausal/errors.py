@@ -43,6 +43,11 @@ class StudyFileError(InputError):
     """A study file is malformed: unknown key, wrong type, missing section."""
 
 
+class PostTreatmentError(InputError):
+    """An image confounder would be read from imagery dated on or after a unit's treatment (a
+    post-treatment variable); choose earlier imagery or allow it explicitly."""
+
+
 class DataFileError(EocausalError, OSError):
     """A data file is missing, unreadable or not in the expected format."""
 

@@ -87,8 +87,12 @@ def resolve_paths(paths, arg: str = "paths") -> tuple[str, ...]:
     return tuple(out)
 
 
-def read_meta(path: str) -> RasterFile:
-    """Open ``path`` once and read its metadata; typed errors for missing, unreadable, no CRS."""
+def read_meta(path: str, *, bottom_up: bool = False) -> RasterFile:
+    """Open ``path`` once and read its metadata; typed errors for missing, unreadable, no CRS.
+
+    ``bottom_up``: accept rows stored bottom-up (a positive y pixel size, as some copies of
+    embedding products ship); the caller then computes rows from the geotransform. Chip readers
+    keep the default (they assume north-up windows) and refuse such files with the fix."""
     import rasterio
     from rasterio.enums import MaskFlags
     from rasterio.errors import NotGeoreferencedWarning, RasterioError
@@ -132,7 +136,7 @@ def read_meta(path: str) -> RasterFile:
             f"`gdal_edit.py -a_srs EPSG:4326 {path}` (use the raster's real EPSG code)"
         )
     t = meta.transform
-    if t.b != 0 or t.d != 0 or t.a <= 0 or t.e >= 0:
+    if t.b != 0 or t.d != 0 or t.a <= 0 or t.e == 0 or (t.e > 0 and not bottom_up):
         raise DataFileError(
             f"paths: raster {path} has a rotated, sheared or south-up geotransform {tuple(t)[:6]}; "
             f"warp it north-up first: `gdalwarp {path} north_up.tif`"

@@ -1,4 +1,5 @@
-"""Conditional average treatment effects through EconML, cross-fitted by cluster.
+"""Conditional average treatment effects through EconML (or, for large n, eocausal's own
+DR-learner, :mod:`eocausal.estimators.dr_boost`), cross-fitted by cluster.
 
 :func:`cate` fits one of EconML's CATE learners on any mix of tabular covariates and image or
 image-sequence embeddings (an embedding is just more columns) and returns a

@@ -96,13 +96,13 @@ def _nuisances(F, y, w, fold_ids, clusters, e_known, propensity, outcome_model, 
 
 def crossfit_dr_boost(F, y, w, fold_ids, *, clusters=None, e_known=None, propensity, outcome_model="ridge",
                       n_tabular: int = 0, seed=0, clip: float = 1e-3, fit_final: bool = True,
-                      progress=None, **final_kwargs) -> dict:
+                      **final_kwargs) -> dict:
     """Out-of-fold CATEs, scores and nuisances of the boosted DR-learner (see the module docstring).
 
     ``F``: features (n, p); ``fold_ids``: the outer folds (clusters kept whole); ``e_known``:
     known propensities or None; ``propensity`` / ``outcome_model``: nuisance models as in
     :func:`~eocausal.estimators.aipw.crossfit_aipw`; ``final_kwargs``: overrides of
-    :data:`FINAL_BOOST` (scikit-learn's names). ``progress``: a callable taking a message, or None.
+    :data:`FINAL_BOOST` (scikit-learn's names).
     Returns a dict with ``tau_hat``, ``scores``, ``mu0``, ``mu1``, ``e`` (as used), ``e_raw``,
     ``final`` (a :class:`BoostedDR` fitted on all units, or None).
     """
@@ -110,14 +110,11 @@ def crossfit_dr_boost(F, y, w, fold_ids, *, clusters=None, e_known=None, propens
     y = np.asarray(y, dtype=float)
     w = np.asarray(w, dtype=float)
     n, p = F.shape
-    note = progress or (lambda msg: None)
-    note("nuisances on all folds")
     e, e_raw, mu0, mu1 = _nuisances(F, y, w, fold_ids, clusters, e_known, propensity, outcome_model,
                                     n_tabular, seed, clip)
     scores = _scores(y, w, e, mu0, mu1)
     tau = np.empty(n)
-    for k, test, train in training_splits(fold_ids, w.astype(int), "folds"):
-        note(f"fold {k}: nuisances within the training folds, then the final stage")
+    for _, test, train in training_splits(fold_ids, w.astype(int), "folds"):
         sub = np.flatnonzero(train)
         cl = None if clusters is None else np.asarray(clusters)[sub]
         ek = None if e_known is None else e_known[sub]
@@ -128,6 +125,5 @@ def crossfit_dr_boost(F, y, w, fold_ids, *, clusters=None, e_known=None, propens
         tau[test] = model.predict(F[test])
     final = None
     if fit_final:
-        note("final stage on all units")
         final = BoostedDR(_final_model(n, seed, final_kwargs).fit(F, scores), p)
     return {"tau_hat": tau, "scores": scores, "mu0": mu0, "mu1": mu1, "e": e, "e_raw": e_raw, "final": final}

@@ -1,0 +1,193 @@
+"""Embedding products (eocausal.data.embedding_products) on int8 COGs the tests write.
+
+The fixture mimics the AlphaEarth distribution: 64 int8 bands, nodata -128, one file per UTM zone
+(36N: EPSG:32636, 37N: EPSG:32637, meeting at 36 degrees east) and year, the 37N file stored
+bottom-up (positive y pixel size, as the Source Cooperative copy). Each file's pixel (row, col)
+holds a value pattern that encodes its zone, year, row and column, so a value read tells where it
+came from. Checked: the documented de-quantisation at known pixels; units on both sides of the
+zone boundary read from their own zone's file, also where the files overlap; the bottom-up file
+read by its geotransform; nodata -> NaN; the year chosen from treatment dates; the pre-treatment
+guard; the provenance.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from pyproj import Transformer
+
+from eocausal.data.embedding_products import ALPHAEARTH, EmbeddingProduct, as_product, dequantize
+from eocausal.errors import DataFileError, DataQualityWarning, InputError, PostTreatmentError
+
+SIZE = 40  # pixels per side
+RES = 10.0
+
+
+def _pattern(zone: int, year: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """int8 values (64, ...) encoding zone, year, row and column (never -128)."""
+    band = np.arange(64)[:, None, None]
+    v = (zone * 7 + (year - 2017) * 11 + rows * 3 + cols * 5 + band) % 250 - 125
+    return v.astype(np.int8)
+
+
+def _units(ids, lon, lat):
+    return gpd.GeoSeries(gpd.points_from_xy(lon, lat), index=list(ids), crs="EPSG:4326")
+
+
+def _origin(epsg: int, lon: float, lat: float) -> tuple[float, float]:
+    return Transformer.from_crs(4326, epsg, always_xy=True).transform(lon, lat)
+
+
+def _write(path, epsg, zone, year, lon0, lat0, bottom_up=False, nodata_at=None):
+    """A SIZE x SIZE file whose top-left corner is at (lon0, lat0) (projected, then snapped)."""
+    x0, y_top = _origin(epsg, lon0, lat0)
+    x0, y_top = np.floor(x0), np.floor(y_top)
+    r, c = np.mgrid[0:SIZE, 0:SIZE]  # r: row counted from the top
+    data = _pattern(zone, year, r, c)
+    if nodata_at is not None:
+        data[:, nodata_at[0], nodata_at[1]] = -128
+    if bottom_up:
+        transform = Affine(RES, 0, x0, 0, RES, y_top - SIZE * RES)  # origin at the bottom-left
+        data = data[:, ::-1, :]  # stored row 0 is the bottom row
+    else:
+        transform = Affine(RES, 0, x0, 0, -RES, y_top)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # GDAL notes the unusual (bottom-up) geotransform
+        with rasterio.open(path, "w", driver="GTiff", height=SIZE, width=SIZE, count=64, dtype="int8",
+                           crs=f"EPSG:{epsg}", transform=transform, nodata=-128, tiled=True, blockxsize=16,
+                           blockysize=16) as ds:
+            ds.write(np.ascontiguousarray(data))
+    return transform, x0, y_top
+
+
+@pytest.fixture()
+def product_dir(tmp_path):
+    """2020 and 2022, zones 36N (north-up) and 37N (bottom-up), both touching 36 E near 1 N.
+
+    The 36N file extends east of 36 E (overlapping the 37N file), as zone files do."""
+    info = {}
+    for year in (2020, 2022):
+        info[(year, 36)] = _write(tmp_path / str(year) / "36N" / "tile.tif", 32636, 36, year, 35.998, 1.0018,
+                                  nodata_at=(5, 5))
+        info[(year, 37)] = _write(tmp_path / str(year) / "37N" / "tile.tif", 32637, 37, year, 35.9995, 1.0018,
+                                  bottom_up=True)
+    return tmp_path, info
+
+
+def _expected(info, year, zone, lon, lat):
+    """The de-quantised vector of the pixel under (lon, lat) in the given file, from the pattern."""
+    epsg = 32600 + zone
+    _, x0, y_top = info[(year, zone)]
+    x, y = Transformer.from_crs(4326, epsg, always_xy=True).transform(lon, lat)
+    col, row_from_top = int(np.floor((x - x0) / RES)), int(np.floor((y_top - y) / RES))
+    q = _pattern(zone, year, np.array(row_from_top), np.array(col))
+    return dequantize(q, ALPHAEARTH).reshape(64)
+
+
+def test_dequantisation_is_the_documented_formula():
+    q = np.array([-127, -64, -1, 0, 1, 64, 127, -128], dtype=np.int8)
+    v = dequantize(q, ALPHAEARTH)
+    expect = np.sign(q[:-1]) * (np.abs(q[:-1].astype(float)) / 127.5) ** 2
+    np.testing.assert_allclose(v[:-1], expect, rtol=0, atol=1e-15)
+    assert np.isnan(v[-1])  # -128 is nodata
+    assert v[0] == pytest.approx(-(127 / 127.5) ** 2) and v[3] == 0.0
+    lin = as_product({"name": "p", "version": "1", "dims": 2, "resolution_m": 30, "licence": "CC0", "attribution": "x",
+                      "quantisation": "linear", "scale": 0.01, "offset": -1.0, "nodata": 0})
+    np.testing.assert_allclose(dequantize(np.array([0, 100, 250]), lin), [np.nan, 0.0, 1.5])
+
+
+def test_units_on_both_sides_of_the_zone_boundary_read_their_own_zone(product_dir):
+    root, info = product_dir
+    prod = EmbeddingProduct(sorted(str(p) for p in root.rglob("*.tif")))
+    assert prod.years == [2020, 2022]
+    lon = np.array([35.9990, 35.9996, 36.0004, 36.0012])  # two west of 36 E, two east (in the overlap)
+    lat = np.array([1.0010, 1.0005, 1.0010, 1.0005])
+    units = _units(["w1", "w2", "e1", "e2"], lon, lat)
+    frame = prod.sample(units, year=2022)
+    assert list(frame.columns) == [f"A{i:02d}" for i in range(64)]
+    for k, (x, y) in enumerate(zip(lon, lat)):
+        zone = 36 if x < 36 else 37
+        np.testing.assert_allclose(frame.iloc[k].to_numpy(), _expected(info, 2022, zone, x, y), rtol=0, atol=1e-15)
+    # the east units are inside the 36N file too (it overlaps); their 36N pixel differs from what was read
+    assert not np.allclose(frame.loc["e1"].to_numpy(), _expected(info, 2022, 36, lon[2], lat[2]))
+    norms = np.linalg.norm(frame.to_numpy(), axis=1)
+    assert np.all(norms > 0)
+    prov = frame.attrs["provenance"]
+    assert prov["product"]["licence"] == "CC-BY-4.0" and "Google DeepMind" in prov["product"]["attribution"]
+    assert prov["years"] == [2022] and len(prov["files"]) == 2
+
+
+def test_bottom_up_file_is_read_by_its_geotransform(product_dir, tmp_path):
+    """The 37N file stored bottom-up gives the values of the same grid stored north-up."""
+    root, info = product_dir
+    _write(tmp_path / "topdown" / "2022" / "t.tif", 32637, 37, 2022, 35.9995, 1.0018)
+    lon, lat = np.array([36.0004, 36.0020, 36.0030]), np.array([1.0010, 1.0001, 0.9990])
+    units = _units([1, 2, 3], lon, lat)
+    up = EmbeddingProduct({2022: root / "2022" / "37N" / "tile.tif"}).sample(units, year=2022)
+    down = EmbeddingProduct({2022: tmp_path / "topdown" / "2022" / "t.tif"}).sample(units, year=2022)
+    np.testing.assert_array_equal(up.to_numpy(), down.to_numpy())
+    assert np.isfinite(up.to_numpy()).all()
+
+
+def test_nodata_and_units_off_every_file_are_nan_with_a_warning(product_dir):
+    root, info = product_dir
+    _, x0, y_top = info[(2020, 36)]
+    x, y = x0 + 5.5 * RES, y_top - 5.5 * RES  # the pixel set to -128
+    lon, lat = Transformer.from_crs(32636, 4326, always_xy=True).transform(x, y)
+    units = _units(["nodata", "far"], [lon, 20.0], [lat, 1.0])
+    with pytest.warns(DataQualityWarning, match="2 of 2 units"):
+        frame = EmbeddingProduct(root / "2020" / "36N" / "tile.tif").sample(units, year=2020)
+    assert frame.isna().all().all()
+
+
+def test_year_from_treatment_dates_and_the_pre_treatment_guard(product_dir):
+    root, info = product_dir
+    prod = EmbeddingProduct(sorted(str(p) for p in root.rglob("*.tif")))
+    lon, lat = np.array([35.9990, 35.9996, 36.0004]), np.array([1.0010, 1.0005, 1.0010])
+    units = _units(["a", "b", "c"], lon, lat)
+    dates = ["2023-03-01", "2021-07-15", None]  # c: never treated (a control)
+    # the latest layer before each treatment's year: 2022 for a, 2020 for b; the control may use any
+    years = prod.choose_years(["a", "b", "c"], ["2023-03-01", "2021-07-15", "2023-01-01"])
+    assert years.tolist() == [2022, 2020, 2022]
+    frame = prod.sample(units, treatment_dates=["2023-03-01", "2021-07-15", "2023-01-01"])
+    assert frame.attrs["year"] == {"a": 2022, "b": 2020, "c": 2022}
+    np.testing.assert_allclose(frame.loc["b"].to_numpy(), _expected(info, 2020, 36, lon[1], lat[1]), atol=1e-15)
+    # b was treated in 2021: the 2022 layer includes post-treatment imagery
+    with pytest.raises(PostTreatmentError, match=r"b \(treated 2021-07-15, layer 2022\)"):
+        prod.sample(units, year=2022, treatment_dates=dates)
+    allowed = prod.sample(units, year=2022, treatment_dates=dates, allow_post_treatment=True)
+    assert allowed.attrs["provenance"]["post_treatment_allowed"] and allowed.attrs["provenance"]["post_treatment_units"] == 1
+    # a unit treated before the first layer cannot be read pre-treatment
+    with pytest.raises(PostTreatmentError, match="first available year 2020"):
+        prod.sample(units, treatment_dates=["2019-05-01", "2021-07-15", "2023-01-01"])
+
+
+def test_errors_name_what_to_change(product_dir, tmp_path):
+    root, _ = product_dir
+    with pytest.raises(InputError, match="no year in the path"):
+        EmbeddingProduct(tmp_path / "x.tif")
+    with pytest.raises(InputError, match="outside"):
+        EmbeddingProduct({2012: root / "2020" / "36N" / "tile.tif"})
+    with pytest.raises(InputError, match="declare"):
+        as_product({"name": "mine"})
+    with pytest.raises(InputError, match="unknown product"):
+        as_product("clay-v9")
+    prod = EmbeddingProduct(root / "2020" / "36N" / "tile.tif")
+    units = _units([1], [35.999], [1.001])
+    with pytest.raises(InputError, match="no product files for \\[2021\\]"):
+        prod.sample(units, year=2021)
+    with pytest.raises(InputError, match="year= .* or treatment_dates="):
+        prod.sample(units)
+    three = tmp_path / "2020" / "three.tif"
+    three.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(three, "w", driver="GTiff", height=2, width=2, count=3, dtype="int8", crs="EPSG:32636",
+                       transform=Affine(10, 0, 0, 0, -10, 0)) as ds:
+        ds.write(np.zeros((3, 2, 2), np.int8))
+    with pytest.raises(DataFileError, match="3 bands"):
+        EmbeddingProduct(three)
