@@ -17,6 +17,8 @@ __getattr__, __dir__, __all__ = attach(
         "RasterSequence": "eocausal.data.sequences",
         "EmbeddingRaster": "eocausal.data.embedding_raster",
         "EmbeddingProduct": "eocausal.data.embedding_products",
+        "ChipTable": "eocausal.data.chip_tables",
+        "read_chip_table": "eocausal.data.chip_tables",
         "Product": "eocausal.data.embedding_products",
         "ALPHAEARTH": "eocausal.data.embedding_products",
         "as_product": "eocausal.data.embedding_products",
