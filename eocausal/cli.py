@@ -89,7 +89,7 @@ def _embed(study_path: str, out: str, cache: str | None, quiet: bool) -> int:
 
     dest = Path(out)
     if dest.suffix.lower() not in SUFFIXES:
-        raise InputError(f"--out {out!r}: use a .npz or .csv file name")
+        raise InputError(f"--out {out!r}: use a .npz, .csv or .parquet (GeoParquet) file name")
     check_output_file(dest)  # fail before any work
     study = load_study(study_path)
     check_study(study)
@@ -101,7 +101,9 @@ def _embed(study_path: str, out: str, cache: str | None, quiet: bool) -> int:
     enc = study["encoder"]
     Z = embed(inputs.units, inputs.source, make_encoder(enc), batch_size=enc["batch_size"],
               seed=study.seed, cache_dir=cache, progress=_progress(quiet))
-    atomic_write_bytes(dest, embeddings_bytes(Z, dest.suffix.lower()))
+    geometry = inputs.units.geometry if inputs.units.has_place else None
+    atomic_write_bytes(dest, embeddings_bytes(Z, dest.suffix.lower(), geometry=geometry,
+                                              metadata=Z.attrs.get("provenance")))
     n_drop = len(Z.attrs.get("dropped_ids", []))
     dropped = f"; {n_drop} units left out (invalid chips)" if n_drop else ""
     print(f"embeddings: {dest} ({Z.shape[0]} units x {Z.shape[1]} dimensions{dropped}); "
@@ -132,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     p_val.add_argument("study")
     p_emb = sub.add_parser("embed", help="embed a study's imagery and save the embeddings")
     p_emb.add_argument("study")
-    p_emb.add_argument("--out", required=True, help="output file: .npz (arrays ids, embeddings, columns) or .csv; ids keep their type")
+    p_emb.add_argument("--out", required=True, help="output file: .npz (arrays ids, embeddings, columns), .csv, or .parquet (GeoParquet with the units' places and the encoder as metadata); ids keep their type")
     p_emb.add_argument("--cache", default=None, help="embedding cache folder (resumes an interrupted run)")
     p_emb.add_argument("--quiet", action="store_true")
     p_rep = sub.add_parser("report", help="re-render report.html and tables from an output folder")

@@ -233,7 +233,7 @@ def test_landsat7_water_is_invalid_under_all_bands_and_valid_under_any_band():
 
 
 # ----------------------------------------------------------------------------- item 4: ids keep their dtype
-@pytest.mark.parametrize("suffix", [".npz", ".csv"])
+@pytest.mark.parametrize("suffix", [".npz", ".csv", ".parquet"])
 def test_cli_embed_file_keeps_integer_ids_and_estimate_joins_it(raster_study, tmp_path, capsys, suffix):
     write, table, _ = raster_study
     land = table[table.region == "land"]
@@ -248,9 +248,17 @@ def test_cli_embed_file_keeps_integer_ids_and_estimate_joins_it(raster_study, tm
     assert units.ids.dtype == Z.index.dtype
     table_ = eocausal.estimate(units, embeddings=Z, methods=["dim", "ipw-hajek"], folds=3, seed=0)
     assert len(table_.tidy()) >= 2
+    if suffix == ".parquet":  # GeoParquet: the units' places and the encoder's identity
+        import geopandas as gpd
+
+        layer = gpd.read_parquet(dest)
+        assert layer.crs is not None and (layer.geometry.geom_type == "Point").all()
+        np.testing.assert_allclose(layer.to_crs("EPSG:4326").geometry.x, land.lon, atol=1e-9)
+        assert Z.attrs["metadata"]["encoder"]["class"].endswith("RandomFeatures")
+        assert Z.attrs["metadata"]["encoder"]["state"]
 
 
-@pytest.mark.parametrize("suffix", [".npz", ".csv"])
+@pytest.mark.parametrize("suffix", [".npz", ".csv", ".parquet"])
 @pytest.mark.parametrize("ids", [[3, 1, 2], ["007", "10", "a b"], [0.5, 1.5, 2.5]])
 def test_embedding_files_round_trip_ids_with_their_dtype(tmp_path, suffix, ids):
     values = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
@@ -260,12 +268,31 @@ def test_embedding_files_round_trip_ids_with_their_dtype(tmp_path, suffix, ids):
     assert type(back.index[0]) is type(Z.index[0]) or np.dtype(type(back.index[0])) == np.dtype(type(Z.index[0]))
 
 
+def test_embed_out_writes_geoparquet_that_reads_back_the_same_frame(array_units, tmp_path):
+    import geopandas as gpd
+
+    units, src = array_units()
+    dest = tmp_path / "sub" / "Z.parquet"
+    with pytest.raises(InputError, match="out=.*\\.npz, \\.csv or \\.parquet|use a file name ending"):
+        eocausal.embed(units, src, RandomFeatures(n_features=8), out=tmp_path / "Z.txt")
+    Z = eocausal.embed(units, src, RandomFeatures(n_features=8, seed=1), out=dest, progress=False)
+    back = read_embeddings(dest)
+    pd.testing.assert_frame_equal(back, Z, check_exact=True)
+    assert back.attrs["metadata"]["encoder"] == Z.attrs["provenance"]["encoder"]
+    if units.has_place:
+        assert len(gpd.read_parquet(dest)) == len(Z)
+    # a product's facts given as metadata travel too
+    meta = {"product": "AlphaEarth Foundations Satellite Embedding", "year": 2021, "licence": "CC-BY-4.0"}
+    again = read_embeddings(write_embeddings(Z, tmp_path / "Z2.parquet", metadata=meta))
+    assert again.attrs["metadata"] == meta
+
+
 def test_embedding_files_refuse_what_would_not_round_trip(tmp_path):
     Z = pd.DataFrame(np.ones((2, 2)), index=pd.Index([1, "a"], dtype=object))
     with pytest.raises(InputError, match="ids of type 'mixed-integer'.*astype"):
         write_embeddings(Z, tmp_path / "Z.npz")
-    with pytest.raises(InputError, match=".npz or .csv"):
-        write_embeddings(Z, tmp_path / "Z.parquet")
+    with pytest.raises(InputError, match=".npz, .csv or .parquet"):
+        write_embeddings(Z, tmp_path / "Z.h5")
     plain = tmp_path / "plain.csv"
     pd.DataFrame(np.ones((2, 2))).to_csv(plain)
     with pytest.raises(DataFileError, match="not an embedding CSV eocausal wrote"):

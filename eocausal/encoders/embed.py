@@ -47,7 +47,7 @@ _SOURCE_DROP_MESSAGE = r"\d+ of \d+ units dropped under on_invalid="
 def embed(units: Units, source, encoder, *, cache_dir=None, device: str | None = "auto",
           executor="local", batch_size: int = 256, shard_size: int = 4096, num_workers: int = 2,
           fit_sample: int = 2000, seed: int | None = 0, progress: bool | None = None,
-          return_frame: bool = True):
+          return_frame: bool = True, out=None):
     """Embed the imagery of each unit, shard by shard, optionally through an on-disk cache.
 
     Parameters
@@ -91,6 +91,11 @@ def embed(units: Units, source, encoder, *, cache_dir=None, device: str | None =
     return_frame : bool
         False fills the cache only (``cache_dir`` required) and returns the run's statistics
         instead of a frame, without holding the n_units x dim output in memory.
+    out : str or path, optional
+        Also write the frame there, atomically (:func:`eocausal.data.embedding_files.write_embeddings`):
+        ``.parquet`` gives GeoParquet with the units' places and the encoder's identity (class,
+        settings, fitted-state hash) as metadata; ``.npz`` / ``.csv`` as there. The name is
+        checked before any work.
 
     Returns
     -------
@@ -124,6 +129,15 @@ def embed(units: Units, source, encoder, *, cache_dir=None, device: str | None =
     ...                    RandomFeatures(n_features=1024), cache_dir="~/.cache/eocausal")
     """
     _check_args(units, source, batch_size, shard_size, fit_sample, return_frame, cache_dir)
+    dest = None
+    if out is not None:
+        from eocausal._atomic import check_output_file
+        from eocausal.data.embedding_files import _check_path
+
+        dest = _check_path(out, "out")
+        check_output_file(dest)
+        if not return_frame:
+            raise InputError("out= writes the returned frame; it needs return_frame=True")
     if progress is None:
         progress = _stderr_is_terminal()
     runner = resolve_executor(executor, num_workers)
@@ -202,6 +216,14 @@ def embed(units: Units, source, encoder, *, cache_dir=None, device: str | None =
                          columns=cols, copy=False)
     frame.attrs["dropped_ids"] = ids[dropped].tolist()
     frame.attrs["embed_stats"] = stats
+    try:
+        frame.attrs["provenance"] = {"encoder": encoder_fingerprint(encoder)}
+    except InputError:  # an encoder without get_params / state_hash: its class only
+        frame.attrs["provenance"] = {"encoder": {"class": _class_name(encoder)}}
+    if dest is not None:
+        from eocausal.data.embedding_files import write_embeddings
+
+        write_embeddings(frame, dest, units=units if units.has_place else None)
     return frame
 
 
