@@ -12,6 +12,8 @@ This module sees only arrays and frames: embeddings are just more confounder col
 
 from __future__ import annotations
 
+import json
+
 import re
 import sys
 import warnings
@@ -303,12 +305,17 @@ def estimate(
         notes.insert(0, shared)
     if dropped is not None:
         notes.insert(0, dropped[0])
+    source_note, source = embedding_source(embeddings)
+    if source_note:
+        notes.append(source_note)
     design = dict(study=study, n=n, n_treated=None if w_all is None else int(w_all.sum()),
                   n_clusters=facts["n_clusters"], outcome=units.outcome, treatment=units.treatment,
                   estimand=opts.estimand, trials=len(trial_list), propensity=_propensity_header(rows),
                   confounders=list(conf_names), embedding_dim=None if Z is None else int(Z.shape[1]),
                   outcome_sd=float(np.std(y, ddof=1)),
                   n_dropped=0 if dropped is None else int((~dropped[1]).sum()))
+    if source is not None:
+        design["embedding_source"] = source
     return EffectTable(rows=tuple(rows), notes=tuple(notes), design=design, propensities=result.fits,
                        balance=result.balance)
 
@@ -1024,6 +1031,41 @@ def _id_kind(index: pd.Index) -> str:
     if pd.api.types.is_string_dtype(index.dtype) or index.dtype == object:
         return "string"
     return str(index.dtype)
+
+
+def embedding_source(embeddings) -> tuple[str | None, dict | None]:
+    """(note, provenance) of embeddings read from a published product or chip table.
+
+    :meth:`~eocausal.data.embedding_products.EmbeddingProduct.sample` and
+    :meth:`~eocausal.data.chip_tables.ChipTable.join` put the product's facts in
+    ``attrs['provenance']``; the note names the product, version, year(s), licence and the
+    attribution its licence requires, the join rule of a chip table, and post-treatment layers
+    kept with ``allow_post_treatment=True``. Frames without them (``eocausal.embed``'s own, arrays)
+    give (None, None).
+    """
+    prov = embeddings.attrs.get("provenance") if isinstance(embeddings, pd.DataFrame) else None
+    if not isinstance(prov, dict) or not isinstance(prov.get("product"), dict):
+        return None, None
+    p = prov["product"]
+    name = " ".join(str(p[k]) for k in ("name", "model") if p.get(k)) or "an embedding product"
+    years = prov.get("years") or ([p["year"]] if p.get("year") else [])
+    parts = [f"Image embeddings: {name}" + (f" {p['version']}" if p.get("version") else "")
+             + (f", {'years' if len(years) > 1 else 'year'} {', '.join(str(y) for y in years)}" if years else "")]
+    if p.get("licence"):
+        parts.append(f"licence {p['licence']}")
+    if p.get("attribution"):
+        parts.append(f"attribution: \"{p['attribution']}\"")
+    join = prov.get("join")
+    if isinstance(join, dict):
+        far = join.get("largest_distance_m")
+        parts.append(f"units matched to chips by {join.get('how')}"
+                     + (f" (largest distance {far:.0f} m)" if isinstance(far, (int, float)) else ""))
+    note = "; ".join(parts) + "."
+    if prov.get("post_treatment_allowed") and prov.get("post_treatment_units"):
+        note += (f" {prov['post_treatment_units']} units' embeddings come from a layer of their treatment's year or "
+                 "later (allow_post_treatment=True): post-treatment imagery, which the treatment may have changed, "
+                 "so adjusting for it can bias the effects.")
+    return note, json.loads(json.dumps(prov, default=str))
 
 
 def _drop_units_without_embedding(units: Units, embeddings):

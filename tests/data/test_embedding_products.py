@@ -191,3 +191,39 @@ def test_errors_name_what_to_change(product_dir, tmp_path):
         ds.write(np.zeros((3, 2, 2), np.int8))
     with pytest.raises(DataFileError, match="3 bands"):
         EmbeddingProduct(three)
+
+
+def test_product_provenance_reaches_the_effect_table(product_dir, tmp_path):
+    """Embeddings sampled from a product carry its facts into the table's notes and design, and
+    through the saved outputs (results.json) into a re-rendered table."""
+    import eocausal
+    from eocausal.report.outputs import read_outputs, write_outputs
+
+    root, _ = product_dir
+    rng = np.random.default_rng(0)
+    n = 120
+    lon = 35.9985 + rng.uniform(0, 0.0045, n)  # both zones
+    lat = 0.9990 + rng.uniform(0, 0.0025, n)
+    pts = _units(range(n), lon, lat)
+    prod = EmbeddingProduct(sorted(str(p) for p in root.rglob("*.tif")))
+    dates = np.where(rng.uniform(size=n) < 0.5, "2021-06-01", None)
+    Z = prod.sample(pts, year=2020, treatment_dates=dates)
+    w = (dates != None).astype(int)  # noqa: E711 - elementwise
+    y = Z.to_numpy()[:, 0] * 5 + w + rng.normal(size=n)
+    df = gpd.GeoDataFrame({"w": w, "y": y}, geometry=pts.to_numpy(), index=pts.index, crs=pts.crs)
+    table = eocausal.estimate(df, treatment="w", outcome="y", embeddings=Z, methods=["dim", "ipw-hajek"], folds=3,
+                              progress=False)
+    note = [t for t in table.notes if t.startswith("Image embeddings")]
+    assert len(note) == 1
+    assert "AlphaEarth Foundations Satellite Embedding" in note[0] and "year 2020" in note[0]
+    assert "CC-BY-4.0" in note[0] and "produced by Google and Google DeepMind" in note[0]
+    assert table.design["embedding_source"]["product"]["licence"] == "CC-BY-4.0"
+    out = tmp_path / "out"
+    write_outputs(out, table)
+    (out / "manifest.json").write_text("{}")  # what 'eocausal run' adds beside the outputs
+    back, _ = read_outputs(out)
+    assert back.notes == table.notes and back.design["embedding_source"] == table.design["embedding_source"]
+    # allowed post-treatment layers are said in the notes
+    Z2 = prod.sample(pts, year=2022, treatment_dates=dates, allow_post_treatment=True)
+    t2 = eocausal.estimate(df, treatment="w", outcome="y", embeddings=Z2, methods=["dim"], progress=False)
+    assert any("allow_post_treatment=True" in t for t in t2.notes)
