@@ -26,19 +26,25 @@ class Inputs:
     true_effect: float | None = None
     data_files: tuple[Path, ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
+    #: embeddings read from a product or chip table ([imagery] format embedding-product / chip-table);
+    #: then no encoder runs and ``source`` is None
+    embeddings: object = None
 
 
 def _where(study: Study) -> str:
     return f"study file {study.path}" if study.path else "study"
 
 
-def _study_file(study: Study, section: str, key: str, p: str) -> Path:
-    """The file ``[section] key`` names: it exists, is a file and can be opened for reading."""
+def _study_file(study: Study, section: str, key: str, p: str, folder_ok: bool = False) -> Path:
+    """The file ``[section] key`` names: it exists, is a file (or, with ``folder_ok``, a folder) and
+    can be opened for reading."""
     path = Path(os.path.normpath(study.resolve(p)))
     where = f"{_where(study)}: [{section}] {key} = {p!r}"
     if not path.exists():
         raise MissingFileError(f"{where}: {path} does not exist; fix the path (relative paths are taken "
                                f"from the study file's folder, {study.base_dir})")
+    if path.is_dir() and folder_ok:
+        return path
     if path.is_dir():
         raise DataFileError(f"{where}: {path} is a folder; name the file itself"
                             + (" (several rasters: a list of files)" if section == "imagery" else ""))
@@ -131,7 +137,16 @@ def _check_imagery_files(study: Study) -> list[str]:
     if fmt in ("demo", "causalimages-rdata"):
         return [f"imagery: {fmt} (the units' own images)"]
     paths = im["path"] if isinstance(im["path"], list) else [im["path"]]
-    files = [_study_file(study, "imagery", "path", p) for p in paths]
+    files = [_study_file(study, "imagery", "path", p, folder_ok=fmt == "embedding-product") for p in paths]
+    if fmt == "embedding-product":
+        from eocausal.data.embedding_products import EmbeddingProduct
+
+        prod = EmbeddingProduct(_product_files(files), product=im["product"])  # reads every file's metadata
+        return [f"imagery: {prod!r}"]
+    if fmt == "chip-table":
+        from eocausal.data.chip_tables import read_chip_table
+
+        return [f"imagery: {read_chip_table(files[0], embedding=im['embedding'])!r}"]
     if fmt == "npz":
         path = files[0]
         try:
@@ -243,6 +258,7 @@ def load_inputs(study: Study) -> Inputs:
         cov = u["covariates"] if u["covariates"] is not None else u["covariate_set"]
         data = read_causalimages(path, covariates=cov)
         units, source, notes = data.units, data.images, data.notes
+        frame = None
     else:
         path = _study_file(study, "units", "path", u["path"])
         files.append(path)
@@ -272,9 +288,57 @@ def load_inputs(study: Study) -> Inputs:
         source = RasterSource(resolved, bands=im["bands"], chip_size_m=im["chip_size_m"],
                               chip_px=im["chip_px"], nodata=im["nodata"], min_valid=im["min_valid"],
                               on_invalid=im["on_invalid"], valid=im["valid"])
+    elif ifmt in ("embedding-product", "chip-table"):
+        paths = im["path"] if isinstance(im["path"], list) else [im["path"]]
+        resolved = [_study_file(study, "imagery", "path", p, folder_ok=ifmt == "embedding-product") for p in paths]
+        Z = _precomputed(study, units, frame, resolved)
+        files += [Path(f) for f in _product_files(resolved)] if ifmt == "embedding-product" else resolved
+        return Inputs(units=units, source=None, data_files=tuple(files), notes=tuple(notes), embeddings=Z)
     if source is None:
         raise StudyFileError(f"[imagery]: no imagery for units of format {fmt!r}; set [imagery] format and path")
     return Inputs(units=units, source=source, data_files=tuple(files), notes=tuple(notes))
+
+
+def _product_files(paths) -> list[str]:
+    """Product files: the files given, and the .tif/.tiff files under the folders given (sorted)."""
+    out: list[str] = []
+    for p in paths:
+        p = Path(p)
+        out += sorted(str(f) for f in p.rglob("*") if f.suffix.lower() in (".tif", ".tiff")) if p.is_dir() else [str(p)]
+    if not out:
+        raise StudyFileError(f"[imagery] path: no .tif files in {[str(p) for p in paths]}")
+    return out
+
+
+def _precomputed(study: Study, units: Units, frame: pd.DataFrame | None, files: list[Path]) -> pd.DataFrame:
+    """Embeddings of an embedding-product or chip-table study, one row per unit with a valid one;
+    units without one are listed in ``attrs['dropped_ids']`` (estimate drops them with a note)."""
+    im = study["imagery"]
+    if im["format"] == "embedding-product":
+        from eocausal.data.embedding_products import EmbeddingProduct
+
+        dates = None
+        if im["treatment_date"] is not None:
+            col = im["treatment_date"]
+            if frame is None or col not in frame.columns:
+                raise ColumnError(f"{_where(study)}: [imagery] treatment_date = {col!r}: no such column in the units "
+                                  "file")
+            dates = frame[col].where(frame[col].notna(), None).to_numpy(dtype=object)
+        Z = EmbeddingProduct(_product_files(files), product=im["product"]).sample(
+            units, year=im["year"], treatment_dates=dates, allow_post_treatment=im["allow_post_treatment"])
+    else:
+        from eocausal.data.chip_tables import read_chip_table
+
+        Z = read_chip_table(files[0], embedding=im["embedding"]).join(units, how=im["join"],
+                                                                    max_distance_m=im["max_distance_m"])
+    valid = Z.notna().all(axis=1).to_numpy()
+    attrs = dict(Z.attrs)
+    Z = Z[valid]
+    Z.attrs.update(attrs)
+    Z.attrs["dropped_ids"] = units.ids[~valid].tolist()
+    Z.attrs["embed_stats"] = {"dropped_reason": "no embedding at the unit's place (off the product or chips, or "
+                                                "nodata)"}
+    return Z
 
 
 def _read_table(path: Path, fmt: str) -> pd.DataFrame:

@@ -116,11 +116,16 @@ def run_study(study: Study | str | Path, out: str | Path, *, progress: bool = Fa
     inputs = load_inputs(study)
     times["inputs"] = time.perf_counter() - t
 
-    t = stage("embedding images", 2)
-    enc = study["encoder"]
-    encoder = make_encoder(enc)
-    Z = embed(inputs.units, inputs.source, encoder, batch_size=enc["batch_size"], seed=study.seed,
-              progress=progress)
+    precomputed = inputs.embeddings is not None
+    t = stage("reading embeddings" if precomputed else "embedding images", 2)
+    encoder = None
+    if precomputed:  # a product or chip table: the embeddings were read with the inputs
+        Z = inputs.embeddings
+    else:
+        enc = study["encoder"]
+        encoder = make_encoder(enc)
+        Z = embed(inputs.units, inputs.source, encoder, batch_size=enc["batch_size"], seed=study.seed,
+                  progress=progress)
     times["embed"] = time.perf_counter() - t
 
     t = stage("estimating effects", 3)
@@ -129,8 +134,9 @@ def run_study(study: Study | str | Path, out: str | Path, *, progress: bool = Fa
     times["estimate"] = time.perf_counter() - t
 
     t = stage("writing tables and report", 4)
-    source_fp = inputs.source.fingerprint()
-    encoder_fp = encoder_fingerprint(encoder)
+    source_fp = inputs.source.fingerprint() if not precomputed else {"kind": study["imagery"]["format"]}
+    encoder_fp = encoder_fingerprint(encoder) if not precomputed else None
+    embedding_source = Z.attrs.get("provenance") if precomputed else None
     file_hashes = {p: _sha256(p) for p in inputs.data_files if p.is_file()}
     embedding_key = hashlib.sha256(json.dumps(
         {"encoder": encoder_fp, "source": source_fp}, sort_keys=True, default=str).encode()
@@ -139,7 +145,8 @@ def run_study(study: Study | str | Path, out: str | Path, *, progress: bool = Fa
         "eocausal": _versions()["eocausal"],
         "seed": study.seed,
         "study file sha256": study.sha256 or "(in-memory study)",
-        "encoder": json.dumps(encoder_fp, sort_keys=True),
+        **({"encoder": json.dumps(encoder_fp, sort_keys=True)} if encoder_fp is not None else
+           {"embedding source": json.dumps(_source_summary(embedding_source), sort_keys=True, default=str)}),
         "embedding key": embedding_key,
         **{f"data {p.name} sha256": h for p, h in file_hashes.items()},
     }
@@ -156,6 +163,7 @@ def run_study(study: Study | str | Path, out: str | Path, *, progress: bool = Fa
         "embedding_cache_keys": [embedding_key],
         "encoder": encoder_fp,
         "source": source_fp,
+        "embedding_source": embedding_source,
         "units": inputs.units.describe(),
         "input_notes": list(inputs.notes),
         "dropped_units": {"n": len(Z.attrs.get("dropped_ids", [])),
@@ -165,7 +173,8 @@ def run_study(study: Study | str | Path, out: str | Path, *, progress: bool = Fa
         "estimate_options": options.to_dict(),
     }
     rep = study["report"]
-    gallery = ChipGallery.from_source(inputs.units, inputs.source, seed=study.seed, ids=Z.index)
+    gallery = None if precomputed else ChipGallery.from_source(inputs.units, inputs.source, seed=study.seed,
+                                                               ids=Z.index)
     with atomic_directory(out) as tmp:
         write_outputs(tmp, table, formats=rep["formats"],
                       title=rep["title"] or f"eocausal: {study.name}",
@@ -179,3 +188,13 @@ def run_study(study: Study | str | Path, out: str | Path, *, progress: bool = Fa
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
     out_path = Path(out).absolute()
     return RunResult(table=table, out=out_path, manifest=manifest)
+
+
+def _source_summary(prov: dict | None) -> dict:
+    """The product's identity for the report's reproducibility section (files are in the manifest)."""
+    if not isinstance(prov, dict):
+        return {}
+    p = prov.get("product", {})
+    keys = ("name", "model", "version", "year", "licence")
+    return {**{k: p[k] for k in keys if p.get(k) is not None}, "years": prov.get("years"),
+            **({"join": prov["join"]} if "join" in prov else {})}

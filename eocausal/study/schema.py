@@ -48,7 +48,8 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any, tuple | None]]] = {
     },
     "imagery": {
         # default: the [units] format's own imagery (see IMAGERY_FOR_UNITS)
-        "format": ((str,), None, ("demo", "npz", "causalimages-rdata", "causalimages-tfrecord", "raster")),
+        "format": ((str,), None, ("demo", "npz", "causalimages-rdata", "causalimages-tfrecord", "raster",
+                                  "embedding-product", "chip-table")),
         "path": ((str, list), None, None),
         "chip_px": ((int,), None, None),
         "chip_size_m": ((int, float), None, None),
@@ -58,6 +59,15 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any, tuple | None]]] = {
         "on_invalid": ((str,), "drop", ("drop", "keep", "fail")),
         "nodata": ((int, float), None, None),
         "valid": ((str,), "all-bands", ("all-bands", "any-band")),
+        # precomputed embeddings (format = "embedding-product" / "chip-table"): see
+        # eocausal.data.embedding_products and eocausal.data.chip_tables
+        "product": ((str,), "alphaearth", None),
+        "year": ((int,), None, None),
+        "treatment_date": ((str,), None, None),
+        "allow_post_treatment": ((bool,), False, None),
+        "join": ((str,), "contains", ("contains", "nearest")),
+        "max_distance_m": ((int, float), None, None),
+        "embedding": ((str,), None, None),
     },
     "encoder": {
         "kind": ((str,), "random-features", ("random-features",)),
@@ -87,9 +97,11 @@ IMAGERY_FORMATS = SCHEMA["imagery"]["format"][2]
 IMAGERY_FOR_UNITS: dict[str, tuple[str, ...]] = {
     "demo": ("demo",),
     "causalimages-rdata": ("causalimages-rdata", "npz", "raster", "causalimages-tfrecord"),
-    "csv": ("raster", "npz", "causalimages-tfrecord"),
-    "vector": ("raster", "npz", "causalimages-tfrecord"),
+    "csv": ("raster", "npz", "causalimages-tfrecord", "embedding-product", "chip-table"),
+    "vector": ("raster", "npz", "causalimages-tfrecord", "embedding-product", "chip-table"),
 }
+#: [imagery] formats that are embeddings already: no encoder runs
+PRECOMPUTED = ("embedding-product", "chip-table")
 _OWN_IMAGERY = ("demo", "causalimages-rdata")  # units formats that carry their own images
 
 #: (section, key) -> the formats (of that section's ``format``) the key applies to; given with
@@ -99,9 +111,12 @@ APPLIES: dict[tuple[str, str], tuple[str, ...]] = {
     **{("units", k): ("csv", "vector") for k in ("id", "treatment", "outcome", "clusters", "image_key")},
     **{("units", k): ("csv",) for k in ("lon", "lat", "crs")},
     ("units", "covariate_set"): ("causalimages-rdata",),
-    ("imagery", "path"): ("npz", "raster", "causalimages-tfrecord"),
+    ("imagery", "path"): ("npz", "raster", "causalimages-tfrecord", "embedding-product", "chip-table"),
     **{("imagery", k): ("raster",) for k in ("chip_px", "chip_size_m", "bands", "min_valid",
                                               "on_invalid", "nodata", "valid")},
+    **{("imagery", k): ("embedding-product",) for k in ("product", "year", "allow_post_treatment")},
+    ("imagery", "treatment_date"): ("embedding-product",),
+    **{("imagery", k): ("chip-table",) for k in ("join", "max_distance_m", "embedding")},
 }
 
 #: (section, key) -> the formats that require it (beyond the keys marked required in SCHEMA)
@@ -109,7 +124,7 @@ REQUIRED_FOR: dict[tuple[str, str], tuple[str, ...]] = {
     ("units", "path"): ("csv", "vector", "causalimages-rdata"),
     ("units", "treatment"): ("csv", "vector"),
     ("units", "outcome"): ("csv", "vector"),
-    ("imagery", "path"): ("npz", "raster", "causalimages-tfrecord"),
+    ("imagery", "path"): ("npz", "raster", "causalimages-tfrecord", "embedding-product", "chip-table"),
     ("imagery", "chip_px"): ("raster",),
 }
 
@@ -146,11 +161,14 @@ DOCS: dict[str, dict[str, str]] = {
     },
     "imagery": {
         "format": "where the images come from: demo (simulated), npz (arrays images and keys), "
-                  "causalimages-rdata (the workspace's images), causalimages-tfrecord, or raster "
-                  "(GeoTIFF/COG chips around each unit); default: the units' own images (demo, "
-                  "causalimages-rdata), required for csv and vector units",
+                  "causalimages-rdata (the workspace's images), causalimages-tfrecord, raster "
+                  "(GeoTIFF/COG chips around each unit), or embeddings already computed: "
+                  "embedding-product (a per-pixel product such as AlphaEarth, read at each unit) or "
+                  "chip-table (a GeoParquet table of chip embeddings); default: the units' own images "
+                  "(demo, causalimages-rdata), required for csv and vector units",
         "path": "the image file, relative to the study file's folder; for raster, a file or a list "
-                "of files read as one mosaic",
+                "of files read as one mosaic; for embedding-product, the product's files or folders (their "
+                "years from the paths, as <year>/<zone>/); for chip-table, the GeoParquet file",
         "chip_px": "chip side in pixels",
         "chip_size_m": "chip side in metres, a square in the unit's UTM zone; required for point units "
                        "(polygon units: their bounding square when not given)",
@@ -160,6 +178,18 @@ DOCS: dict[str, dict[str, str]] = {
                       "keep (zero-filled) or fail",
         "nodata": "pixel value that marks missing data, replacing the files' own nodata and masks",
         "valid": "when a pixel is valid: all-bands (every band holds data) or any-band",
+        "product": "embedding-product: the product's facts: alphaearth (AlphaEarth Foundations annual 64-d "
+                   "10 m embeddings, int8 COGs per UTM zone and year)",
+        "year": "embedding-product: the layer (year) to read for every unit; without it each unit's layer is "
+                "the latest year before its treatment_date",
+        "treatment_date": "embedding-product: [units] column of each unit's treatment date (empty for units "
+                          "never treated); a layer of the treatment's year or later is refused",
+        "allow_post_treatment": "embedding-product: keep layers of a unit's treatment year or later (post-"
+                                "treatment imagery); the effect table's notes say so",
+        "join": "chip-table: a unit takes the chip that contains it, or the nearest within max_distance_m",
+        "max_distance_m": "chip-table: largest distance in metres from a unit to its chip (join = nearest)",
+        "embedding": "chip-table: the GeoParquet column holding each chip's embedding array (default: the "
+                     "only array column)",
     },
     "encoder": {
         "kind": "the image encoder: random-features (MOSAIKS random convolutional features)",
@@ -349,9 +379,9 @@ def _check_formats(doc: dict, out: dict, where: str) -> None:
         raise StudyFileError(f"{where}: [units] {have} is given without {need}; name both columns")
     if u["crs"] is not None and u["lon"] is None:
         raise StudyFileError(f"{where}: [units] crs is the CRS of lon and lat; name those columns or remove crs")
-    if isinstance(im["path"], list) and ifmt != "raster":
-        raise StudyFileError(f"{where}: [imagery] path: a list of files is read as one raster mosaic; "
-                             f"format = {ifmt!r} takes one file")
+    if isinstance(im["path"], list) and ifmt not in ("raster", "embedding-product"):
+        raise StudyFileError(f"{where}: [imagery] path: a list of files is read as one raster mosaic (raster) or "
+                             f"as a product's files (embedding-product); format = {ifmt!r} takes one file")
     if ifmt == "raster":
         if ufmt == "csv" and u["lon"] is None:
             raise StudyFileError(
@@ -365,6 +395,18 @@ def _check_formats(doc: dict, out: dict, where: str) -> None:
             )
     if "simulate" in doc and ufmt != "demo":
         raise StudyFileError(f"{where}: [simulate] applies only to [units] format = 'demo'; remove the section")
+    ifmt = out["imagery"]["format"]
+    if ifmt in PRECOMPUTED:
+        if "encoder" in doc:
+            raise StudyFileError(f"{where}: [imagery] format = {ifmt!r} holds embeddings already, so no encoder "
+                                 "runs; remove the [encoder] section")
+        u = out["units"]
+        if ufmt == "csv" and (u["lon"] is None or u["lat"] is None):
+            raise StudyFileError(f"{where}: [imagery] format = {ifmt!r} reads each unit's embedding at its place; "
+                                 "name the coordinate columns in [units] with lon and lat")
+        if ifmt == "chip-table" and out["imagery"]["join"] == "nearest" and out["imagery"]["max_distance_m"] is None:
+            raise StudyFileError(f"{where}: [imagery] join = 'nearest' needs max_distance_m "
+                                 f"({DOCS['imagery']['max_distance_m']})")
 
 
 MAX_FEATURES = 1 << 16  # 65,536 embedding columns: 0.5 GB of float64 per 1,000 units

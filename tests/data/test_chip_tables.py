@@ -105,3 +105,58 @@ def test_reader_errors_and_one_column_per_dimension(tmp_path):
     with pytest.raises(DataFileError, match="GeoParquet"):
         read_chip_table(tmp_path / "bad.parquet")
     assert pa is not None
+
+
+def test_a_study_file_runs_on_a_chip_table(tmp_path, capsys):
+    """[imagery] format = 'chip-table': validated, run; the join and the table's metadata reach the
+    manifest and the notes; units without a chip leave the study with a note."""
+    import json
+
+    import pandas as pd
+
+    from eocausal.cli import main
+
+    _chips(tmp_path / "chips.parquet", crs="EPSG:4326")
+    rng = np.random.default_rng(0)
+    n = 160
+    x = X0 + rng.uniform(-20, 420, n)  # a few units just outside the grid
+    y = Y0 + rng.uniform(0, 400, n)
+    lonlat = gpd.GeoSeries(gpd.points_from_xy(x, y), crs="EPSG:32636").to_crs("EPSG:4326")
+    w = rng.integers(0, 2, n)
+    pd.DataFrame({"id": np.arange(n), "lon": lonlat.x, "lat": lonlat.y, "w": w,
+                  "y": w + rng.normal(size=n)}).to_csv(tmp_path / "units.csv", index=False)
+    study = tmp_path / "chips.toml"
+    study.write_text("""
+[study]
+name = "chip table study"
+[units]
+format = "csv"
+path = "units.csv"
+id = "id"
+treatment = "w"
+outcome = "y"
+lon = "lon"
+lat = "lat"
+[imagery]
+format = "chip-table"
+path = "chips.parquet"
+join = "nearest"
+max_distance_m = 10
+[estimate]
+methods = ["dim", "ipw-hajek"]
+folds = 3
+""", encoding="utf-8")
+    assert main(["validate", str(study)]) == 0
+    assert "ChipTable(16 chips, 8 dims" in capsys.readouterr().out
+    assert main(["run", str(study), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    man = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    src = man["embedding_source"]
+    assert src["product"]["model"] == "clay-v1.5" and src["join"]["how"] == "nearest"
+    far = int(np.sum((x < X0 - 10) | (x > X0 + 4 * SIDE + 10)))
+    assert src["join"]["units_without_chip"] == far == man["dropped_units"]["n"] > 0
+    assert src["join"]["largest_distance_m"] <= 10
+    text = (tmp_path / "out" / "results.json").read_text()
+    assert "clay-v1.5" in text and "units matched to chips by nearest" in text
+    study.write_text(study.read_text().replace("max_distance_m = 10\n", ""), encoding="utf-8")
+    assert main(["validate", str(study)]) == 2
+    assert "join = 'nearest' needs max_distance_m" in capsys.readouterr().err

@@ -16,6 +16,7 @@ import warnings
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pytest
 import rasterio
 from affine import Affine
@@ -227,3 +228,55 @@ def test_product_provenance_reaches_the_effect_table(product_dir, tmp_path):
     Z2 = prod.sample(pts, year=2022, treatment_dates=dates, allow_post_treatment=True)
     t2 = eocausal.estimate(df, treatment="w", outcome="y", embeddings=Z2, methods=["dim"], progress=False)
     assert any("allow_post_treatment=True" in t for t in t2.notes)
+
+
+def test_a_study_file_runs_on_a_product(product_dir, tmp_path, capsys):
+    """[imagery] format = 'embedding-product': validated, run, and the product's facts in the
+    manifest, the table's notes and the report; no encoder runs."""
+    import json
+
+    from eocausal.cli import main
+
+    root, _ = product_dir
+    rng = np.random.default_rng(3)
+    n = 150
+    lon = 35.9985 + rng.uniform(0, 0.0045, n)
+    lat = 0.9990 + rng.uniform(0, 0.0025, n)
+    w = rng.integers(0, 2, n)
+    units = pd.DataFrame({"id": np.arange(n), "lon": lon, "lat": lat, "w": w, "y": w + rng.normal(size=n),
+                          "treated_on": np.where(w == 1, "2023-02-01", "")})
+    units.to_csv(tmp_path / "units.csv", index=False)
+    study = tmp_path / "product.toml"
+    study.write_text(f"""
+[study]
+name = "product study"
+[units]
+format = "csv"
+path = "units.csv"
+id = "id"
+treatment = "w"
+outcome = "y"
+lon = "lon"
+lat = "lat"
+[imagery]
+format = "embedding-product"
+path = ["{root.as_posix()}"]
+product = "alphaearth"
+treatment_date = "treated_on"
+[estimate]
+methods = ["dim", "ipw-hajek"]
+folds = 3
+""", encoding="utf-8")
+    assert main(["validate", str(study)]) == 0
+    assert "EmbeddingProduct" in capsys.readouterr().out
+    assert main(["run", str(study), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    man = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert man["encoder"] is None and man["embedding_source"]["product"]["licence"] == "CC-BY-4.0"
+    assert man["embedding_source"]["years"] == [2022]  # the latest layer before the 2023 treatments
+    assert "AlphaEarth Foundations Satellite Embedding" in (tmp_path / "out" / "results.json").read_text()
+    html = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert "produced by Google and Google DeepMind" in html
+    # an [encoder] section with a precomputed product is refused, before any work
+    study.write_text(study.read_text() + "[encoder]\nn_features = 64\n", encoding="utf-8")
+    assert main(["validate", str(study)]) == 2
+    assert "remove the [encoder] section" in capsys.readouterr().err
