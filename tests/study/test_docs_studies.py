@@ -73,7 +73,7 @@ def test_reference_lists_every_key_with_type_and_default():
     assert re.search(r"^\| `chip_px` \| integer \| required for raster \| between 1 and 4096", imagery, re.M)
     assert re.search(r"^\| `folds` \| integer \| `5` \|", by_name["[estimate]"], re.M)
     assert re.search(r"^\| `name` \| string \| required \|", by_name["[study]"], re.M)
-    assert "| `csv` | `raster`, `npz`, `causalimages-tfrecord` (required" in md
+    assert "| `csv` | `raster`, `npz`, `causalimages-tfrecord`, `embedding-product`, `chip-table` (required" in md
 
 
 def test_reference_page_is_in_the_site_navigation():

@@ -146,7 +146,7 @@ def test_cli_embed_and_report(tmp_path, capsys, study):
     with np.load(out, allow_pickle=False) as z:
         assert z["embeddings"].shape == (240, 32) and z["ids"][0] == "u00000"
     assert cli.main(["embed", str(study), "--out", str(tmp_path / "emb.txt")]) == 2
-    assert "use a .npz or .csv" in capsys.readouterr().err
+    assert "use a .npz, .csv or .parquet" in capsys.readouterr().err
     res = run_study(study, tmp_path / "run")
     before = (res.out / "effects.csv").read_bytes()
     (res.out / "report.html").unlink()
