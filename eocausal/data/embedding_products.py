@@ -156,8 +156,9 @@ class EmbeddingProduct:
     Parameters
     ----------
     files : path, sequence of paths, or mapping {year: path(s)}
-        The product's raster files. Without a mapping each file's year is read from its path
-        (the last 19xx/20xx in it, as in the product's ``<year>/<zone>/`` layout).
+        The product's raster files, or folders (their .tif files, recursively). Without a mapping
+        each file's year is read from its path (the last 19xx/20xx in it, as in the product's
+        ``<year>/<zone>/`` layout).
     product : str, Product or mapping
         The product's facts (:func:`as_product`); default AlphaEarth.
 
@@ -171,9 +172,9 @@ class EmbeddingProduct:
         by_year: dict[int, list[str]] = {}
         if isinstance(files, dict):
             for year, paths in files.items():
-                by_year.setdefault(int(year), []).extend(resolve_paths(paths, f"files[{year}]"))
+                by_year.setdefault(int(year), []).extend(_expand(resolve_paths(paths, f"files[{year}]")))
         else:
-            for p in resolve_paths(files, "files"):
+            for p in _expand(resolve_paths(files, "files")):
                 year = _year_of(p)
                 if year is None:
                     raise InputError(f"files: no year in the path {p!r}; pass a mapping {{year: paths}}")
@@ -201,10 +202,16 @@ class EmbeddingProduct:
         n = sum(len(v) for v in self.files.values())
         return f"EmbeddingProduct({self.product.name!r}, years {self.years}, {n} files)"
 
-    def choose_years(self, ids, treatment_dates=None, year=None) -> np.ndarray:
-        """One product year per unit: ``year`` (one or per unit) or, from each unit's treatment
-        date, the latest published year before the treatment's year (its layer ends before the
-        treatment)."""
+    def choose_years(self, ids, treatment_dates=None, year=None, *, per_unit: bool = False) -> np.ndarray:
+        """One product year per unit.
+
+        ``year`` (one, or one per unit) when given. Otherwise from the treatment dates: by default
+        one common layer for every unit, the latest published year before the earliest treatment's
+        year, so the layer read does not differ between treated and control units (a year that
+        did would be a proxy of treatment); with ``per_unit=True`` (staggered adoption) each
+        treated unit's own latest year before its treatment's year, and units without a date the
+        common layer.
+        """
         n = len(ids)
         if year is not None:
             out = np.broadcast_to(np.asarray(year, dtype=int), (n,)).copy()
@@ -213,29 +220,33 @@ class EmbeddingProduct:
                 raise InputError(f"year: no product files for {bad}; available: {self.years}")
             return out
         if treatment_dates is None:
-            raise InputError("year: pass year= (one or per unit) or treatment_dates= to choose each unit's layer")
+            raise InputError("year: pass year= (one or per unit) or treatment_dates= to choose the layer")
         t_year = _treatment_years(treatment_dates, n)
+        dated = t_year < np.iinfo(np.int64).max
+        if not dated.any():
+            raise InputError("treatment_dates: no unit has a treatment date; pass year= to choose the layer")
         avail = np.array(self.years)
-        out = np.empty(n, dtype=int)
-        none = []
-        for i, ty in enumerate(t_year):
-            before = avail[avail < ty]
-            if len(before):
-                out[i] = before[-1]
-            else:
-                none.append(i)
-        if none:
+        first = int(t_year[dated].min())
+        if not (avail < first).any():
+            early = np.flatnonzero(dated & (t_year <= avail[0]))
             raise PostTreatmentError(
-                f"{len(none)} units were treated in or before the first available year {avail[0]}, so every "
-                f"layer includes post-treatment imagery: {listed(pd.Index(ids)[none])}. Add earlier years "
+                f"{len(early)} units were treated in or before the first available year {avail[0]}, so every "
+                f"layer includes post-treatment imagery: {listed(pd.Index(ids)[early])}. Add earlier years "
                 "or drop these units")
+        common = int(avail[avail < first][-1])
+        out = np.full(n, common, dtype=int)
+        if per_unit:
+            for i in np.flatnonzero(dated):
+                out[i] = avail[avail < t_year[i]][-1]
         return out
 
-    def sample(self, units, *, year=None, treatment_dates=None, allow_post_treatment: bool = False) -> pd.DataFrame:
+    def sample(self, units, *, year=None, treatment_dates=None, per_unit: bool = False,
+               allow_post_treatment: bool = False) -> pd.DataFrame:
         """One row of embedding values per unit, indexed by unit id, with the product's facts.
 
         ``year``: the layer to read (one year, or one per unit); None chooses it from
-        ``treatment_dates`` (one per unit: the latest year before the treatment's year). With
+        ``treatment_dates`` (one per unit, None for units never treated) by
+        :meth:`choose_years` (``per_unit``: each treated unit's own pre-treatment layer). With
         both, every unit with a treatment date is checked: a layer of the treatment's year or
         later is refused (:class:`~eocausal.errors.PostTreatmentError`) unless
         ``allow_post_treatment=True``. Units off every file, or on nodata, get NaN rows (with a
@@ -245,7 +256,7 @@ class EmbeddingProduct:
         """
         geoms = unit_geometries(units)
         ids = geoms.index
-        years = self.choose_years(ids, treatment_dates, year)
+        years = self.choose_years(ids, treatment_dates, year, per_unit=per_unit)
         post = np.zeros(len(ids), dtype=bool)
         if treatment_dates is not None:
             post = years >= _treatment_years(treatment_dates, len(ids))
@@ -313,6 +324,22 @@ class EmbeddingProduct:
                                 used.setdefault(m.path, {"year": year, **file_fingerprint(m.path)})
                 except RasterioError as exc:
                     raise DataFileError(f"{m.path}: reading failed ({exc}); check the file") from exc
+
+
+def _expand(paths) -> list[str]:
+    """Files as given, folders replaced by the .tif/.tiff files under them (sorted)."""
+    from pathlib import Path
+
+    out: list[str] = []
+    for p in paths:
+        if Path(p).is_dir():
+            found = sorted(str(f) for f in Path(p).rglob("*") if f.suffix.lower() in (".tif", ".tiff"))
+            if not found:
+                raise InputError(f"files: no .tif files under the folder {p}")
+            out += found
+        else:
+            out.append(p)
+    return out
 
 
 def _treatment_years(treatment_dates, n: int) -> np.ndarray:

@@ -325,7 +325,8 @@ def _precomputed(study: Study, units: Units, frame: pd.DataFrame | None, files: 
                                   "file")
             dates = frame[col].where(frame[col].notna(), None).to_numpy(dtype=object)
         Z = EmbeddingProduct(_product_files(files), product=im["product"]).sample(
-            units, year=im["year"], treatment_dates=dates, allow_post_treatment=im["allow_post_treatment"])
+            units, year=im["year"], treatment_dates=dates, per_unit=im["per_unit_year"],
+            allow_post_treatment=im["allow_post_treatment"])
     else:
         from eocausal.data.chip_tables import read_chip_table
 

@@ -65,6 +65,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any, tuple | None]]] = {
         "year": ((int,), None, None),
         "treatment_date": ((str,), None, None),
         "allow_post_treatment": ((bool,), False, None),
+        "per_unit_year": ((bool,), False, None),
         "join": ((str,), "contains", ("contains", "nearest")),
         "max_distance_m": ((int, float), None, None),
         "embedding": ((str,), None, None),
@@ -114,7 +115,8 @@ APPLIES: dict[tuple[str, str], tuple[str, ...]] = {
     ("imagery", "path"): ("npz", "raster", "causalimages-tfrecord", "embedding-product", "chip-table"),
     **{("imagery", k): ("raster",) for k in ("chip_px", "chip_size_m", "bands", "min_valid",
                                               "on_invalid", "nodata", "valid")},
-    **{("imagery", k): ("embedding-product",) for k in ("product", "year", "allow_post_treatment")},
+    **{("imagery", k): ("embedding-product",) for k in ("product", "year", "allow_post_treatment",
+                                                         "per_unit_year")},
     ("imagery", "treatment_date"): ("embedding-product",),
     **{("imagery", k): ("chip-table",) for k in ("join", "max_distance_m", "embedding")},
 }
@@ -180,8 +182,10 @@ DOCS: dict[str, dict[str, str]] = {
         "valid": "when a pixel is valid: all-bands (every band holds data) or any-band",
         "product": "embedding-product: the product's facts: alphaearth (AlphaEarth Foundations annual 64-d "
                    "10 m embeddings, int8 COGs per UTM zone and year)",
-        "year": "embedding-product: the layer (year) to read for every unit; without it each unit's layer is "
-                "the latest year before its treatment_date",
+        "year": "embedding-product: the layer (year) to read for every unit; without it, the latest year "
+                "before the earliest treatment_date (one layer for treated and control units alike)",
+        "per_unit_year": "embedding-product: staggered adoption: each treated unit reads the latest layer "
+                         "before its own treatment_date (units never treated: the common layer)",
         "treatment_date": "embedding-product: [units] column of each unit's treatment date (empty for units "
                           "never treated); a layer of the treatment's year or later is refused",
         "allow_post_treatment": "embedding-product: keep layers of a unit's treatment year or later (post-"

@@ -153,12 +153,14 @@ def test_year_from_treatment_dates_and_the_pre_treatment_guard(product_dir):
     lon, lat = np.array([35.9990, 35.9996, 36.0004]), np.array([1.0010, 1.0005, 1.0010])
     units = _units(["a", "b", "c"], lon, lat)
     dates = ["2023-03-01", "2021-07-15", None]  # c: never treated (a control)
-    # the latest layer before each treatment's year: 2022 for a, 2020 for b; the control may use any
-    years = prod.choose_years(["a", "b", "c"], ["2023-03-01", "2021-07-15", "2023-01-01"])
-    assert years.tolist() == [2022, 2020, 2022]
-    frame = prod.sample(units, treatment_dates=["2023-03-01", "2021-07-15", "2023-01-01"])
-    assert frame.attrs["year"] == {"a": 2022, "b": 2020, "c": 2022}
+    # by default one layer for all: the latest before the earliest treatment's year (2021) -> 2020
+    assert prod.choose_years(["a", "b", "c"], dates).tolist() == [2020, 2020, 2020]
+    # staggered: each treated unit's own latest layer before its treatment's year; the control the common one
+    assert prod.choose_years(["a", "b", "c"], dates, per_unit=True).tolist() == [2022, 2020, 2020]
+    frame = prod.sample(units, treatment_dates=dates, per_unit=True)
+    assert frame.attrs["year"] == {"a": 2022, "b": 2020, "c": 2020}
     np.testing.assert_allclose(frame.loc["b"].to_numpy(), _expected(info, 2020, 36, lon[1], lat[1]), atol=1e-15)
+    np.testing.assert_allclose(frame.loc["a"].to_numpy(), _expected(info, 2022, 36, lon[0], lat[0]), atol=1e-15)
     # b was treated in 2021: the 2022 layer includes post-treatment imagery
     with pytest.raises(PostTreatmentError, match=r"b \(treated 2021-07-15, layer 2022\)"):
         prod.sample(units, year=2022, treatment_dates=dates)
@@ -166,7 +168,9 @@ def test_year_from_treatment_dates_and_the_pre_treatment_guard(product_dir):
     assert allowed.attrs["provenance"]["post_treatment_allowed"] and allowed.attrs["provenance"]["post_treatment_units"] == 1
     # a unit treated before the first layer cannot be read pre-treatment
     with pytest.raises(PostTreatmentError, match="first available year 2020"):
-        prod.sample(units, treatment_dates=["2019-05-01", "2021-07-15", "2023-01-01"])
+        prod.sample(units, treatment_dates=["2019-05-01", "2021-07-15", None])
+    with pytest.raises(InputError, match="no unit has a treatment date"):
+        prod.sample(units, treatment_dates=[None, None, None])
 
 
 def test_errors_name_what_to_change(product_dir, tmp_path):
@@ -272,7 +276,7 @@ folds = 3
     assert main(["run", str(study), "--out", str(tmp_path / "out"), "--quiet"]) == 0
     man = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert man["encoder"] is None and man["embedding_source"]["product"]["licence"] == "CC-BY-4.0"
-    assert man["embedding_source"]["years"] == [2022]  # the latest layer before the 2023 treatments
+    assert man["embedding_source"]["years"] == [2022]  # the common layer before the 2023 treatments
     assert "AlphaEarth Foundations Satellite Embedding" in (tmp_path / "out" / "results.json").read_text()
     html = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
     assert "produced by Google and Google DeepMind" in html
@@ -280,3 +284,37 @@ folds = 3
     study.write_text(study.read_text() + "[encoder]\nn_features = 64\n", encoding="utf-8")
     assert main(["validate", str(study)]) == 2
     assert "remove the [encoder] section" in capsys.readouterr().err
+
+
+def test_docs_products_examples_run(tmp_path, monkeypatch):
+    """docs/products.md's code blocks run as written, in order, on files written here under the
+    names the page uses (AlphaEarth-like COGs in two zones and years, villages.csv, chips.parquet)."""
+    import re
+    from pathlib import Path
+
+    from shapely.geometry import box
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "products.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) == 2
+    monkeypatch.chdir(tmp_path)
+    for year in (2020, 2022):
+        _write(tmp_path / "aef" / str(year) / "36N" / "tile.tif", 32636, 36, year, 35.998, 1.0018)
+        _write(tmp_path / "aef" / str(year) / "37N" / "tile.tif", 32637, 37, year, 35.9995, 1.0018, bottom_up=True)
+    rng = np.random.default_rng(2)
+    n = 120
+    lon, lat = 35.9985 + rng.uniform(0, 0.0045, n), 0.9990 + rng.uniform(0, 0.0025, n)
+    w = rng.integers(0, 2, n)
+    pd.DataFrame({"id": np.arange(n), "lon": lon, "lat": lat, "w": w, "y": w + rng.normal(size=n),
+                  "treated_on": np.where(w == 1, "2021-09-01", None)}).to_csv(tmp_path / "villages.csv", index=False)
+    cells = [box(35.998 + i * 0.0012, 0.999 + j * 0.0007, 35.998 + (i + 1) * 0.0012, 0.999 + (j + 1) * 0.0007)
+             for i in range(4) for j in range(4)]
+    gpd.GeoDataFrame({"id": [f"c{k}" for k in range(16)], "embedding": [[float(k)] * 8 for k in range(16)],
+                      "model": "clay-v1.5", "version": "1.5.0", "year": 2020},
+                     geometry=cells, crs="EPSG:4326").to_parquet(tmp_path / "chips.parquet")
+    ns: dict = {}
+    for code in blocks:
+        exec(compile(code, "docs/products.md", "exec"), ns)  # noqa: S102 - our own documentation
+    assert ns["Z"].shape == (n, 64) and ns["Z"].attrs["provenance"]["years"] == [2020]
+    assert any("Google DeepMind" in t for t in ns["table"].notes)
+    assert ns["Zc"].notna().all().all() and ns["chips"].metadata["model"] == "clay-v1.5"
