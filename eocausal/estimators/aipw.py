@@ -96,10 +96,11 @@ def crossfit_outcome(V: np.ndarray, y: np.ndarray, w: np.ndarray, fold_ids: np.n
     spec = linear_spec(outcome_model, n_tabular) if (solver == "native" and V.shape[1]) else None
     if spec is not None:
         from eocausal.estimators.glm import crossfit_linear
-        from eocausal.estimators.propensity import _check_layout
+        from eocausal.estimators.propensity import _check_layout, small_problem_threads
 
         _check_layout(layout, V, fold_ids, w)
-        return crossfit_linear(V, y, w, fold_ids, spec, layout=layout)
+        with small_problem_threads(V):  # many small dense products: one BLAS thread is faster
+            return crossfit_linear(V, y, w, fold_ids, spec, layout=layout)
     mu = np.empty((2, n))
     for f in folds:
         test = fold_ids == f
