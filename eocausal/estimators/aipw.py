@@ -39,11 +39,18 @@ from eocausal.estimators.learners import linear_spec, make_outcome_model
 from eocausal.estimators.propensity import crossfit_propensity
 from eocausal.estimators.weighting import PointEstimate, se_from_psi
 
-__all__ = ["AIPW_ESTIMANDS", "COMBINE_RULES", "AIPWFit", "aipw", "combine_repeated", "crossfit_aipw",
-           "crossfit_outcome"]
+__all__ = ["AIPW_ESTIMANDS", "COMBINE_RULES", "AIPWFit", "aipw", "aipw_scores", "combine_repeated",
+           "crossfit_aipw", "crossfit_outcome"]
 
 AIPW_ESTIMANDS = ("ATE", "ATT")
 COMBINE_RULES = ("median", "doubleml")
+
+
+def aipw_scores(y, w, e, mu0, mu1) -> np.ndarray:
+    """The doubly robust (AIPW) scores of the ATE, one per unit (Robins, Rotnitzky and Zhao 1994):
+    Gamma_i = mu1_i - mu0_i + W_i (Y_i - mu1_i) / e_i - (1 - W_i)(Y_i - mu0_i) / (1 - e_i).
+    Their mean is the AIPW estimate; CATE learners regress on them and RATE weights them."""
+    return mu1 - mu0 + w * (y - mu1) / e - (1 - w) * (y - mu0) / (1 - e)
 
 
 def crossfit_outcome(V: np.ndarray, y: np.ndarray, w: np.ndarray, fold_ids: np.ndarray, outcome_model="ridge", *,
@@ -169,7 +176,7 @@ def aipw(y: np.ndarray, w: np.ndarray, e: np.ndarray, mu0: np.ndarray, mu1: np.n
         raise NotEstimableError(f"treatment: no {'treated' if n1 == 0 else 'control'} units; the effect is not "
                                 "estimable")
     if estimand == "ATE":
-        phi = mu1 - mu0 + w * (y - mu1) / e - (1 - w) * (y - mu0) / (1 - e)
+        phi = aipw_scores(y, w, e, mu0, mu1)
         tau = float(phi.mean())
         return PointEstimate(tau, phi - tau, w / e + (1 - w) / (1 - e), np.ones_like(y))
     r0 = y - mu0

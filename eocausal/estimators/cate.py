@@ -68,6 +68,7 @@ from sklearn.pipeline import make_pipeline
 from eocausal._validation import check_clusters
 from eocausal.data.folds import grouped_folds, training_splits
 from eocausal.errors import InputError, NotEstimableError, NotFittedError
+from eocausal.estimators.aipw import aipw_scores
 from eocausal.estimators.learners import BlockStandardizer, make_outcome_model
 from eocausal.estimators.propensity import crossfit_propensity
 
@@ -601,7 +602,7 @@ def cate(y, w, X=None, embeddings=None, *, learner: str = "causal_forest", prope
     else:
         e_used = e_arr
     mu0, mu1 = mu
-    scores = mu1 - mu0 + w * (y - mu1) / e_used - (1 - w) * (y - mu0) / (1 - e_used)
+    scores = aipw_scores(y, w, e_used, mu0, mu1)
     final = learn.fit(y, w, F, e_arr if e_mode else None, clusters) if fit_final else None
     return CateResult(tau_hat=tau, scores=scores, mu0=mu0, mu1=mu1, propensity_scores=e_used, y=y,
                       w=w.astype(float), fold_ids=fold_ids, clusters=clusters, learner=learner,

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from eocausal.data.folds import training_splits
+from eocausal.estimators.aipw import aipw_scores
 from eocausal.errors import InputError
 
 __all__ = ["FINAL_BOOST", "BoostedDR", "crossfit_dr_boost", "min_leaf"]
@@ -77,10 +78,6 @@ def _final_model(n: int, seed, kwargs: dict):
     return HistGradientBoostingRegressor(**params)
 
 
-def _scores(y, w, e, mu0, mu1):
-    return mu1 - mu0 + w * (y - mu1) / e - (1 - w) * (y - mu0) / (1 - e)
-
-
 def _nuisances(F, y, w, fold_ids, clusters, e_known, propensity, outcome_model, n_tab, seed, clip):
     """Out-of-fold (e, mu0, mu1) on these rows and folds, e clipped; and the unclipped e."""
     from eocausal.estimators.aipw import crossfit_outcome
@@ -112,7 +109,7 @@ def crossfit_dr_boost(F, y, w, fold_ids, *, clusters=None, e_known=None, propens
     n, p = F.shape
     e, e_raw, mu0, mu1 = _nuisances(F, y, w, fold_ids, clusters, e_known, propensity, outcome_model,
                                     n_tabular, seed, clip)
-    scores = _scores(y, w, e, mu0, mu1)
+    scores = aipw_scores(y, w, e, mu0, mu1)
     tau = np.empty(n)
     for _, test, train in training_splits(fold_ids, w.astype(int), "folds"):
         sub = np.flatnonzero(train)
@@ -120,7 +117,7 @@ def crossfit_dr_boost(F, y, w, fold_ids, *, clusters=None, e_known=None, propens
         ek = None if e_known is None else e_known[sub]
         e_k, _, m0, m1 = _nuisances(F[sub], y[sub], w[sub], fold_ids[sub], cl, ek, propensity, outcome_model,
                                     n_tabular, seed, clip)
-        gamma = _scores(y[sub], w[sub], e_k, m0, m1)
+        gamma = aipw_scores(y[sub], w[sub], e_k, m0, m1)
         model = _final_model(len(sub), seed, final_kwargs).fit(F[sub], gamma)
         tau[test] = model.predict(F[test])
     final = None

@@ -238,6 +238,24 @@ def _log1pexp(z):
     return np.logaddexp(0.0, z)
 
 
+def _logistic_start(blocks, targets, pen: np.ndarray, beta0):
+    """(b, z, objective) of a penalised logistic fit: the coefficients ``beta0`` (or the
+    intercept-only fit), the linear predictor per block, and the penalised objective of (z, b)."""
+    n = sum(len(t) for t in targets)
+    b = np.zeros(len(pen) + 1)
+    if beta0 is not None:
+        b[:] = beta0
+    else:
+        share = np.clip(sum(t.sum() for t in targets) / n, 1e-6, 1 - 1e-6)
+        b[0] = np.log(share / (1 - share))
+    z = [Xb @ b[1:] + b[0] for Xb in blocks]
+
+    def objective(zs, bb):
+        return float(sum(np.sum(_log1pexp(zb) - t * zb) for zb, t in zip(zs, targets)) + 0.5 * pen @ bb[1:] ** 2)
+
+    return b, z, objective
+
+
 def _damped_step(blocks, z, b, step, f, objective, tol, quadratic=True):
     """Take a Newton step, halved until the objective does not increase (skipped near the optimum).
 
@@ -283,18 +301,7 @@ def newton_logistic(blocks, targets, pen: np.ndarray, beta0: np.ndarray | None =
     """
     hblocks = blocks if blocks32 is None else blocks32
     p = len(pen)
-    n = sum(len(t) for t in targets)
-    b = np.zeros(p + 1)
-    if beta0 is not None:
-        b[:] = beta0
-    else:
-        share = np.clip(sum(t.sum() for t in targets) / n, 1e-6, 1 - 1e-6)
-        b[0] = np.log(share / (1 - share))
-    z = [Xb @ b[1:] + b[0] for Xb in blocks]
-
-    def objective(zs, bb):
-        return float(sum(np.sum(_log1pexp(zb) - t * zb) for zb, t in zip(zs, targets)) + 0.5 * pen @ bb[1:] ** 2)
-
+    b, z, objective = _logistic_start(blocks, targets, pen, beta0)
     f = objective(z, b)
     unpenalised = not np.any(pen > 0)
     H = np.empty((p + 1, p + 1))
@@ -354,17 +361,7 @@ def newton_cg_logistic(blocks, targets, lam: float, sigma: np.ndarray, beta0: np
     c = sum(Xb.sum(axis=0) for Xb in blocks)  # X'1: the intercept's coupling
     if eigvecs is not None:
         c = eigvecs.T @ c
-    b = np.zeros(r + 1)
-    if beta0 is not None:
-        b[:] = beta0
-    else:
-        share = np.clip(sum(t.sum() for t in targets) / n, 1e-6, 1 - 1e-6)
-        b[0] = np.log(share / (1 - share))
-    z = [Xb @ b[1:] + b[0] for Xb in blocks]
-
-    def objective(zs, bb):
-        return float(sum(np.sum(_log1pexp(zb) - t * zb) for zb, t in zip(zs, targets)) + 0.5 * lam * bb[1:] @ bb[1:])
-
+    b, z, objective = _logistic_start(blocks, targets, np.full(r, lam), beta0)
     f = objective(z, b)
     prev = np.inf  # the last step's size: the relative residual asked of the next is min(0.1, prev)
     for _ in range(max_iter):

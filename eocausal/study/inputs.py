@@ -141,7 +141,7 @@ def _check_imagery_files(study: Study) -> list[str]:
     if fmt == "embedding-product":
         from eocausal.data.embedding_products import EmbeddingProduct
 
-        prod = EmbeddingProduct(_product_files(files), product=im["product"])  # reads every file's metadata
+        prod = EmbeddingProduct(files, product=im["product"])  # reads every file's metadata (folders: their .tif)
         return [f"imagery: {prod!r}"]
     if fmt == "chip-table":
         from eocausal.data.chip_tables import read_chip_table
@@ -291,28 +291,19 @@ def load_inputs(study: Study) -> Inputs:
     elif ifmt in ("embedding-product", "chip-table"):
         paths = im["path"] if isinstance(im["path"], list) else [im["path"]]
         resolved = [_study_file(study, "imagery", "path", p, folder_ok=ifmt == "embedding-product") for p in paths]
-        Z = _precomputed(study, units, frame, resolved)
-        files += [Path(f) for f in _product_files(resolved)] if ifmt == "embedding-product" else resolved
+        Z, read = _precomputed(study, units, frame, resolved)
+        files += read
         return Inputs(units=units, source=None, data_files=tuple(files), notes=tuple(notes), embeddings=Z)
     if source is None:
         raise StudyFileError(f"[imagery]: no imagery for units of format {fmt!r}; set [imagery] format and path")
     return Inputs(units=units, source=source, data_files=tuple(files), notes=tuple(notes))
 
 
-def _product_files(paths) -> list[str]:
-    """Product files: the files given, and the .tif/.tiff files under the folders given (sorted)."""
-    out: list[str] = []
-    for p in paths:
-        p = Path(p)
-        out += sorted(str(f) for f in p.rglob("*") if f.suffix.lower() in (".tif", ".tiff")) if p.is_dir() else [str(p)]
-    if not out:
-        raise StudyFileError(f"[imagery] path: no .tif files in {[str(p) for p in paths]}")
-    return out
-
-
-def _precomputed(study: Study, units: Units, frame: pd.DataFrame | None, files: list[Path]) -> pd.DataFrame:
-    """Embeddings of an embedding-product or chip-table study, one row per unit with a valid one;
-    units without one are listed in ``attrs['dropped_ids']`` (estimate drops them with a note)."""
+def _precomputed(study: Study, units: Units, frame: pd.DataFrame | None,
+                 files: list[Path]) -> tuple[pd.DataFrame, list[Path]]:
+    """Embeddings of an embedding-product or chip-table study, one row per unit with a valid one,
+    and the data files behind them (a product's folders as their files); units without one are
+    listed in ``attrs['dropped_ids']`` (estimate drops them with a note)."""
     im = study["imagery"]
     if im["format"] == "embedding-product":
         from eocausal.data.embedding_products import EmbeddingProduct
@@ -324,7 +315,9 @@ def _precomputed(study: Study, units: Units, frame: pd.DataFrame | None, files: 
                 raise ColumnError(f"{_where(study)}: [imagery] treatment_date = {col!r}: no such column in the units "
                                   "file")
             dates = frame[col].where(frame[col].notna(), None).to_numpy(dtype=object)
-        Z = EmbeddingProduct(_product_files(files), product=im["product"]).sample(
+        prod = EmbeddingProduct(files, product=im["product"])
+        read = [Path(m.path) for metas in prod.files.values() for m in metas]
+        Z = prod.sample(
             units, year=im["year"], treatment_dates=dates, per_unit=im["per_unit_year"],
             allow_post_treatment=im["allow_post_treatment"])
     else:
@@ -332,6 +325,7 @@ def _precomputed(study: Study, units: Units, frame: pd.DataFrame | None, files: 
 
         Z = read_chip_table(files[0], embedding=im["embedding"]).join(units, how=im["join"],
                                                                     max_distance_m=im["max_distance_m"])
+        read = list(files)
     valid = Z.notna().all(axis=1).to_numpy()
     attrs = dict(Z.attrs)
     Z = Z[valid]
@@ -339,7 +333,7 @@ def _precomputed(study: Study, units: Units, frame: pd.DataFrame | None, files: 
     Z.attrs["dropped_ids"] = units.ids[~valid].tolist()
     Z.attrs["embed_stats"] = {"dropped_reason": "no embedding at the unit's place (off the product or chips, or "
                                                 "nodata)"}
-    return Z
+    return Z, read
 
 
 def _read_table(path: Path, fmt: str) -> pd.DataFrame:
