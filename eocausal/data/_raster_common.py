@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -65,6 +66,31 @@ class RasterFile:
         return (t.c, t.f + t.e * self.height, t.c + t.a * self.width, t.f)
 
 
+def is_inline_vrt(path: str) -> bool:
+    """A band stack or scaling built in memory (:mod:`eocausal.data.stac`): VRT XML, not a file name."""
+    return path.lstrip().startswith("<VRTDataset")
+
+
+def is_remote(path: str) -> bool:
+    """A GDAL virtual-file path or a URL (read through GDAL, never stat-ed locally)."""
+    return path.startswith("/vsi") or "://" in path
+
+
+def vrt_sources(xml: str) -> list[str]:
+    """The files an inline VRT reads (its SourceFilename elements, in order, unescaped)."""
+    from xml.sax.saxutils import unescape
+
+    return [unescape(m) for m in re.findall(r"<SourceFilename[^>]*>(.*?)</SourceFilename>", xml, flags=re.S)]
+
+
+def label(path: str) -> str:
+    """How a path appears in messages: an inline VRT by the files it stacks."""
+    if is_inline_vrt(path):
+        srcs = list(dict.fromkeys(vrt_sources(path)))
+        return f"a band stack of {listed(srcs, 4)}"
+    return path
+
+
 def resolve_paths(paths, arg: str = "paths") -> tuple[str, ...]:
     """One path or a sequence of paths -> tuple of absolute path strings (order kept)."""
     if isinstance(paths, (str, os.PathLike)):
@@ -80,7 +106,7 @@ def resolve_paths(paths, arg: str = "paths") -> tuple[str, ...]:
         if not isinstance(p, (str, os.PathLike)):
             raise InputError(f"{arg}: expected file paths, got {type(p).__name__} {p!r}")
         s = os.fspath(p)
-        out.append(s if s.startswith("/vsi") or "://" in s else str(Path(s).expanduser().resolve()))
+        out.append(s if is_remote(s) or is_inline_vrt(s) else str(Path(s).expanduser().resolve()))
     dup = sorted({p for p in out if out.count(p) > 1})
     if dup:
         raise InputError(f"{arg}: files listed more than once: {listed(dup)}")
@@ -97,7 +123,8 @@ def read_meta(path: str, *, bottom_up: bool = False) -> RasterFile:
     from rasterio.enums import MaskFlags
     from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
-    local = not (path.startswith("/vsi") or "://" in path)
+    local = not (is_remote(path) or is_inline_vrt(path))
+    shown = label(path)
     if local and Path(path).is_dir():
         raise DataFileError(
             f"paths: {path} is a folder, not a raster file; pass the raster files in it, e.g. "
@@ -126,19 +153,19 @@ def read_meta(path: str, *, bottom_up: bool = False) -> RasterFile:
             meta = replace(meta, overviews=tuple(ovs))
     except RasterioError as exc:
         raise DataFileError(
-            f"paths: {path} cannot be read as a raster ({exc}); check that it is a GeoTIFF or "
+            f"paths: {shown} cannot be read as a raster ({exc}); check that it is a GeoTIFF or "
             "another GDAL-readable raster and that the file is complete (not truncated)"
         ) from exc
     if meta.crs is None or not meta.crs.to_wkt():
         raise CRSError(
-            f"paths: raster {path} has no CRS, so its pixels cannot be placed on the ground. "
+            f"paths: raster {shown} has no CRS, so its pixels cannot be placed on the ground. "
             f"Set the CRS it is in, e.g. `rio edit-info --crs EPSG:4326 {path}` or "
             f"`gdal_edit.py -a_srs EPSG:4326 {path}` (use the raster's real EPSG code)"
         )
     t = meta.transform
     if t.b != 0 or t.d != 0 or t.a <= 0 or t.e == 0 or (t.e > 0 and not bottom_up):
         raise DataFileError(
-            f"paths: raster {path} has a rotated, sheared or south-up geotransform {tuple(t)[:6]}; "
+            f"paths: raster {shown} has a rotated, sheared or south-up geotransform {tuple(t)[:6]}; "
             f"warp it north-up first: `gdalwarp {path} north_up.tif`"
         )
     return meta
@@ -148,7 +175,7 @@ def check_compatible(files: Sequence[RasterFile]) -> None:
     """All files of one surface must share the band count and the CRS."""
     counts = {f.count for f in files}
     if len(counts) > 1:
-        detail = "; ".join(f"{f.path}: {f.count} bands" for f in files)
+        detail = "; ".join(f"{label(f.path)}: {f.count} bands" for f in files)
         raise DataFileError(
             f"paths: the files of one source must have the same number of bands, got {detail}. "
             "Pass files of one product (or separate sources per product)"
@@ -156,7 +183,7 @@ def check_compatible(files: Sequence[RasterFile]) -> None:
     first = files[0].crs
     other = [f for f in files[1:] if f.crs != first]
     if other:
-        detail = "; ".join(f"{f.path}: {f.crs.to_string()}" for f in [files[0], *other])
+        detail = "; ".join(f"{label(f.path)}: {f.crs.to_string()}" for f in [files[0], *other])
         raise CRSError(
             f"paths: the files of one source must share one CRS, got {detail}. Reproject them to "
             f"one CRS first, e.g. `gdalwarp -t_srs {first.to_string()} in.tif out.tif`"
@@ -268,11 +295,54 @@ def vrt_mosaic(files: Sequence[RasterFile], indexes: Sequence[int], nodata,
     return xml, transform, width, height
 
 
+def write_geotiff(path, *, width: int, height: int, count: int, dtype: str, transform, crs, nodata, blocks,
+                  descriptions=None):
+    """Write ``blocks`` (an iterable of (row offset, (count, rows, width) array), or of (row offset,
+    (k, rows, width) array, the k 1-based bands it fills)) into a new tiled,
+    deflate-compressed GeoTIFF beside ``path``, then rename it into place: the file appears whole
+    or not at all (OSError otherwise, the temporary removed)."""
+    import tempfile
+
+    import rasterio
+    from rasterio.windows import Window
+
+    from eocausal._atomic import _umask
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.tif", dir=path.parent)
+    os.close(fd)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
+        profile = dict(driver="GTiff", width=width, height=height, count=count, dtype=dtype, crs=crs,
+                       transform=transform, nodata=nodata, compress="deflate", tiled=True, blockxsize=256,
+                       blockysize=256, BIGTIFF="IF_SAFER")
+        with rasterio.open(tmp, "w", **profile) as ds:
+            for row, data, *bands in blocks:
+                ds.write(data, *bands, window=Window(0, row, width, data.shape[1]))
+            for k, name in enumerate(descriptions or (), 1):
+                if name is not None:
+                    ds.set_band_description(k, str(name))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
 _FINGERPRINTS: dict = {}
 
 
 def file_fingerprint(path: str) -> dict:
-    """Path, size, mtime_ns and sha256 of the first and last MiB (cached per size and mtime)."""
+    """Path, size, mtime_ns and sha256 of the first and last MiB (cached per size and mtime).
+
+    An inline VRT: the sha256 of its XML and the fingerprints of the files it reads. A URL or
+    GDAL virtual path: the path alone (a remote file's content is not read for a fingerprint)."""
+    if is_inline_vrt(path):
+        return {"vrt_sha256": hashlib.sha256(path.encode()).hexdigest(),
+                "sources": [file_fingerprint(p) for p in dict.fromkeys(vrt_sources(path))]}
+    if is_remote(path):
+        return {"path": path}
     try:
         st = os.stat(path)
     except OSError as exc:

@@ -23,7 +23,14 @@ chip pixel (so from 2x coarser on, with overviews 2/4/8), opened with GDAL's
 A chip inside one all-valid file (no nodata, no mask) that touches no other file is read from
 that file directly: the fast path. Any other chip (near an edge, on nodata, across tiles, with
 ``nodata=``) is read from a virtual mosaic (an in-memory GDAL VRT, Float32) of all files,
-padded on every side, where a pixel without valid data is NaN. GDAL resamples integer files
+padded on every side, where a pixel without valid data is NaN; the mosaic is read at its own
+resolution over the whole pixels around the chip (plus the resampling kernel's reach) and
+resampled from that block by the same float-window read, because GDAL's VRT, resampling a
+fractional window, clips each source to whole output pixels (chips across two tiles came out
+shifted by up to half a chip pixel). A chip counts as inside one file only when the resampling
+kernel's reach (bilinear 1, cubic 2, lanczos 3 source pixels) is inside it too, so a chip near a
+tile edge sees the neighbouring tile, not the edge repeated: a chip cut from tiles equals the
+chip cut from one file holding them, for every resampling. GDAL resamples integer files
 read directly in their own type, so those averages are rounded to whole numbers (within 0.5
 of the mosaic path's unrounded ones). Several files are one surface: they must share the band
 count and the CRS (reproject first, e.g. with ``gdalwarp``); where they overlap, the first
@@ -68,7 +75,7 @@ import numpy as np
 
 from eocausal.data._raster_common import (DEFAULT_MIN_VALID, apply_policy, as_dates,
                                           check_compatible, check_dates, check_policy,
-                                          check_valid_rule, chip_boxes, common_factors,
+                                          check_valid_rule, chip_boxes, common_factors, label,
                                           file_fingerprint, morton_order, pick_factor,
                                           pixel_validity, read_meta, resolve_bands,
                                           resolve_paths, select_keys, unit_geometries,
@@ -79,6 +86,9 @@ RESAMPLINGS = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "avera
                "gauss", "rms")
 CHIP_RULE = "utm-square-bbox/densify21/float-window/v1"  # changes when chip geometry changes
 _EPS = 1e-6
+#: source pixels a resampling kernel reaches beyond a chip pixel's footprint (GDAL's kernels)
+_KERNEL_REACH = {"nearest": 0.0, "average": 0.0, "mode": 0.0, "rms": 0.0, "bilinear": 1.0, "cubic": 2.0,
+                 "cubic_spline": 2.0, "gauss": 2.0, "lanczos": 3.0}
 _MAX_OPEN = 64  # open datasets kept per thread
 
 
@@ -183,6 +193,33 @@ class RasterSource:
         self._grids: dict = {}  # (-1, factor) -> (xml, transform, width, height) of mosaic VRTs
         self._init_handles()
 
+    @classmethod
+    def from_stac(cls, items, bands, **options) -> "RasterSource":
+        """A source over STAC items: bands chosen by asset key or band name, scale/offset and
+        nodata as the items declare them, dates from the items, all items one mosaic.
+
+        ``items``: a ``pystac.ItemCollection``, ``Catalog``/``Collection``, ``Item``, list of
+        items, a path to STAC JSON, or a ``pystac_client`` search. ``options`` as for the
+        constructor (``chip_size_m``, ``chip_px``, ``resampling``, ...). Needs pystac
+        (``pip install 'eocausal[stac]'``); see :mod:`eocausal.data.stac`.
+        """
+        from eocausal.data.stac import stac_source
+
+        return stac_source(items, bands, **options)
+
+    @classmethod
+    def from_xarray(cls, data, path=None, **options) -> "RasterSource":
+        """A source over a georeferenced ``xarray.DataArray`` (rioxarray's ``.rio`` CRS and
+        transform; dims (band, y, x) or (y, x)), as odc-stac or stackstac load it.
+
+        The array is written once as a tiled GeoTIFF (to ``path``, or a temporary file removed
+        with the source) and read like any raster, so chips follow the same rules. Needs
+        rioxarray (``pip install 'eocausal[xarray]'``); see :mod:`eocausal.data.xarray_sources`.
+        """
+        from eocausal.data.xarray_sources import xarray_source
+
+        return xarray_source(data, path=path, **options)
+
     # ------------------------------------------------------------------ handles
     def _init_handles(self) -> None:
         self._lock = threading.Lock()
@@ -249,7 +286,7 @@ class RasterSource:
         self._init_handles()
 
     def __repr__(self) -> str:
-        what = self.paths[0] if len(self.paths) == 1 else f"{len(self.paths)} files"
+        what = label(self.paths[0]) if len(self.paths) == 1 else f"{len(self.paths)} files"
         return (f"RasterSource({what}, bands={list(self.bands)}, crs={self.crs.to_string()}, "
                 f"chip_size_m={self.chip_size_m}, chip_px={self.chip_px})")
 
@@ -327,10 +364,10 @@ class RasterSource:
             chip[...] = np.nan
             src = self._source(int(plain[u]), int(factor[u]))
             try:
-                _read_window(src, boxes[u], chip_px, rs, chip)
+                (_read_window if plain[u] >= 0 else _read_mosaic_window)(src, boxes[u], chip_px, rs, chip)
             except rasterio.errors.RasterioError as exc:
                 raise DataFileError(
-                    f"paths: reading a chip for unit {geoms.index[u]!r} from {list(self.paths)} "
+                    f"paths: reading a chip for unit {geoms.index[u]!r} from {[label(p) for p in self.paths]} "
                     f"failed ({exc}); check that the files are complete and readable"
                 ) from exc
             nan = np.isnan(chip)
@@ -357,7 +394,14 @@ class RasterSource:
         mosaic; and the overview factor (the coarsest not coarser than the chip)."""
         fb = np.array([f.bounds for f in self.files])
         ok = np.isfinite(boxes).all(1)[:, None]
-        x0, y0, x1, y1 = (boxes[:, None, k] for k in range(4))
+        # grown by the resampling kernel's reach (source pixels, scaled when a chip pixel spans
+        # several): a chip whose kernel reaches past a file's edge is read from the mosaic, so it
+        # sees the neighbouring tile's pixels (or no data) rather than the file's edge repeated
+        px = np.array([[f.transform.a, -f.transform.e] for f in self.files]).max(0)
+        span = np.maximum((boxes[:, 2] - boxes[:, 0]) / px[0], (boxes[:, 3] - boxes[:, 1]) / px[1]) / chip_px
+        grow = _KERNEL_REACH[self.resampling] * np.where(np.isfinite(span), np.maximum(span, 1.0), 0.0)
+        x0, y0, x1, y1 = (boxes[:, None, k] + sgn * (grow * px[k % 2])[:, None]
+                          for k, sgn in enumerate((-1, -1, 1, 1)))
         hits = ok & (x0 < fb[:, 2]) & (x1 > fb[:, 0]) & (y0 < fb[:, 3]) & (y1 > fb[:, 1])
         within = ok & (x0 >= fb[:, 0]) & (x1 <= fb[:, 2]) & (y0 >= fb[:, 1]) & (y1 <= fb[:, 3])
         direct_ok = np.array([f.all_valid for f in self.files]) & (self.nodata is None)
@@ -413,6 +457,41 @@ class RasterSource:
     def check_dates(self, treatment_date) -> np.ndarray:
         """Warn (ImageDateWarning) if the imagery postdates ``treatment_date``; mask of dates after."""
         return check_dates(self.dates, treatment_date, stacklevel=3)
+
+
+def _read_mosaic_window(src, box, chip_px: int, resampling, out: np.ndarray) -> None:
+    """:func:`_read_window` for the mosaic VRT: its sources are composed exactly first, then resampled.
+
+    GDAL's VRT clips each of several sources to whole output pixels when a request resamples a
+    fractional window, which shifts a chip that spans two tiles by up to half a chip pixel (measured:
+    9 of 300 chips of studies/data/scene.tif cut into two tiles, nearest resampling). So the
+    mosaic is read at its own resolution over the whole pixels around the box (a margin of the
+    resampling kernel's reach), put in an in-memory GeoTIFF, and resampled from there by the same
+    float-window read as a single file: a chip across tiles equals the chip of one file holding them
+    (to GDAL's rounding of integer files read directly, within 0.5). Chips of one file keep the plain
+    read: with a single source the VRT is exact, and the kernels of cubic and lanczos resampling then
+    reach past the file's edge as in the file itself.
+    """
+    from affine import Affine
+    from rasterio.io import MemoryFile
+    from rasterio.windows import Window
+
+    ds, t, width, height, indexes = src
+    col0, row0 = (box[0] - t.c) / t.a, (box[3] - t.f) / t.e
+    col1, row1 = (box[2] - t.c) / t.a, (box[1] - t.f) / t.e
+    margin = int(ceil(4 * max((col1 - col0) / chip_px, (row1 - row0) / chip_px, 1.0))) + 1
+    c0, r0 = max(0, floor(col0) - margin), max(0, floor(row0) - margin)
+    c1, r1 = min(width, ceil(col1) + margin), min(height, ceil(row1) + margin)
+    if c1 <= c0 or r1 <= r0:
+        return
+    block = ds.read(indexes, window=Window(c0, r0, c1 - c0, r1 - r0), out_dtype=np.float32)
+    sub = t @ Affine.translation(c0, r0)
+    with MemoryFile() as mem:
+        with mem.open(driver="GTiff", width=c1 - c0, height=r1 - r0, count=len(block), dtype="float32",
+                      transform=sub, nodata=float("nan")) as tmp:
+            tmp.write(block)
+        with mem.open() as tmp:
+            _read_window((tmp, sub, c1 - c0, r1 - r0, None), box, chip_px, resampling, out)
 
 
 def _read_window(src, box, chip_px: int, resampling, out: np.ndarray) -> None:

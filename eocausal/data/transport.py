@@ -32,14 +32,12 @@ Support methods:
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from eocausal._atomic import _umask
+from eocausal.data._raster_common import write_geotiff
 from eocausal.errors import CRSError, InputError, OutputError
 
 #: Rules :func:`support_diagnostic` can flag places by (``method=``).
@@ -280,32 +278,12 @@ def _bands(values, outside, nodata: float, width: int | None = None) -> np.ndarr
 
 def _write_atomically(path, height: int, width: int, count: int, transform, crs, nodata: float, blocks) -> Path:
     """Write ``blocks`` (an iterable of (row offset, bands)) into a new GeoTIFF, then rename it into place."""
-    import rasterio
-    from rasterio.windows import Window
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.tif", dir=path.parent)
-    os.close(fd)
+    names = ("cate", "outside_support")[:count]
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
-        profile = dict(driver="GTiff", width=width, height=height, count=count, dtype="float32", crs=crs,
-                       transform=transform, nodata=nodata, compress="deflate", tiled=True, blockxsize=256,
-                       blockysize=256, BIGTIFF="IF_SAFER")
-        with rasterio.open(tmp, "w", **profile) as ds:
-            for row, data in blocks:
-                ds.write(data, window=Window(0, row, width, data.shape[1]))
-            ds.set_band_description(1, "cate")
-            if count > 1:
-                ds.set_band_description(2, "outside_support")
-        os.replace(tmp, path)
+        return write_geotiff(path, width=width, height=height, count=count, dtype="float32", transform=transform,
+                             crs=crs, nodata=nodata, blocks=blocks, descriptions=names)
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise OutputError(f"path={str(path)!r}: cannot write the effect raster ({exc})") from exc
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def write_effect_raster(path, values, transform, crs, *, outside=None, nodata: float = np.nan) -> Path:

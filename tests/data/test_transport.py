@@ -96,7 +96,7 @@ def test_write_effect_raster_is_atomic(tmp_path, monkeypatch):
     def fail(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(transport.os, "replace", fail)
+    monkeypatch.setattr(os, "replace", fail)  # the writer (write_geotiff) renames with os.replace
     with pytest.raises(OutputError, match="disk full"):
         write_effect_raster(path, np.zeros((2, 2)), TR, "EPSG:32612")
     assert path.read_bytes() == before  # the old file is intact
