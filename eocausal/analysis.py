@@ -1044,6 +1044,8 @@ def embedding_source(embeddings) -> tuple[str | None, dict | None]:
     give (None, None).
     """
     prov = embeddings.attrs.get("provenance") if isinstance(embeddings, pd.DataFrame) else None
+    if isinstance(prov, dict) and isinstance(prov.get("imagery"), dict) and not isinstance(prov.get("product"), dict):
+        return _imagery_note(prov), json.loads(json.dumps(prov, default=str))
     if not isinstance(prov, dict) or not isinstance(prov.get("product"), dict):
         return None, None
     p = prov["product"]
@@ -1066,6 +1068,21 @@ def embedding_source(embeddings) -> tuple[str | None, dict | None]:
                  "later (allow_post_treatment=True): post-treatment imagery, which the treatment may have changed, "
                  "so adjusting for it can bias the effects.")
     return note, json.loads(json.dumps(prov, default=str))
+
+
+def _imagery_note(prov: dict) -> str:
+    """The note of embeddings an encoder computed from catalogued imagery (a STAC source)."""
+    im, enc = prov["imagery"], prov.get("encoder") or {}
+    items, dates = im.get("items") or [], im.get("dates") or []
+    span = (dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}") if dates else "undated"
+    where = f" of {im['catalog']}" if im.get("catalog") else ""
+    note = (f"Image embeddings: {enc.get('class', 'an encoder')} of STAC imagery{where}: {len(items)} items "
+            f"dated {span}, bands {', '.join(map(str, im.get('bands') or []))}.")
+    if im.get("post_treatment_allowed") and im.get("post_treatment_units"):
+        note += (f" {im['post_treatment_units']} units were treated on or before the latest item's date "
+                 "(allow_post_treatment=True): post-treatment imagery, which the treatment may have changed, so "
+                 "adjusting for it can bias the effects.")
+    return note
 
 
 def _drop_units_without_embedding(units: Units, embeddings):

@@ -57,7 +57,8 @@ def _stderr(nb) -> str:
                    for o in c.get("outputs", []) if o.get("name") == "stderr")
 
 
-@pytest.mark.parametrize("name", ["uganda_tutorial.ipynb", "many_trials_debiased.ipynb"])
+@pytest.mark.parametrize("name", ["uganda_tutorial.ipynb", "many_trials_debiased.ipynb",
+                                  "catalogs_and_products.ipynb"])
 def test_notebooks_are_stored_without_outputs(name):
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     nbformat.validate(nb)
@@ -90,3 +91,15 @@ def test_many_trials_notebook_runs(kernel_env):
     assert report.is_file()
     assert "Debiased outcomes" in report.read_text(encoding="utf-8")
     assert "Traceback" not in _stderr(nb)
+
+
+@pytest.mark.slow
+def test_catalogs_and_products_notebook_runs(kernel_env):
+    """Issue 17: a study from a local STAC catalog and one from an embedding product, end to end."""
+    nb = _execute("catalogs_and_products.ipynb")
+    assert (kernel_env / "stac" / "report.html").is_file() and (kernel_env / "aef" / "manifest.json").is_file()
+    assert "Traceback" not in _stderr(nb)
+    text = "\n".join(o.get("text", "") or "".join(o.get("data", {}).get("text/plain", ""))
+                     for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "largest difference (reflectance)" in text and "STAC imagery" in text
+    assert "[2020]" in text and "Google DeepMind" in text and "post-treatment" in text

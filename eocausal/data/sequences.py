@@ -70,6 +70,23 @@ class RasterSequence:
         self.mask_polygons, self.valid = first.mask_polygons, first.valid
         self.last_report_: dict | None = None
 
+    @classmethod
+    def from_stac(cls, items, bands, **options) -> "RasterSequence":
+        """One frame per date of the STAC items (each a mosaic of that day's items); bands and
+        options as :meth:`RasterSource.from_stac <eocausal.data.raster.RasterSource.from_stac>`."""
+        from eocausal.data.stac import stac_sequence
+
+        return stac_sequence(items, bands, **options)
+
+    @classmethod
+    def from_xarray(cls, data, time_dim: str = "time", path=None, **options) -> "RasterSequence":
+        """One frame per step of ``time_dim`` of a georeferenced ``xarray.DataArray`` (dims
+        (time, band, y, x)); dates from that coordinate. See
+        :meth:`RasterSource.from_xarray <eocausal.data.raster.RasterSource.from_xarray>`."""
+        from eocausal.data.xarray_sources import xarray_sequence
+
+        return xarray_sequence(data, time_dim=time_dim, path=path, **options)
+
     def __repr__(self) -> str:
         return (f"RasterSequence({len(self.dates)} dates {self.dates[0]}..{self.dates[-1]}, "
                 f"bands={list(self.bands)}, chip_size_m={self.chip_size_m}, chip_px={self.chip_px})")

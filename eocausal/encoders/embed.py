@@ -220,6 +220,9 @@ def embed(units: Units, source, encoder, *, cache_dir=None, device: str | None =
         frame.attrs["provenance"] = {"encoder": encoder_fingerprint(encoder)}
     except InputError:  # an encoder without get_params / state_hash: its class only
         frame.attrs["provenance"] = {"encoder": {"class": _class_name(encoder)}}
+    imagery = getattr(source, "provenance", None)  # a STAC source: its items, dates, bands
+    if isinstance(imagery, dict):
+        frame.attrs["provenance"]["imagery"] = dict(imagery)
     if dest is not None:
         from eocausal.data.embedding_files import write_embeddings
 

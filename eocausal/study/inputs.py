@@ -115,13 +115,13 @@ def _check_units_file(study: Study, path: Path) -> str:
             )
     if u["format"] == "vector":
         im = study["imagery"]
-        if geometry is None and im["format"] == "raster":
+        if geometry is None and im["format"] in ("raster", "stac"):
             raise DataFileError(f"{where}: [units] path = {u['path']!r}: {path} has no geometry, which "
-                                "[imagery] format = 'raster' needs to place the chips; use a file with "
+                                f"[imagery] format = {im['format']!r} needs to place the chips; use a file with "
                                 "geometries, or format = 'csv' with lon and lat")
-        if (im["format"] == "raster" and im["chip_size_m"] is None and geometry is not None
+        if (im["format"] in ("raster", "stac") and im["chip_size_m"] is None and geometry is not None
                 and "point" in geometry.lower()):
-            raise StudyFileError(f"{where}: [imagery] format = 'raster' needs chip_size_m: the units in "
+            raise StudyFileError(f"{where}: [imagery] format = {im['format']!r} needs chip_size_m: the units in "
                                  f"{path} are points ({geometry}); give the chip side in metres")
     return f"units: {path} ({u['format']}, {len(cols)} columns{'' if geometry is None else ', ' + geometry})"
 
@@ -143,6 +143,10 @@ def _check_imagery_files(study: Study) -> list[str]:
 
         prod = EmbeddingProduct(files, product=im["product"])  # reads every file's metadata (folders: their .tif)
         return [f"imagery: {prod!r}"]
+    if fmt == "stac":
+        src = _stac_source(study, files[0])  # reads every item and the metadata of every asset
+        return [f"imagery: {files[0]} (stac, {len(src.stac_items)} items, {src.count} bands "
+                f"{list(src.bands)}, {src.crs.to_string()}, dates {[str(d) for d in src.dates]})"]
     if fmt == "chip-table":
         from eocausal.data.chip_tables import read_chip_table
 
@@ -288,6 +292,13 @@ def load_inputs(study: Study) -> Inputs:
         source = RasterSource(resolved, bands=im["bands"], chip_size_m=im["chip_size_m"],
                               chip_px=im["chip_px"], nodata=im["nodata"], min_valid=im["min_valid"],
                               on_invalid=im["on_invalid"], valid=im["valid"])
+    elif ifmt == "stac":
+        catalog = _study_file(study, "imagery", "path", im["path"])
+        source = _stac_source(study, catalog)
+        if im["treatment_date"] is not None:
+            _stac_guard(study, source, units, frame)
+        files.append(catalog)
+        files += [Path(p) for p in _stac_asset_files(source)]
     elif ifmt in ("embedding-product", "chip-table"):
         paths = im["path"] if isinstance(im["path"], list) else [im["path"]]
         resolved = [_study_file(study, "imagery", "path", p, folder_ok=ifmt == "embedding-product") for p in paths]
@@ -334,6 +345,54 @@ def _precomputed(study: Study, units: Units, frame: pd.DataFrame | None,
     Z.attrs["embed_stats"] = {"dropped_reason": "no embedding at the unit's place (off the product or chips, or "
                                                 "nodata)"}
     return Z, read
+
+
+def _stac_source(study: Study, catalog: Path):
+    """The [imagery] format = 'stac' source: every item of the catalog, one mosaic."""
+    from eocausal.data.raster import RasterSource
+
+    im = study["imagery"]
+    try:
+        return RasterSource.from_stac(catalog, bands=im["bands"], chip_size_m=im["chip_size_m"],
+                                      chip_px=im["chip_px"], nodata=im["nodata"], min_valid=im["min_valid"],
+                                      on_invalid=im["on_invalid"], valid=im["valid"])
+    except EocausalError as exc:
+        raise type(exc)(f"{_where(study)}: [imagery] path = {im['path']!r} (stac): {_strip_arg(str(exc))}") from exc
+
+
+def _stac_guard(study: Study, source, units: Units, frame: pd.DataFrame | None) -> None:
+    """The pre-treatment guard of a STAC study: items dated on or after a unit's treatment date."""
+    from eocausal.data._raster_common import listed
+    from eocausal.data.stac import post_treatment_units
+    from eocausal.errors import PostTreatmentError
+
+    im, col = study["imagery"], study["imagery"]["treatment_date"]
+    if frame is None or col not in frame.columns:
+        raise ColumnError(f"{_where(study)}: [imagery] treatment_date = {col!r}: no such column in the units file")
+    dates = frame[col].where(frame[col].notna(), None).to_numpy(dtype=object)
+    post = post_treatment_units(source.item_dates, dates)
+    if post.any() and not im["allow_post_treatment"]:
+        shown = [f"{i} (treated {str(d)[:10]})" for i, d in zip(units.ids[post][:8], dates[post][:8])]
+        raise PostTreatmentError(
+            f"{_where(study)}: [imagery] {int(post.sum())} units were treated on or before the latest imagery "
+            f"({max(source.item_dates)}; items dated {sorted({str(d) for d in source.item_dates})}): "
+            f"{listed(shown)}. Their chips would be post-treatment variables. Use a catalog of items dated "
+            "before the earliest treatment, or set allow_post_treatment = true (the effect table's notes will "
+            "say so)")
+    source.provenance.update(post_treatment_allowed=bool(im["allow_post_treatment"]),
+                             post_treatment_units=int(post.sum()))
+
+
+def _stac_asset_files(source) -> list[str]:
+    """The local asset files a STAC source reads (for the manifest's hashes)."""
+    from eocausal.data._raster_common import is_inline_vrt, is_remote, vrt_sources
+
+    out = []
+    for p in source.paths:
+        for f in (vrt_sources(p) if is_inline_vrt(p) else [p]):
+            if not is_remote(f) and f not in out:
+                out.append(f)
+    return out
 
 
 def _read_table(path: Path, fmt: str) -> pd.DataFrame:

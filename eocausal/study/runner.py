@@ -136,7 +136,9 @@ def run_study(study: Study | str | Path, out: str | Path, *, progress: bool = Fa
     t = stage("writing tables and report", 4)
     source_fp = inputs.source.fingerprint() if not precomputed else {"kind": study["imagery"]["format"]}
     encoder_fp = encoder_fingerprint(encoder) if not precomputed else None
-    embedding_source = Z.attrs.get("provenance") if precomputed else None
+    prov = Z.attrs.get("provenance")
+    imagery = prov.get("imagery") if isinstance(prov, dict) and not precomputed else None  # a STAC source
+    embedding_source = prov if precomputed or imagery is not None else None
     file_hashes = {p: _sha256(p) for p in inputs.data_files if p.is_file()}
     embedding_key = hashlib.sha256(json.dumps(
         {"encoder": encoder_fp, "source": source_fp}, sort_keys=True, default=str).encode()
@@ -147,6 +149,8 @@ def run_study(study: Study | str | Path, out: str | Path, *, progress: bool = Fa
         "study file sha256": study.sha256 or "(in-memory study)",
         **({"encoder": json.dumps(encoder_fp, sort_keys=True)} if encoder_fp is not None else
            {"embedding source": json.dumps(_source_summary(embedding_source), sort_keys=True, default=str)}),
+        **({"imagery (STAC)": json.dumps({k: imagery.get(k) for k in ("catalog", "items", "dates", "bands")},
+                                         default=str)} if imagery is not None else {}),
         "embedding key": embedding_key,
         **{f"data {p.name} sha256": h for p, h in file_hashes.items()},
     }

@@ -49,12 +49,12 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any, tuple | None]]] = {
     "imagery": {
         # default: the [units] format's own imagery (see IMAGERY_FOR_UNITS)
         "format": ((str,), None, ("demo", "npz", "causalimages-rdata", "causalimages-tfrecord", "raster",
-                                  "embedding-product", "chip-table")),
+                                  "stac", "embedding-product", "chip-table")),
         "path": ((str, list), None, None),
         "chip_px": ((int,), None, None),
         "chip_size_m": ((int, float), None, None),
         "bands": ((list,), None, None),
-        # chip validity (format = "raster"): see eocausal.data.raster
+        # chip validity (format = "raster" / "stac"): see eocausal.data.raster
         "min_valid": ((int, float), 0.5, None),
         "on_invalid": ((str,), "drop", ("drop", "keep", "fail")),
         "nodata": ((int, float), None, None),
@@ -98,8 +98,8 @@ IMAGERY_FORMATS = SCHEMA["imagery"]["format"][2]
 IMAGERY_FOR_UNITS: dict[str, tuple[str, ...]] = {
     "demo": ("demo",),
     "causalimages-rdata": ("causalimages-rdata", "npz", "raster", "causalimages-tfrecord"),
-    "csv": ("raster", "npz", "causalimages-tfrecord", "embedding-product", "chip-table"),
-    "vector": ("raster", "npz", "causalimages-tfrecord", "embedding-product", "chip-table"),
+    "csv": ("raster", "npz", "causalimages-tfrecord", "stac", "embedding-product", "chip-table"),
+    "vector": ("raster", "npz", "causalimages-tfrecord", "stac", "embedding-product", "chip-table"),
 }
 #: [imagery] formats that are embeddings already: no encoder runs
 PRECOMPUTED = ("embedding-product", "chip-table")
@@ -112,12 +112,11 @@ APPLIES: dict[tuple[str, str], tuple[str, ...]] = {
     **{("units", k): ("csv", "vector") for k in ("id", "treatment", "outcome", "clusters", "image_key")},
     **{("units", k): ("csv",) for k in ("lon", "lat", "crs")},
     ("units", "covariate_set"): ("causalimages-rdata",),
-    ("imagery", "path"): ("npz", "raster", "causalimages-tfrecord", "embedding-product", "chip-table"),
-    **{("imagery", k): ("raster",) for k in ("chip_px", "chip_size_m", "bands", "min_valid",
+    ("imagery", "path"): ("npz", "raster", "causalimages-tfrecord", "stac", "embedding-product", "chip-table"),
+    **{("imagery", k): ("raster", "stac") for k in ("chip_px", "chip_size_m", "bands", "min_valid",
                                               "on_invalid", "nodata", "valid")},
-    **{("imagery", k): ("embedding-product",) for k in ("product", "year", "allow_post_treatment",
-                                                         "per_unit_year")},
-    ("imagery", "treatment_date"): ("embedding-product",),
+    **{("imagery", k): ("embedding-product",) for k in ("product", "year", "per_unit_year")},
+    **{("imagery", k): ("embedding-product", "stac") for k in ("treatment_date", "allow_post_treatment")},
     **{("imagery", k): ("chip-table",) for k in ("join", "max_distance_m", "embedding")},
 }
 
@@ -126,8 +125,9 @@ REQUIRED_FOR: dict[tuple[str, str], tuple[str, ...]] = {
     ("units", "path"): ("csv", "vector", "causalimages-rdata"),
     ("units", "treatment"): ("csv", "vector"),
     ("units", "outcome"): ("csv", "vector"),
-    ("imagery", "path"): ("npz", "raster", "causalimages-tfrecord", "embedding-product", "chip-table"),
-    ("imagery", "chip_px"): ("raster",),
+    ("imagery", "path"): ("npz", "raster", "causalimages-tfrecord", "stac", "embedding-product", "chip-table"),
+    ("imagery", "chip_px"): ("raster", "stac"),
+    ("imagery", "bands"): ("stac",),
 }
 
 #: one line of meaning per key; the [estimate] lines come from eocausal.options.field_docs()
@@ -164,17 +164,21 @@ DOCS: dict[str, dict[str, str]] = {
     "imagery": {
         "format": "where the images come from: demo (simulated), npz (arrays images and keys), "
                   "causalimages-rdata (the workspace's images), causalimages-tfrecord, raster "
-                  "(GeoTIFF/COG chips around each unit), or embeddings already computed: "
+                  "(GeoTIFF/COG chips around each unit), stac (chips from the items of a static STAC "
+                  "catalog or item collection), or embeddings already computed: "
                   "embedding-product (a per-pixel product such as AlphaEarth, read at each unit) or "
                   "chip-table (a GeoParquet table of chip embeddings); default: the units' own images "
                   "(demo, causalimages-rdata), required for csv and vector units",
         "path": "the image file, relative to the study file's folder; for raster, a file or a list "
-                "of files read as one mosaic; for embedding-product, the product's files or folders (their "
+                "of files read as one mosaic; for stac, the catalog.json, collection.json or item "
+                "collection (the items are one mosaic; their dates are checked against the treatment); "
+                "for embedding-product, the product's files or folders (their "
                 "years from the paths, as <year>/<zone>/); for chip-table, the GeoParquet file",
         "chip_px": "chip side in pixels",
         "chip_size_m": "chip side in metres, a square in the unit's UTM zone; required for point units "
                        "(polygon units: their bounding square when not given)",
-        "bands": "bands to read, in order: 1-based numbers or band descriptions (default: all)",
+        "bands": "bands to read, in order: 1-based numbers or band descriptions (default: all); for stac "
+                 "(required), asset keys or band names / common names (such as red, nir)",
         "min_valid": "least share of valid pixels a chip needs (0.5: at least half of it is imagery)",
         "on_invalid": "units whose chip has too few valid pixels: drop (counted in the report), "
                       "keep (zero-filled) or fail",
@@ -186,10 +190,12 @@ DOCS: dict[str, dict[str, str]] = {
                 "before the earliest treatment_date (one layer for treated and control units alike)",
         "per_unit_year": "embedding-product: staggered adoption: each treated unit reads the latest layer "
                          "before its own treatment_date (units never treated: the common layer)",
-        "treatment_date": "embedding-product: [units] column of each unit's treatment date (empty for units "
-                          "never treated); a layer of the treatment's year or later is refused",
-        "allow_post_treatment": "embedding-product: keep layers of a unit's treatment year or later (post-"
-                                "treatment imagery); the effect table's notes say so",
+        "treatment_date": "embedding-product, stac: [units] column of each unit's treatment date (empty for "
+                          "units never treated); a product layer of the treatment's year or later, or a STAC item "
+                          "dated on or after it, is refused",
+        "allow_post_treatment": "embedding-product, stac: keep post-treatment imagery (layers of a unit's "
+                                "treatment year or later; items dated on or after its treatment); the effect "
+                                "table's notes say so",
         "join": "chip-table: a unit takes the chip that contains it, or the nearest within max_distance_m",
         "max_distance_m": "chip-table: largest distance in metres from a unit to its chip (join = nearest)",
         "embedding": "chip-table: the GeoParquet column holding each chip's embedding array (default: the "
@@ -386,17 +392,20 @@ def _check_formats(doc: dict, out: dict, where: str) -> None:
     if isinstance(im["path"], list) and ifmt not in ("raster", "embedding-product"):
         raise StudyFileError(f"{where}: [imagery] path: a list of files is read as one raster mosaic (raster) or "
                              f"as a product's files (embedding-product); format = {ifmt!r} takes one file")
-    if ifmt == "raster":
+    if ifmt in ("raster", "stac"):
         if ufmt == "csv" and u["lon"] is None:
             raise StudyFileError(
-                f"{where}: [imagery] format = 'raster' cuts chips around each unit's location; name the "
+                f"{where}: [imagery] format = {ifmt!r} cuts chips around each unit's location; name the "
                 "coordinate columns in [units] with lon and lat (and crs unless they are EPSG:4326)"
             )
         if ufmt in ("csv", "causalimages-rdata") and im["chip_size_m"] is None:
             raise StudyFileError(
-                f"{where}: [imagery] format = 'raster' needs chip_size_m for point units "
+                f"{where}: [imagery] format = {ifmt!r} needs chip_size_m for point units "
                 f"({DOCS['imagery']['chip_size_m']})"
             )
+    if ifmt == "stac" and not all(isinstance(b, str) for b in im["bands"]):
+        raise StudyFileError(f"{where}: [imagery] bands = {im['bands']!r}: a STAC catalog's bands are named "
+                             "(asset keys or band names such as 'red', 'nir'), not numbered")
     if "simulate" in doc and ufmt != "demo":
         raise StudyFileError(f"{where}: [simulate] applies only to [units] format = 'demo'; remove the section")
     ifmt = out["imagery"]["format"]

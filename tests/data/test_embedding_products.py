@@ -286,6 +286,7 @@ folds = 3
     assert "remove the [encoder] section" in capsys.readouterr().err
 
 
+@pytest.mark.filterwarnings("ignore:Use `@` matmul:PendingDeprecationWarning")  # rioxarray 0.19's own Affine use
 def test_docs_products_examples_run(tmp_path, monkeypatch):
     """docs/products.md's code blocks run as written, in order, on files written here under the
     names the page uses (AlphaEarth-like COGs in two zones and years, villages.csv, chips.parquet)."""
@@ -296,8 +297,12 @@ def test_docs_products_examples_run(tmp_path, monkeypatch):
 
     text = (Path(__file__).resolve().parents[2] / "docs" / "products.md").read_text(encoding="utf-8")
     blocks = re.findall(r"```python\n(.*?)```", text, re.S)
-    assert len(blocks) == 2
+    assert len(blocks) == 4
     monkeypatch.chdir(tmp_path)
+    import shutil
+
+    root = Path(__file__).resolve().parents[2]
+    shutil.copytree(root / "studies" / "data", tmp_path / "studies" / "data")  # the STAC catalog, scene.tif
     for year in (2020, 2022):
         _write(tmp_path / "aef" / str(year) / "36N" / "tile.tif", 32636, 36, year, 35.998, 1.0018)
         _write(tmp_path / "aef" / str(year) / "37N" / "tile.tif", 32637, 37, year, 35.9995, 1.0018, bottom_up=True)
@@ -318,3 +323,6 @@ def test_docs_products_examples_run(tmp_path, monkeypatch):
     assert ns["Z"].shape == (n, 64) and ns["Z"].attrs["provenance"]["years"] == [2020]
     assert any("Google DeepMind" in t for t in ns["table"].notes)
     assert ns["Zc"].notna().all().all() and ns["chips"].metadata["model"] == "clay-v1.5"
+    assert ns["src"].stac_items == ("scene-west", "scene-east") and ns["Zs"].shape == (300, 64)
+    assert any("STAC imagery" in t and "2020-06-15" in t for t in ns["effects"].notes)
+    assert float(abs(ns["src_xr"].chips(ns["sites"]) - ns["same"].chips(ns["sites"])).max()) == 0.0

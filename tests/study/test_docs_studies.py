@@ -69,11 +69,11 @@ def test_reference_lists_every_key_with_type_and_default():
         rows = {m.group(1): m.group(0) for m in re.finditer(r"^\| `(\w+)` \|.*$", body, flags=re.M)}
         assert list(rows) == list(spec), section
     imagery = by_name["[imagery]"]
-    assert re.search(r"^\| `min_valid` \| number \| `0.5` \| .*only with format raster", imagery, re.M)
-    assert re.search(r"^\| `chip_px` \| integer \| required for raster \| between 1 and 4096", imagery, re.M)
+    assert re.search(r"^\| `min_valid` \| number \| `0.5` \| .*only with format raster, stac", imagery, re.M)
+    assert re.search(r"^\| `chip_px` \| integer \| required for raster, stac \| between 1 and 4096", imagery, re.M)
     assert re.search(r"^\| `folds` \| integer \| `5` \|", by_name["[estimate]"], re.M)
     assert re.search(r"^\| `name` \| string \| required \|", by_name["[study]"], re.M)
-    assert "| `csv` | `raster`, `npz`, `causalimages-tfrecord`, `embedding-product`, `chip-table` (required" in md
+    assert "| `csv` | `raster`, `npz`, `causalimages-tfrecord`, `stac`, `embedding-product`, `chip-table` (required" in md
 
 
 def test_reference_page_is_in_the_site_navigation():
@@ -126,7 +126,8 @@ def test_every_study_file_runs(path, tmp_path, recwarn):
     man = json.loads((out / "manifest.json").read_text())
     assert man["study"] == load_study(path).name
     assert len(effects) > 0 and effects["estimate"].notna().all()
-    truth = {"villages_geotiff.toml": 1.0, "demo.toml": man["true_effect"]}.get(path.name)
+    truth = {"villages_geotiff.toml": 1.0, "villages_stac.toml": 1.0, "villages_alphaearth.toml": 1.0,
+             "demo.toml": man["true_effect"]}.get(path.name)
     if truth is not None:
         img = effects[(effects["adjustment"] == "tabular+image") & (effects["method"] != "dim")]
         assert len(img) > 0
@@ -155,3 +156,15 @@ def test_example_data_are_what_their_script_writes(tmp_path, load_script):
         assert new.transform == old.transform and new.crs == old.crs
         assert new.descriptions == old.descriptions == ("red", "green", "blue")
     assert (committed / "scene.tif").stat().st_size < 16_000
+    # the STAC catalog (item JSON and band COGs) and the embedding product's layers
+    new_files = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
+    old_files = sorted(p.relative_to(committed) for p in committed.rglob("*") if p.is_file() and p.suffix != ".py")
+    assert new_files == old_files
+    for rel in new_files:
+        if rel.suffix == ".json":
+            assert json.loads((tmp_path / rel).read_text()) == json.loads((committed / rel).read_text()), rel
+        elif rel.suffix == ".tif" and rel.name != "scene.tif":
+            with rasterio.open(tmp_path / rel) as new, rasterio.open(committed / rel) as old:
+                np.testing.assert_array_equal(new.read(), old.read())
+                assert new.transform == old.transform and new.crs == old.crs and new.nodata == old.nodata
+    assert sum(p.stat().st_size for p in committed.rglob("*") if p.is_file()) < 400_000
