@@ -334,3 +334,16 @@ def test_a_stac_study_names_its_bands(tmp_path):
     study.write_text(re.sub(r"^bands = .*\n", "", study.read_text(), flags=re.M))
     with pytest.raises(StudyFileError, match="needs the key 'bands'"):
         load_study(study)
+
+
+def test_missing_optional_dependencies_name_their_extra(monkeypatch, tmp_path):
+    import sys
+
+    from eocausal.errors import DependencyError
+
+    monkeypatch.setitem(sys.modules, "pystac", None)  # import pystac -> ImportError
+    with pytest.raises(DependencyError, match=r"pip install 'eocausal\[stac\]'"):
+        RasterSource.from_stac(tmp_path / "catalog.json", bands="red")
+    monkeypatch.setitem(sys.modules, "rioxarray", None)
+    with pytest.raises(DependencyError, match=r"pip install 'eocausal\[xarray\]'"):
+        RasterSource.from_xarray(object())
