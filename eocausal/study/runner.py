@@ -152,7 +152,7 @@ def run_study(study: Study | str | Path, out: str | Path, *, progress: bool = Fa
         **({"imagery (STAC)": json.dumps({k: imagery.get(k) for k in ("catalog", "items", "dates", "bands")},
                                          default=str)} if imagery is not None else {}),
         "embedding key": embedding_key,
-        **{f"data {p.name} sha256": h for p, h in file_hashes.items()},
+        **{f"data {_shown(p, study)} sha256": h for p, h in file_hashes.items()},
     }
     manifest = {
         "study": study.name,
@@ -192,6 +192,17 @@ def run_study(study: Study | str | Path, out: str | Path, *, progress: bool = Fa
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
     out_path = Path(out).absolute()
     return RunResult(table=table, out=out_path, manifest=manifest)
+
+
+def _shown(path: Path, study: Study) -> str:
+    """A data file as the report names it: relative to the study file's folder (so the tiles of a
+    catalog, scene-west/B4.tif and scene-east/B4.tif, stay apart), else its name."""
+    if study.path is not None:
+        try:
+            return Path(path).resolve().relative_to(Path(study.path).resolve().parent).as_posix()
+        except ValueError:
+            pass
+    return Path(path).name
 
 
 def _source_summary(prov: dict | None) -> dict:
