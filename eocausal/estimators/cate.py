@@ -308,14 +308,16 @@ class CateResult:
     tau_hat : numpy.ndarray (n,)
         Out-of-fold CATE predictions (the priority scores for RATE and calibration).
     scores : numpy.ndarray (n,)
-        Doubly robust scores Gamma_i with out-of-fold nuisances.
+        Doubly robust scores Gamma_i with out-of-fold nuisances; for 'dr_boost' cross-fitted
+        within each half, so that a unit's score and its priority share no data.
     mu0, mu1 : numpy.ndarray (n,)
-        Out-of-fold outcome regressions per arm.
+        Out-of-fold outcome regressions per arm (those of ``scores``).
     propensity_scores : numpy.ndarray (n,)
         Propensities used in the scores (known, or out-of-fold and clipped).
     y, w : numpy.ndarray (n,)
     fold_ids : numpy.ndarray (n,)
-        Cross-fitting fold of each unit.
+        Cross-fitting fold of each unit's ``tau_hat``; for 'dr_boost' the two halves of its honest
+        split (the nuisances of ``scores`` are cross-fitted within each half).
     clusters : numpy.ndarray or None
         Cluster labels (folds, EconML's inner cross-fitting, bootstrap draws and SEs).
     learner : str
@@ -444,10 +446,12 @@ def cate(y, w, X=None, embeddings=None, *, learner: str = "causal_forest", prope
     learner : {'causal_forest', 'dr', 'r', 't', 'x', 'dr_boost'}
         EconML's CausalForestDML, DRLearner, NonParamDML (R-learner), TLearner, XLearner; or
         'dr_boost', eocausal's DR-learner for large n (:mod:`eocausal.estimators.dr_boost`:
-        nuisances by eocausal's own solvers, nested within each training set, and a histogram
-        gradient-boosting final stage; ``**econml_kwargs`` then set that stage, scikit-learn's
-        ``HistGradientBoostingRegressor`` names). It scales linearly in n: 100,000 units in
-        seconds where the causal forest takes minutes (docs/heterogeneity.md, "Large n").
+        nuisances by eocausal's own solvers, a histogram gradient-boosting final stage, and a
+        two-way honest split: each half's CATEs from a model fitted on the other half, its
+        scores from nuisances cross-fitted within it; ``**econml_kwargs`` then set the final
+        stage, scikit-learn's ``HistGradientBoostingRegressor`` names). It scales linearly in
+        n: 100,000 units in seconds where the causal forest takes minutes
+        (docs/heterogeneity.md, "Large n").
     propensity_scores : array (n,) or float, optional
         Known propensities (RCTs). They replace the learner's propensity model and enter the
         scores. None: the learner keeps its own propensity model and the scores use
@@ -456,7 +460,9 @@ def cate(y, w, X=None, embeddings=None, *, learner: str = "causal_forest", prope
         Cluster labels (an image key, a village): folds keep clusters whole and EconML's inner
         cross-fitting is grouped too (EconML's ``groups=``).
     folds : int
-        Outer cross-fitting folds K.
+        Outer cross-fitting folds K. With 'dr_boost', the sub-folds of each half on which its
+        nuisances are cross-fitted (the CATEs are cross-fitted over the two halves, which
+        ``fold_ids`` then holds).
     seed : int or None
         Seeds the folds and fills ``random_state`` where EconML takes one.
     outcome_model : {'ridge', 'linear', 'gbm', 'forest'} or regressor
@@ -629,10 +635,10 @@ def _cate_dr_boost(y, w, F, names, n_tab, layout, clusters, e_known, folds, seed
         raise InputError(f"learner='dr_boost': {unknown} are not HistGradientBoostingRegressor parameters; "
                          "the keyword arguments set its final stage (scikit-learn's names)")
     model = _default_logit(n_tab) if isinstance(propensity, str) and propensity == "learner" else propensity
-    fold_ids = grouped_folds(len(y), clusters, folds, seed, stratify=w)
-    out = crossfit_dr_boost(F, y, w, fold_ids, clusters=clusters, e_known=e_known, propensity=model,
+    halves = grouped_folds(len(y), clusters, 2, seed, stratify=w)  # the honest split (module docstring)
+    out = crossfit_dr_boost(F, y, w, halves, clusters=clusters, e_known=e_known, propensity=model,
                             outcome_model=outcome_model, n_tabular=n_tab, seed=seed, clip=clip, fit_final=fit_final,
-                            **final_kwargs)
+                            inner_folds=folds, **final_kwargs)
     n_clipped = 0 if e_known is not None else int(np.sum(out["e"] != out["e_raw"]))
     if e_known is not None:
         source = "known"
@@ -641,7 +647,7 @@ def _cate_dr_boost(y, w, F, names, n_tab, layout, clusters, e_known, folds, seed
     else:
         source = "logit"
     return CateResult(tau_hat=out["tau_hat"], scores=out["scores"], mu0=out["mu0"], mu1=out["mu1"],
-                      propensity_scores=out["e"], y=y, w=w.astype(float), fold_ids=fold_ids, clusters=clusters,
+                      propensity_scores=out["e"], y=y, w=w.astype(float), fold_ids=halves, clusters=clusters,
                       learner="dr_boost", feature_names=tuple(names), n_tabular=n_tab,
                       propensity_known=e_known is not None, estimator_=out["final"], n_clipped=n_clipped,
                       propensity_source=source, _layout=layout)

@@ -2,10 +2,13 @@
 
 What is checked:
 
-- honesty: fold k's CATEs do not depend on fold k's outcomes (perturbing them leaves those
-  predictions unchanged to rounding and changes the others), which RATE and the calibration test
-  require; with nuisances fitted on all folds this fails (checked against that variant);
-- the scores are the AIPW scores of the native cross-fitted nuisances on the same folds;
+- honesty of the two-way split, both ways: a half's CATEs do not depend on its own outcomes
+  (perturbing them leaves those predictions unchanged to rounding and changes the others), and a
+  half's scores do not depend on the other half's outcomes (the data its CATEs were learned from),
+  which RATE and the calibration test require; each check has power: with nuisances fitted on
+  all folds both fail (checked against those variants);
+- the scores are the AIPW scores of nuisances cross-fitted within each half on the sub-folds
+  (clusters kept whole); too few clusters per half is refused;
 - accuracy on a design with a known CATE (correlation with the truth, the AIPW ATE within 3 SE of
   the truth, a RATE that detects the heterogeneity);
 - known propensities are used as given; clusters reach the evaluation;
@@ -18,7 +21,8 @@ import numpy as np
 import pytest
 
 import eocausal
-from eocausal.errors import InputError, NotFittedError
+from eocausal.data.folds import grouped_folds
+from eocausal.errors import InputError, NotEstimableError, NotFittedError
 from eocausal.estimators import dr_boost
 from eocausal.estimators.aipw import crossfit_outcome
 
@@ -47,9 +51,44 @@ def test_fold_predictions_do_not_depend_on_their_own_outcomes():
     assert np.max(np.abs(moved.tau_hat[~fold] - base.tau_hat[~fold])) > 1e-3  # the others did move
 
 
+def test_scores_do_not_depend_on_the_data_of_their_priorities():
+    """Fold k's scores (and their nuisances) use fold k alone: perturbing the other half's outcomes,
+    from which fold k's CATEs were learned, leaves them unchanged to rounding."""
+    y, w, X, Z, _, _ = _design(n=1500)
+    base = eocausal.cate(y, w, X=X, embeddings=Z, learner="dr_boost", fit_final=False)
+    assert set(np.unique(base.fold_ids)) == {0, 1}  # the two halves
+    fold = base.fold_ids == base.fold_ids[0]
+    y2 = y.copy()
+    y2[~fold] += np.random.default_rng(5).normal(scale=3.0, size=(~fold).sum())
+    moved = eocausal.cate(y2, w, X=X, embeddings=Z, learner="dr_boost", fit_final=False)
+    np.testing.assert_array_equal(moved.fold_ids, base.fold_ids)
+    for name in ("scores", "mu0", "mu1", "propensity_scores"):
+        np.testing.assert_allclose(getattr(moved, name)[fold], getattr(base, name)[fold], rtol=0, atol=1e-10)
+    assert np.max(np.abs(moved.tau_hat[fold] - base.tau_hat[fold])) > 1e-3  # the priorities did move
+    assert np.max(np.abs(moved.scores[~fold] - base.scores[~fold])) > 1e-3
+
+
+def test_shared_cross_fit_scores_would_see_the_data_of_their_priorities():
+    """The check above has power: scores whose nuisances are cross-fitted on all folds (the usual
+    cross-fit, the previous dr_boost) move when the other half's outcomes move."""
+    y, w, X, Z, _, e = _design(n=1500)
+    F = np.hstack([X, Z])
+    folds = eocausal.cate(y, w, X=X, embeddings=Z, learner="dr_boost", propensity_scores=e,
+                          fit_final=False).fold_ids
+    fold = folds == folds[0]
+
+    def shared(y_):
+        mu0, mu1 = crossfit_outcome(F, y_, w, folds, "ridge", n_tabular=3)
+        return (mu1 - mu0 + w * (y_ - mu1) / e - (1 - w) * (y_ - mu0) / (1 - e))[fold]
+
+    y2 = y.copy()
+    y2[~fold] += np.random.default_rng(5).normal(scale=3.0, size=(~fold).sum())
+    assert np.max(np.abs(shared(y) - shared(y2))) > 1e-3
+
+
 def test_without_nesting_the_fold_predictions_would_see_their_outcomes():
-    """The check above has power: with the nuisances of the cross-fit on all folds (no nesting),
-    the final model of fold k is trained on pseudo-outcomes whose outcome models saw fold k."""
+    """The first check has power: with nuisances cross-fitted on all folds, the final model of
+    fold k is trained on pseudo-outcomes whose outcome models saw fold k."""
     y, w, X, Z, _, e = _design(n=1500)
     F = np.hstack([X, Z])
     folds = eocausal.cate(y, w, X=X, embeddings=Z, learner="dr_boost", propensity_scores=e,
@@ -71,7 +110,12 @@ def test_scores_are_the_aipw_scores_of_the_cross_fitted_nuisances():
     y, w, X, Z, _, _ = _design(n=1200)
     res = eocausal.cate(y, w, X=X, embeddings=Z, learner="dr_boost", fit_final=False)
     F = np.hstack([X, Z])
-    mu0, mu1 = crossfit_outcome(F, y, w, res.fold_ids, "ridge", n_tabular=3)
+    np.testing.assert_array_equal(res.fold_ids, grouped_folds(len(y), None, 2, 0, stratify=w))
+    mu0, mu1 = np.empty(len(y)), np.empty(len(y))
+    for half in (0, 1):  # cross-fitted within each half, on 5 sub-folds of it
+        rows = np.flatnonzero(res.fold_ids == half)
+        sub = grouped_folds(len(rows), None, 5, 0, stratify=w[rows])
+        mu0[rows], mu1[rows] = crossfit_outcome(F[rows], y[rows], w[rows], sub, "ridge", n_tabular=3)
     np.testing.assert_allclose(res.mu0, mu0, rtol=0, atol=1e-10)
     np.testing.assert_allclose(res.mu1, mu1, rtol=0, atol=1e-10)
     e = res.propensity_scores
@@ -94,6 +138,26 @@ def test_recovers_a_known_cate():
     assert r.estimate / r.std_error > 4  # the heterogeneity is detected
     # transport: the final model predicts new rows
     assert np.corrcoef(res.predict(X[:500], embeddings=Z[:500]), tau[:500])[0, 1] > 0.75
+
+
+def test_clusters_stay_whole_in_the_sub_folds_and_the_transport_scores():
+    y, w, X, Z, _, e = _design(n=1200)
+    F = np.hstack([X, Z])
+    g = np.arange(len(y)) // 6
+    halves = grouped_folds(len(y), g, 2, 0, stratify=w)
+    out = dr_boost.crossfit_dr_boost(F, y, w, halves, clusters=g, e_known=e, propensity=None, n_tabular=3,
+                                     max_iter=20)
+    sub = out["sub_ids"]
+    assert len(np.unique(sub)) == 10
+    for ids in (sub, halves):
+        assert all(len(np.unique(ids[g == c])) == 1 for c in np.unique(g))  # no cluster straddles a split
+    assert all(len(np.unique(halves[sub == s])) == 1 for s in np.unique(sub))  # sub-folds nest in halves
+    mu0, mu1 = crossfit_outcome(F, y, w, sub, "ridge", n_tabular=3)  # transport: over all sub-folds
+    expect = mu1 - mu0 + w * (y - mu1) / e - (1 - w) * (y - mu0) / (1 - e)
+    np.testing.assert_allclose(out["scores_full"], expect, rtol=1e-12, atol=1e-12)
+    with pytest.raises(NotEstimableError, match="at least 2 clusters"):
+        eocausal.cate(y, w, X=X, embeddings=Z, learner="dr_boost", propensity_scores=e,
+                      clusters=(np.arange(len(y)) < 600).astype(int), fit_final=False)
 
 
 def test_known_propensities_are_used_as_given():

@@ -245,7 +245,7 @@ def test_raster_keys_are_refused_with_npz_imagery(folder, capsys, line):
     text = UNITS + f'[imagery]\nformat = "npz"\npath = "imgs.npz"\n{line}\n'
     v, r = validate_and_run(study(folder, text), capsys, folder / "out")
     assert v == r
-    assert f"[imagery] {key} applies only to [imagery] format = 'raster', not 'npz'; remove the key" in v
+    assert f"[imagery] {key} applies only to [imagery] format = 'raster' or 'stac', not 'npz'; remove the key" in v
 
 
 @pytest.mark.parametrize("units,key,fmt", [
