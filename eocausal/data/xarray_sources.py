@@ -95,10 +95,19 @@ def _write(data, xdim: str, ydim: str, path: Path) -> Path:
     return path
 
 
-def _tempdir(owner) -> Path:
-    d = Path(tempfile.mkdtemp(prefix="eocausal-xarray-"))
-    weakref.finalize(owner, shutil.rmtree, d, True)
-    return d
+class _TempFolder:
+    """A temporary folder removed when the last source holding it is garbage collected. A pickled
+    copy (a Ray worker's) refers to the same folder without owning it."""
+
+    def __init__(self):
+        self.path = Path(tempfile.mkdtemp(prefix="eocausal-xarray-"))
+        weakref.finalize(self, shutil.rmtree, self.path, True)
+
+    def __getstate__(self) -> dict:
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict) -> None:
+        self.path = state["path"]
 
 
 def xarray_source(data, path=None, **options):
@@ -113,8 +122,8 @@ def _xarray_source(data, path, **options):
     from eocausal.data.raster import RasterSource
 
     xdim, ydim = _check(data)
-    holder = type("_Files", (), {})()  # owns the temporary folder until the source takes it
-    target = Path(path) if path is not None else _tempdir(holder) / "image.tif"
+    holder = _TempFolder() if path is None else None
+    target = Path(path) if path is not None else holder.path / "image.tif"
     _write(data, xdim, ydim, target)
     src = RasterSource(target, **options)
     src._xarray_files = holder  # the folder lives as long as the source
@@ -142,9 +151,9 @@ def _xarray_sequence(data, time_dim, path, **options):
     if len(np.unique(dates)) < len(dates):
         raise InputError(f"{time_dim}: several steps fall on one day; composite them per day first "
                          "(e.g. data.groupby('time.date').median()) since a frame is one date")
-    holder = type("_Files", (), {})()
+    holder = _TempFolder() if path is None else None
     if path is None:
-        folder, stem, suffix = _tempdir(holder), "frame", ".tif"
+        folder, stem, suffix = holder.path, "frame", ".tif"
     else:
         p = Path(path)
         folder, stem, suffix = p.parent, p.stem, p.suffix or ".tif"

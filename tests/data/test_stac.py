@@ -227,6 +227,15 @@ def test_a_rioxarray_array_gives_the_chips_of_its_file(tmp_path):
     # rows stored south-up (as some loaders give them) are flipped by the geotransform
     flipped = da.isel(y=slice(None, None, -1))
     np.testing.assert_allclose(RasterSource.from_xarray(flipped, **KW).chips(g), direct, atol=1e-5)
+    # the temporary file lives as long as the source; a pickled copy reads it too
+    src = RasterSource.from_xarray(da, **KW)
+    folder = Path(src.paths[0]).parent
+    np.testing.assert_allclose(pickle.loads(pickle.dumps(src)).chips(g), direct, atol=1e-5)
+    del src
+    import gc
+
+    gc.collect()
+    assert not folder.exists()
     # band names from a string coordinate; a kept file at path=
     named = da.assign_coords(band=["red", "green", "blue"])
     src = RasterSource.from_xarray(named, path=tmp_path / "kept.tif", bands=["blue"], **KW)
