@@ -478,6 +478,22 @@ def test_sequence_drops_a_unit_invalid_in_any_frame(files):
     assert chips.shape == (1, 2, 3, 3, 3) and valid.shape == (1, 2)
 
 
+def test_sequence_valid_rule_reaches_every_frame(files, tmp_path):
+    """valid= of a sequence applies to each frame: a pixel whose first band is nodata while the
+    others hold data is invalid under 'all-bands' and valid under 'any-band'."""
+    data = fx.full_array()
+    data[0, :, :32] = -9999  # band 1 missing on the left half, bands 2-3 present
+    partial = fx._write(tmp_path / "partial.tif", data, nodata=-9999)
+    paths = {"2020-01-01": files["full"], "2020-02-01": partial}
+    g = pts([centre(20, 10), centre(20, 50)], ids=["left", "right"])
+    kw = dict(chip_size_m=30, chip_px=3, on_invalid="keep")
+    _, strict = RasterSequence(paths, **kw).chips(g, return_valid=True)
+    any_band, loose = RasterSequence(paths, valid="any-band", **kw).chips(g, return_valid=True)
+    assert strict.tolist() == [[1.0, 0.0], [1.0, 1.0]]
+    assert loose.tolist() == [[1.0, 1.0], [1.0, 1.0]]
+    assert (any_band[0, 1, 0] == 0).all() and (any_band[0, 1, 1:] > 0).all()  # the missing band is 0-filled
+
+
 # ============================================================================ embedding rasters
 def test_embedding_raster_point_and_mean(files):
     with rasterio.open(files["embedding"]) as ds:
