@@ -6,12 +6,12 @@ observational treatment (propensity from a covariate and an embedding direction,
 a known CATE tau = 1 + 0.8 tanh(z'u1) + 0.5 1{z'u2 > 0} + 0.3 x1 that depends on two embedding
 directions (u1, u2: random unit vectors over all 64 columns) and one covariate; outcome noise SD 1.
 
-Three measurements, each in fresh subprocesses (their own peak memory, ``ru_maxrss``):
+Four measurements, each in fresh subprocesses (their own peak memory, ``ru_maxrss``):
 
 1. ``compare`` (n = 100,000 by default): ``eocausal.cate`` with ``learner='dr_boost'`` and with
    ``learner='causal_forest'`` (EconML's CausalForestDML with eocausal's defaults: ridge and
-   logistic nuisances, 100 trees), the same outer folds (grouped by cluster, same seed) and the
-   same evaluation: seconds, peak memory, the correlation of the out-of-fold CATEs with tau, and
+   logistic nuisances, 100 trees, 5 cross-fitting folds grouped by cluster; dr_boost on its two
+   honest halves, grouped by the same clusters, with the same seed) and the same evaluation: seconds, peak memory, the correlation of the out-of-fold CATEs with tau, and
    RATE (AUTOC, 200 half-sample draws by cluster) of each, with each learner's own scores and,
    for a like-for-like comparison, both priorities on the DR-boost scores (``rate(...,
    compare=...)``: the paired difference and its SE). The "true AUTOC" is the statistic with the
@@ -33,8 +33,11 @@ Three measurements, each in fresh subprocesses (their own peak memory, ``ru_maxr
    do not depend on the data (tau plus independent noise, SD 0.5): what the half-sample SE covers
    when the priorities are fixed.
 
+4. ``crossover``: both learners at ``--crossover-n`` sizes (seeds 0, 1, 2): seconds, correlation
+   with tau and true AUTOC, averaged over seeds: from which n on ``dr_boost`` is the better choice.
+
 Usage: python -m benchmarks.cate_scale [--compare-n 100000] [--scale-n 1000000] [--coverage-n 2000]
-       [--reps 200] [--jobs 2] [--threads 2] [--skip compare scale coverage] [--no-write]
+       [--reps 200] [--jobs 2] [--threads 2] [--crossover-n 2000 5000 10000 20000] [--skip compare scale coverage crossover] [--no-write]
 Appends to benchmarks/results/cate_scale.md (written atomically).
 """
 
@@ -219,6 +222,21 @@ def _summary(rows, reps) -> dict:
             "bias": float(est.mean()), "corr": float(np.mean([r["corr"] for r in rows]))}
 
 
+def worker_crossover(sizes: list, seeds: int = 3) -> dict:
+    import eocausal
+
+    out = {}
+    for n in sizes:
+        for learner in ("dr_boost", "causal_forest"):
+            rows = []
+            for seed in range(seeds):
+                res, tau, seconds = _cate(n, learner, seed)
+                rows.append((seconds, float(np.corrcoef(res.tau_hat, tau)[0, 1]),
+                             eocausal.rate(res.tau_hat, tau, n_boot=0).estimate))
+            out[f"{n}:{learner}"] = [float(v) for v in np.mean(rows, axis=0)]
+    return out
+
+
 def worker_coverage(n: int, reps: int, jobs: int) -> dict:
     jobs_ = [(n, s) for s in range(1, reps + 1)]
     with ProcessPoolExecutor(jobs) as pool:
@@ -235,6 +253,7 @@ def main(argv=None) -> None:
     ap.add_argument("--scale-n", type=int, default=1_000_000)
     ap.add_argument("--coverage-n", type=int, default=2000)
     ap.add_argument("--reps", type=int, default=200)
+    ap.add_argument("--crossover-n", type=int, nargs="*", default=[2000, 5000, 10000, 20000])
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip", nargs="*", default=[])
@@ -245,7 +264,7 @@ def main(argv=None) -> None:
         job = json.loads(args.worker)
         kind = job.pop("kind")
         out = {"compare": worker_compare, "paired": worker_paired, "scale": worker_scale,
-               "coverage": worker_coverage}[kind](**job)
+               "coverage": worker_coverage, "crossover": worker_crossover}[kind](**job)
         print(json.dumps(out))
         return
 
@@ -264,7 +283,7 @@ def main(argv=None) -> None:
         b = run(kind="compare", n=n, learner="causal_forest")
         print(f"causal_forest n={n}: {b['seconds']:.1f} s", file=sys.stderr)
         pr = run(kind="paired", n=n)
-        lines += [f"### n = {n:,}: dr_boost against CausalForestDML (same folds, same evaluation)", "",
+        lines += [f"### n = {n:,}: dr_boost against CausalForestDML (same seed and clusters; CausalForestDML on 5 cross-fitting folds, dr_boost on its two honest halves with 5 sub-folds each; same evaluation)", "",
                   "| learner | seconds | peak GB | corr. with tau | RATE (AUTOC) ± SE, own scores | "
                   "RATE on the DR-boost scores | true AUTOC |", "| --- | --- | --- | --- | --- | --- | --- |",
                   f"| dr_boost | {a['seconds']:.1f} | {a['peak_gb']:.2f} | {a['corr']:.3f} | {a['rate']:.4f} ± "
@@ -287,6 +306,16 @@ def main(argv=None) -> None:
                   f"| {st['cate']:.1f} | {st['rate']:.1f} | {st['blp_gates']:.1f} | {st['calibration']:.1f} | "
                   f"{s['total']:.1f} | {s['peak_gb']:.2f} | {s['corr']:.3f} | {s['rate']:.4f} ± {s['rate_se']:.4f} |",
                   ""]
+    if "crossover" not in args.skip:
+        x = run(kind="crossover", sizes=list(args.crossover_n))
+        lines += [f"### Which learner from which n ({args.threads} BLAS threads; means over seeds 0, 1, 2)", "",
+                  "| n | dr_boost s | causal_forest s | dr_boost corr. with tau | causal_forest corr. | "
+                  "dr_boost true AUTOC | causal_forest true AUTOC |", "| --- | --- | --- | --- | --- | --- | --- |"]
+        for n in args.crossover_n:
+            b, f = x[f"{n}:dr_boost"], x[f"{n}:causal_forest"]
+            lines.append(f"| {n:,} | {b[0]:.1f} | {f[0]:.1f} | {b[1]:.3f} | {f[1]:.3f} | {b[2]:.4f} | {f[2]:.4f} |")
+        lines.append("")
+        print(f"crossover: {x}", file=sys.stderr)
     if "coverage" not in args.skip:
         c = run(threads=1, kind="coverage", n=args.coverage_n, reps=args.reps, jobs=args.jobs)
         print(f"coverage: {c['coverage']:.3f}", file=sys.stderr)
