@@ -556,6 +556,18 @@ def as_dates(values, arg: str = "dates") -> np.ndarray:
     return out
 
 
+def treatment_days(values, n: int) -> np.ndarray:
+    """Units' treatment dates -> datetime64[D], NaT for units never treated (None, NaN, "")."""
+    td = np.asarray(values, dtype=object)
+    if td.shape != (n,):
+        raise InputError(f"treatment_dates: expected one per unit ({n}), got shape {td.shape}")
+    has = pd.notna(pd.Series(td)).to_numpy() & (pd.Series(td).astype(str).str.strip() != "").to_numpy()
+    out = np.full(n, np.datetime64("NaT"), dtype="datetime64[D]")
+    if has.any():
+        out[has] = as_dates(td[has], "treatment_dates")
+    return out
+
+
 def check_dates(dates: np.ndarray | None, treatment_date, stacklevel: int = 3) -> np.ndarray:
     """Warn (ImageDateWarning) about images dated after ``treatment_date``; return that mask."""
     if dates is None or len(dates) == 0:

@@ -343,13 +343,10 @@ def _expand(paths) -> list[str]:
 
 
 def _treatment_years(treatment_dates, n: int) -> np.ndarray:
-    from eocausal.data._raster_common import as_dates
+    from eocausal.data._raster_common import treatment_days
 
-    td = np.asarray(treatment_dates, dtype=object)
-    if td.shape != (n,):
-        raise InputError(f"treatment_dates: expected one per unit ({n}), got shape {td.shape}")
+    days = treatment_days(treatment_dates, n)
     years = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)  # no date: never post-treatment
-    has = pd.notna(pd.Series(td)).to_numpy()
-    if has.any():
-        years[has] = as_dates(td[has], "treatment_dates").astype("datetime64[Y]").astype(int) + 1970
+    has = ~np.isnat(days)
+    years[has] = days[has].astype("datetime64[Y]").astype(int) + 1970
     return years

@@ -35,14 +35,16 @@ reproject); the message names the items and their CRSs.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
+from collections import Counter
 from pathlib import Path
 from xml.sax.saxutils import escape
 
 import numpy as np
 
-from eocausal.data._raster_common import _gt, listed, read_meta
+from eocausal.data._raster_common import _gt, as_dates, listed, read_meta, treatment_days
 from eocausal.errors import CRSError, DataFileError, InputError, require
 
 __all__ = ["read_items", "item_date", "stac_source", "stac_sequence", "gdal_path", "post_treatment_units"]
@@ -92,8 +94,7 @@ def read_items(items) -> list:
         raise InputError(f"items: expected pystac.Item objects, got {listed(sorted(set(bad)))}")
     if not out:
         raise InputError("items: the catalog or collection holds no items; check the path or the search")
-    ids = [i.id for i in out]
-    dup = sorted({i for i in ids if ids.count(i) > 1})
+    dup = sorted(i for i, k in Counter(it.id for it in out).items() if k > 1)
     if dup:
         raise InputError(f"items: the same item id more than once: {listed(dup)}")
     if base is not None:
@@ -104,19 +105,16 @@ def read_items(items) -> list:
 
 def item_date(item) -> np.datetime64:
     """The item's acquisition day (UTC): ``datetime``, else ``start_datetime``."""
-    dt = item.datetime
-    if dt is None:
+    when = item.datetime
+    if when is None:
         start = item.properties.get("start_datetime")
         if start is None:
             raise InputError(f"items: item {item.id!r} has neither datetime nor start_datetime; "
                              "a source needs each item's date")
-        dt = np.datetime64(start.replace("Z", ""), "D")
-        return dt
-    if dt.tzinfo is not None:
-        import datetime as _dt
-
-        dt = dt.astimezone(_dt.timezone.utc).replace(tzinfo=None)
-    return np.datetime64(dt.date(), "D")
+        return np.datetime64(start.replace("Z", ""), "D")
+    if when.tzinfo is not None:
+        when = when.astimezone(dt.timezone.utc)
+    return np.datetime64(when.date(), "D")
 
 
 def gdal_path(href: str) -> str:
@@ -299,14 +297,10 @@ def _provenance(where, ids, dates, bands) -> dict:
 
 
 def post_treatment_units(item_dates, treatment_dates) -> np.ndarray:
-    """Per unit: True when an item is dated on or after the unit's treatment date (None: never
-    treated). Every item of a mosaic may reach any unit, so any such item counts."""
-    last = max(np.datetime64(d, "D") for d in item_dates)
-    out = np.zeros(len(treatment_dates), dtype=bool)
-    for i, t in enumerate(treatment_dates):
-        if t is not None and not (isinstance(t, float) and np.isnan(t)) and str(t).strip():
-            out[i] = last >= np.datetime64(str(t)[:10], "D")
-    return out
+    """Per unit: True when an item is dated on or after the unit's treatment date (None, NaN or ""
+    : never treated). Every item of a mosaic may reach any unit, so any such item counts."""
+    days = treatment_days(treatment_dates, len(treatment_dates))
+    return ~np.isnat(days) & (max(as_dates(list(item_dates), "item dates")) >= days)
 
 
 def stac_sequence(items, bands, **options):

@@ -20,6 +20,7 @@ as for the files the array came from.
 
 from __future__ import annotations
 
+import functools
 import shutil
 import tempfile
 import warnings
@@ -110,15 +111,20 @@ class _TempFolder:
         self.path = state["path"]
 
 
+def _quiet_rioxarray(func):
+    """rioxarray 0.19 multiplies Affine objects with ``*``, which affine 3 flags on every call; the
+    warning is about their code, not the user's data."""
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Use `@` matmul", category=PendingDeprecationWarning)
+            return func(*args, **kwargs)
+    return wrapper
+
+
+@_quiet_rioxarray
 def xarray_source(data, path=None, **options):
     """A :class:`~eocausal.data.raster.RasterSource` over a georeferenced DataArray (module notes)."""
-    with warnings.catch_warnings():
-        # rioxarray 0.19 multiplies Affine objects with ``*``, which affine 3 flags on every call
-        warnings.filterwarnings("ignore", message="Use `@` matmul", category=PendingDeprecationWarning)
-        return _xarray_source(data, path, **options)
-
-
-def _xarray_source(data, path, **options):
     from eocausal.data.raster import RasterSource
 
     xdim, ydim = _check(data)
@@ -130,15 +136,9 @@ def _xarray_source(data, path, **options):
     return src
 
 
+@_quiet_rioxarray
 def xarray_sequence(data, time_dim: str = "time", path=None, **options):
     """A :class:`~eocausal.data.sequences.RasterSequence`, one frame per ``time_dim`` step."""
-    with warnings.catch_warnings():
-        # rioxarray 0.19 multiplies Affine objects with ``*``, which affine 3 flags on every call
-        warnings.filterwarnings("ignore", message="Use `@` matmul", category=PendingDeprecationWarning)
-        return _xarray_sequence(data, time_dim, path, **options)
-
-
-def _xarray_sequence(data, time_dim, path, **options):
     from eocausal.data.sequences import RasterSequence
 
     xdim, ydim = _check(data)
